@@ -1,0 +1,83 @@
+"""The exception hierarchy: one root, an exit code per class, mapped once in cli.py."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Process exit codes of every command except ``slot status``."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    DATABASE = 3
+    DELIVERY = 4
+    INTERRUPTED = 130
+
+
+class Wal2HttpError(Exception):
+    """Root of every error wal2http raises on purpose."""
+
+    exit_status: ExitStatus = ExitStatus.ERROR
+
+
+class ConfigError(Wal2HttpError):
+    """The configuration is invalid; nothing was started."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class DatabaseError(Wal2HttpError):
+    """PostgreSQL refused, failed or is unreachable."""
+
+    exit_status = ExitStatus.DATABASE
+
+
+class ReplicationLost(DatabaseError):
+    """The replication connection broke while streaming."""
+
+
+class DecodeError(DatabaseError):
+    """A pgoutput message could not be decoded."""
+
+    def __init__(self, message: str, lsn: int | None = None) -> None:
+        from wal2http.lsn import format_lsn
+
+        where = f" at LSN {format_lsn(lsn)}" if lsn else ""
+        super().__init__(f"cannot decode pgoutput message{where}: {message}")
+        self.lsn = lsn
+
+
+class DeliveryError(Wal2HttpError):
+    """The receiver refused events and delivery cannot go on."""
+
+    exit_status = ExitStatus.DELIVERY
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        event_id: str | None = None,
+        body: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.event_id = event_id
+        self.body = body
+
+
+class TransientDeliveryError(Wal2HttpError):
+    """A delivery attempt failed in a way worth retrying (network, timeout, 429, 5xx)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Interrupted(Wal2HttpError):
+    """A second interrupt asked for an immediate stop."""
+
+    exit_status = ExitStatus.INTERRUPTED
