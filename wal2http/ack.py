@@ -1,0 +1,48 @@
+"""The confirmed position: the highest commit end LSN whose events are all delivered."""
+
+from __future__ import annotations
+
+
+class AckTracker:
+    """Decides which WAL position may be confirmed to PostgreSQL.
+
+    Invariants (tested in tests/unit/test_ack.py): the confirmed LSN never moves
+    backwards, only moves to a commit end LSN after that transaction was delivered,
+    or to the server's ``wal_end`` while nothing is pending.
+    """
+
+    def __init__(self, start_lsn: int = 0) -> None:
+        self.confirmed_lsn = start_lsn
+        self.delivered_end_lsn = start_lsn
+        self.skipped_transactions = 0
+
+    def delivered(self, commit_end_lsn: int) -> bool:
+        """Record that a transaction ending at ``commit_end_lsn`` was fully delivered.
+
+        Returns True when the confirmed LSN moved forward.
+        """
+        if commit_end_lsn > self.delivered_end_lsn:
+            self.delivered_end_lsn = commit_end_lsn
+        return self._advance(commit_end_lsn)
+
+    def idle(self, wal_end: int) -> bool:
+        """Confirm the server's ``wal_end``; call only when no change is pending."""
+        return self._advance(wal_end)
+
+    def already_delivered(self, final_lsn: int) -> bool:
+        """True for a transaction resent after a reconnect that this process delivered.
+
+        ``final_lsn`` is the start of its commit record (from Begin); every commit record
+        begins after the end of the previous one, so a new transaction is never below
+        the end of the last delivered commit.
+        """
+        if final_lsn < self.delivered_end_lsn:
+            self.skipped_transactions += 1
+            return True
+        return False
+
+    def _advance(self, lsn: int) -> bool:
+        if lsn > self.confirmed_lsn:
+            self.confirmed_lsn = lsn
+            return True
+        return False

@@ -1,0 +1,1 @@
+"""Pure decoding: pgoutput bytes to protocol messages, PostgreSQL text to JSON values."""

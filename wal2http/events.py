@@ -1,0 +1,251 @@
+"""Turn decoded pgoutput messages into change events and their JSON envelope."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from wal2http.decode.pgoutput import (
+    UNCHANGED,
+    Begin,
+    ColumnValue,
+    Delete,
+    Insert,
+    Message,
+    Relation,
+    Truncate,
+    Type,
+    Update,
+)
+from wal2http.decode.values import Converter, converter_for
+from wal2http.errors import DecodeError
+from wal2http.lsn import format_lsn
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change, encoded once: ``body`` is exactly what a sink sends."""
+
+    id: str
+    op: str
+    xid: int | None
+    commit_lsn: int
+    commit_time_us: int
+    record: dict[str, Any]
+    body: bytes
+
+
+def event_id(commit_lsn: int, seq: int) -> str:
+    """Stable id: the same change gets the same id on every delivery, across restarts."""
+    return f"{commit_lsn:016X}-{seq}"
+
+
+def format_timestamp_us(us: int) -> str:
+    """RFC 3339 UTC with microseconds, e.g. ``2026-11-28T01:02:03.456789Z``."""
+    return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _RelationInfo:
+    """A Relation with everything the hot path needs precomputed."""
+
+    __slots__ = ("relation", "names", "converters", "key_indexes")
+
+    def __init__(self, relation: Relation, type_names: dict[int, str]) -> None:
+        self.relation = relation
+        self.names = tuple(c.name for c in relation.columns)
+        self.converters: tuple[Converter, ...] = tuple(
+            converter_for(c.type_oid, type_names.get(c.type_oid)) for c in relation.columns
+        )
+        self.key_indexes = tuple(i for i, c in enumerate(relation.columns) if c.is_key)
+
+
+class EventBuilder:
+    """Keeps the relation cache and the open transaction; builds events from changes."""
+
+    def __init__(self) -> None:
+        self._relations: dict[int, _RelationInfo] = {}
+        self._type_names: dict[int, str] = {}
+        self.in_transaction = False
+        self._xid: int | None = None
+        self._commit_lsn = 0
+        self._commit_time_us = 0
+        self._commit_time = ""
+        self._seq = 0
+
+    def begin(self, msg: Begin) -> None:
+        self.in_transaction = True
+        self._xid = msg.xid
+        self._commit_lsn = msg.final_lsn
+        self._commit_time_us = msg.commit_time_us
+        self._commit_time = format_timestamp_us(msg.commit_time_us)
+        self._seq = 0
+
+    def commit(self) -> None:
+        self.in_transaction = False
+
+    def relation(self, msg: Relation) -> None:
+        # A later Relation message for the same OID means the table changed: replace it.
+        self._relations[msg.oid] = _RelationInfo(msg, self._type_names)
+
+    def type(self, msg: Type) -> None:
+        self._type_names[msg.oid] = msg.name
+
+    def changes(self, msg: Insert | Update | Delete | Truncate | Message, lsn: int) -> list[Event]:
+        """Events for one change message; ``lsn`` is the message's WAL position."""
+        if isinstance(msg, Truncate):
+            return [
+                self._event(
+                    "truncate",
+                    lsn,
+                    self._info(oid, lsn).relation,
+                    None,
+                    None,
+                    None,
+                    [],
+                    {"cascade": msg.cascade, "restart_identity": msg.restart_identity},
+                )
+                for oid in msg.relation_oids
+            ]
+        if isinstance(msg, Message):
+            return [self._message(msg, lsn)]
+        info = self._info(msg.relation_oid, lsn)
+        try:
+            return [self._row_event(info, msg, lsn)]
+        except ValueError as e:
+            rel = info.relation
+            raise DecodeError(f"bad value in {rel.schema}.{rel.table}: {e}", lsn) from e
+
+    def _info(self, oid: int, lsn: int) -> _RelationInfo:
+        info = self._relations.get(oid)
+        if info is None:
+            raise DecodeError(f"change for relation OID {oid} before its Relation message", lsn)
+        return info
+
+    def _row_event(self, info: _RelationInfo, msg: Insert | Update | Delete, lsn: int) -> Event:
+        rel = info.relation
+        if isinstance(msg, Insert):
+            new, toast = self._row(info, msg.new)
+            return self._event("insert", lsn, rel, self._key(info, msg.new), new, None, toast)
+        if isinstance(msg, Update):
+            new, toast = self._row(info, msg.new)
+            if msg.old is not None:
+                old, _ = self._row(info, msg.old)
+                # REPLICA IDENTITY FULL sends unchanged TOASTed values inline in the old row.
+                toast = [name for name in toast if not _fill(new, old, name)]
+            elif msg.key is not None:
+                old = self._key(info, msg.key)
+            else:
+                old = self._key(info, msg.new)
+            return self._event("update", lsn, rel, self._key(info, msg.new), new, old, toast)
+        if msg.old is not None:
+            old, _ = self._row(info, msg.old)
+            return self._event("delete", lsn, rel, self._key(info, msg.old), None, old, [])
+        assert msg.key is not None
+        key = self._key(info, msg.key)
+        return self._event("delete", lsn, rel, key, None, dict(key), [])
+
+    @staticmethod
+    def _row(info: _RelationInfo, values: tuple[ColumnValue, ...]) -> tuple[dict[str, Any], list[str]]:
+        row: dict[str, Any] = {}
+        toast: list[str] = []
+        for name, convert, value in zip(info.names, info.converters, values):
+            if value is None:
+                row[name] = None
+            elif value is UNCHANGED:
+                toast.append(name)
+            else:
+                row[name] = convert(value)  # type: ignore[arg-type]
+        return row, toast
+
+    @staticmethod
+    def _key(info: _RelationInfo, values: tuple[ColumnValue, ...]) -> dict[str, Any]:
+        key: dict[str, Any] = {}
+        for i in info.key_indexes:
+            value = values[i]
+            if value is UNCHANGED:
+                continue
+            key[info.names[i]] = None if value is None else info.converters[i](value)  # type: ignore[arg-type]
+        return key
+
+    def _message(self, msg: Message, lsn: int) -> Event:
+        try:
+            content: str = msg.content.decode()
+            is_base64 = False
+        except UnicodeDecodeError:
+            content = base64.b64encode(msg.content).decode()
+            is_base64 = True
+        extra = {
+            "prefix": msg.prefix,
+            "transactional": msg.transactional,
+            "content": content,
+            "content_base64": is_base64,
+        }
+        if msg.transactional and self.in_transaction:
+            return self._event("message", lsn, None, None, None, None, [], extra)
+        # A non-transactional message stands alone: its own LSN identifies it.
+        record = {
+            "id": event_id(msg.lsn, 0),
+            "op": "message",
+            "schema": None,
+            "table": None,
+            "key": None,
+            "new": None,
+            "old": None,
+            "unchanged_toast": [],
+            "lsn": format_lsn(msg.lsn),
+            "commit_lsn": None,
+            "commit_time": None,
+            "xid": None,
+            "seq": 0,
+            **extra,
+        }
+        return Event(record["id"], "message", None, msg.lsn, 0, record, orjson.dumps(record))
+
+    def _event(
+        self,
+        op: str,
+        lsn: int,
+        rel: Relation | None,
+        key: dict[str, Any] | None,
+        new: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        toast: list[str],
+        extra: dict[str, Any] | None = None,
+    ) -> Event:
+        self._seq += 1
+        eid = event_id(self._commit_lsn, self._seq)
+        record: dict[str, Any] = {
+            "id": eid,
+            "op": op,
+            "schema": rel.schema if rel else None,
+            "table": rel.table if rel else None,
+            "key": key,
+            "new": new,
+            "old": old,
+            "unchanged_toast": toast,
+            "lsn": format_lsn(lsn),
+            "commit_lsn": format_lsn(self._commit_lsn),
+            "commit_time": self._commit_time,
+            "xid": self._xid,
+            "seq": self._seq,
+        }
+        if extra:
+            record.update(extra)
+        try:
+            body = orjson.dumps(record)
+        except TypeError as e:  # a converter returned something JSON cannot hold
+            raise DecodeError(f"cannot encode event {eid}: {e}", lsn) from e
+        return Event(eid, op, self._xid, self._commit_lsn, self._commit_time_us, record, body)
+
+
+def _fill(new: dict[str, Any], old: dict[str, Any], name: str) -> bool:
+    if name in old:
+        new[name] = old[name]
+        return True
+    return False

@@ -1,0 +1,36 @@
+"""Where events go: the only package that imports requests."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from wal2http.batch import Batch
+from wal2http.config import SinkConfig
+
+
+class Sink(Protocol):
+    """Delivers one batch synchronously.
+
+    ``send`` returns once the receiver accepted the whole batch. It raises
+    ``TransientDeliveryError`` when trying again later may succeed, and ``DeliveryError``
+    when it will not.
+    """
+
+    def send(self, batch: Batch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_sink(config: SinkConfig, as_array: bool) -> Sink:
+    """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1)."""
+    if config.kind == "http":
+        from wal2http.sinks.http import HttpSink
+
+        assert config.http is not None
+        return HttpSink(config.http, as_array)
+    from wal2http.sinks.jsonlines import JsonLinesSink
+
+    if config.kind == "file":
+        assert config.file_path is not None
+        return JsonLinesSink.to_file(config.file_path)
+    return JsonLinesSink.to_stdout()

@@ -1,0 +1,139 @@
+"""The HTTP sink: one synchronous POST per batch through one keep-alive session."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from wal2http import __version__
+from wal2http.batch import Batch
+from wal2http.config import HttpConfig
+from wal2http.errors import DeliveryError, TransientDeliveryError
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+CONFIGURATION_STATUSES = frozenset({401, 403, 404, 410})
+BODY_EXCERPT = 200
+
+
+class _CappedRetry(Retry):
+    """urllib3 Retry whose ``Retry-After`` wait is capped, so a receiver cannot stall us."""
+
+    retry_after_max = 5.0
+
+    def new(self, **kw: Any) -> _CappedRetry:
+        retry = super().new(**kw)
+        retry.retry_after_max = self.retry_after_max
+        return retry  # type: ignore[return-value]
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, self.retry_after_max)
+
+
+class HttpSink:
+    """POSTs batches; quick retries inside an attempt, the pipeline retries the rest."""
+
+    def __init__(self, config: HttpConfig, as_array: bool) -> None:
+        self._config = config
+        self._as_array = as_array
+        retry = _CappedRetry(
+            total=config.retries,
+            connect=config.retries,
+            read=0,  # a slow receiver is retried by the pipeline, which keeps PostgreSQL informed
+            status=config.retries,
+            other=0,
+            allowed_methods=None,  # POST is safe to repeat: ids make deliveries idempotent
+            status_forcelist=RETRYABLE_STATUSES,
+            backoff_factor=0.1,
+            backoff_max=2.0,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+            redirect=0,
+        )
+        retry.retry_after_max = config.retry_after_max_s
+        self._session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(
+            {"Content-Type": "application/json", "User-Agent": f"wal2http/{__version__}"}
+        )
+
+    def send(self, batch: Batch) -> None:
+        body = batch.body(self._as_array)
+        webhook_id = batch.batch_id
+        headers = {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(int(time.time())),
+            "Idempotency-Key": webhook_id,
+        }
+        try:
+            response = self._session.post(
+                self._config.url,
+                data=body,
+                headers=headers,
+                timeout=(self._config.connect_timeout_s, self._config.read_timeout_s),
+                allow_redirects=False,
+            )
+        except requests.Timeout as e:
+            raise TransientDeliveryError(f"receiver timed out: {_reason(e)}") from None
+        except requests.RequestException as e:
+            raise TransientDeliveryError(f"cannot reach receiver: {_reason(e)}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        excerpt = response.text[:BODY_EXCERPT].strip()
+        if status in RETRYABLE_STATUSES:
+            raise TransientDeliveryError(
+                f"receiver answered {status} {response.reason}",
+                status=status,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+            )
+        if status in CONFIGURATION_STATUSES:
+            raise DeliveryError(
+                f"receiver answered {status} {response.reason} for {webhook_id}: "
+                "check the receiver URL and credentials" + (f"; body: {excerpt}" if excerpt else ""),
+                status=status, event_id=webhook_id, body=excerpt,
+            )
+        raise DeliveryError(
+            f"receiver rejected {webhook_id} with {status} {response.reason}"
+            + (f"; body: {excerpt}" if excerpt else ""),
+            status=status, event_id=webhook_id, body=excerpt,
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _reason(error: requests.RequestException) -> str:
+    """The innermost cause, without the URL repeated by each wrapping layer."""
+    cause: BaseException = error
+    while True:
+        inner = getattr(cause, "reason", None) or cause.__context__
+        if not isinstance(inner, BaseException) or inner is cause:
+            break
+        cause = inner
+    return type(cause).__name__ + (f": {cause}" if str(cause) and "://" not in str(cause) else "")
