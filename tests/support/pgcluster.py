@@ -1,0 +1,286 @@
+"""A throwaway PostgreSQL 15 server with wal_level=logical, for the tests, `make demo` and `make bench`."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+from psycopg2 import sql
+
+from tests.support import wait_until
+
+__all__ = ["Database", "PgCluster", "wait_until"]
+
+DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
+HOST = "127.0.0.1"
+SUPERUSER = "postgres"
+LOG_NAME = "postgresql.log"
+
+DEFAULT_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "wal_sender_timeout": "60s",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "128MB",
+}
+
+Query: TypeAlias = "str | sql.Composable"
+Params: TypeAlias = tuple[Any, ...] | list[Any] | dict[str, Any] | None
+
+
+def _free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _conf_value(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _dsn_value(value: str) -> str:
+    if value and not any(c in value for c in " '\\"):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class PgCluster:
+    """One PostgreSQL server in a temporary data directory, run as ``postgres`` when we are root."""
+
+    host = HOST
+
+    def __init__(
+        self, bindir: str | os.PathLike[str] | None = None, settings: dict[str, str] | None = None
+    ) -> None:
+        self.bindir = Path(bindir or os.environ.get("PG_BINDIR") or DEFAULT_BINDIR)
+        if not (self.bindir / "initdb").is_file():
+            raise RuntimeError(
+                f"PostgreSQL 15 server binaries not found in {self.bindir} (no initdb): install them with "
+                "`apt-get install postgresql-15` (`make test` installs it), or point PG_BINDIR at them"
+            )
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.datadir: Path | None = None
+        self._port: int | None = None
+        # initdb and postgres refuse to run as root; the data directory must belong to postgres.
+        self._as_postgres = os.geteuid() == 0
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the PostgreSQL cluster is not started")
+        return self._port
+
+    @property
+    def logfile(self) -> Path:
+        return self._require_datadir() / LOG_NAME
+
+    @property
+    def running(self) -> bool:
+        return self.datadir is not None and (self.datadir / "postmaster.pid").exists()
+
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        """A libpq keyword DSN, e.g. ``host=127.0.0.1 port=5433 dbname=postgres user=postgres``."""
+        return f"host={HOST} port={self.port} dbname={_dsn_value(dbname)} user={_dsn_value(user)}"
+
+    def url(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        return f"postgresql://{user}@{HOST}:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        """initdb into a fresh temporary directory and start; on failure RuntimeError carries the log tail."""
+        if self.datadir is not None:
+            raise RuntimeError(f"the PostgreSQL cluster in {self.datadir} was already started")
+        self.datadir = Path(tempfile.mkdtemp(prefix="wal2http-pg-"))
+        try:
+            if self._as_postgres:
+                shutil.chown(self.datadir, SUPERUSER, SUPERUSER)
+            self._run(
+                "initdb", "-D", str(self.datadir), "-A", "trust", "-U", SUPERUSER,
+                "--no-sync", "-E", "UTF8", "--locale=C", timeout=120,
+            )  # fmt: skip
+            self._port = _free_port()
+            self._write_config()
+            self._pg_ctl("start")
+        except BaseException:
+            with contextlib.suppress(RuntimeError):
+                self.stop("immediate")  # pg_ctl -w may give up on a server that still came up
+            self._discard()
+            raise
+        atexit.register(self.cleanup)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server if it runs; calling it again is harmless."""
+        if self.running:
+            self._pg_ctl("stop", "-m", mode)
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop (with ``mode``) and start again on the same port and data directory."""
+        self._pg_ctl("restart", "-m", mode)
+
+    def cleanup(self) -> None:
+        """Stop the server and delete its data directory."""
+        atexit.unregister(self.cleanup)
+        if self.datadir is None:
+            return
+        try:
+            self.stop()
+        except RuntimeError:
+            self.stop("immediate")
+        finally:
+            self._discard()
+
+    def __enter__(self) -> PgCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
+
+    def connect(self, dbname: str = "postgres") -> psycopg2.extensions.connection:
+        """A new autocommit connection; the caller closes it."""
+        conn = psycopg2.connect(self.dsn(dbname), connect_timeout=10)
+        conn.autocommit = True
+        return conn
+
+    def execute(self, query: Query, params: Params = None, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+        """Run one statement on a fresh autocommit connection; return its rows, or [] if it returns none."""
+        with closing(self.connect(dbname)) as conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description is not None else []
+
+    def terminate_walsenders(self, slot_name: str | None = None, timeout: float = 10.0) -> int:
+        """Kill the walsenders of ``slot_name`` (or all), wait until the slots are free; return how many."""
+        active = "FROM pg_replication_slots WHERE active AND (%(slot)s::text IS NULL OR slot_name = %(slot)s)"
+        rows = self.execute(f"SELECT pg_terminate_backend(active_pid) {active}", {"slot": slot_name})
+        wait_until(
+            lambda: not self.execute(f"SELECT 1 {active}", {"slot": slot_name}),
+            timeout=timeout,
+            what=f"replication slot {slot_name or '(any)'} to become inactive",
+        )
+        return len(rows)
+
+    def confirmed_flush_lsn(self, slot: str) -> int | None:
+        """The slot's confirmed_flush_lsn as an int; None if the slot does not exist or has none."""
+        rows = self.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def current_wal_lsn(self) -> int:
+        return int(self.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")[0][0])
+
+    def create_database(self, name: str) -> Database:
+        self.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return Database(self, name)
+
+    def drop_database(self, name: str, timeout: float = 10.0) -> None:
+        """Drop the database's replication slots (killing their walsenders), then the database itself."""
+
+        def slots_dropped() -> bool:
+            slots = self.execute(
+                "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)
+            )
+            for slot_name, active_pid in slots:
+                if active_pid:
+                    self.execute("SELECT pg_terminate_backend(%s)", (active_pid,))
+                # ObjectInUse: its walsender is still exiting; look again on the next round.
+                with contextlib.suppress(psycopg2.errors.ObjectInUse, psycopg2.errors.UndefinedObject):
+                    self.execute("SELECT pg_drop_replication_slot(%s)", (slot_name,))
+            return not slots
+
+        wait_until(
+            slots_dropped, timeout=timeout, what=f"the replication slots of database {name} to be dropped"
+        )
+        self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def _require_datadir(self) -> Path:
+        if self.datadir is None:
+            raise RuntimeError("the PostgreSQL cluster is not started")
+        return self.datadir
+
+    def _write_config(self) -> None:
+        settings = {
+            "listen_addresses": HOST,
+            "port": str(self.port),
+            "unix_socket_directories": str(self._require_datadir()),
+            **self.settings,
+        }
+        lines = [f"{key} = {_conf_value(value)}" for key, value in settings.items()]
+        with open(self._require_datadir() / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write("\n# wal2http test cluster\n" + "\n".join(lines) + "\n")
+
+    def _pg_ctl(self, action: str, *options: str) -> None:
+        datadir = str(self._require_datadir())
+        self._run(
+            "pg_ctl", action, "-D", datadir, "-w", "-t", "60", "-l", str(self.logfile), *options, timeout=90
+        )
+
+    def _run(self, program: str, *args: str, timeout: float) -> None:
+        command = [str(self.bindir / program), *args]
+        if self._as_postgres:
+            command = ["runuser", "-u", SUPERUSER, "--", *command]
+        # cwd: the postgres user may not be allowed into the caller's working directory (e.g. /root).
+        done = subprocess.run(
+            command, cwd=self._require_datadir(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            output = (done.stderr or done.stdout).strip()
+            command_line = " ".join([program, *args])
+            raise RuntimeError(f"{command_line} failed (exit {done.returncode}): {output}{self._log_tail()}")
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            tail = self.logfile.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        except (OSError, RuntimeError):
+            return ""
+        return f"\n--- last lines of {self.logfile} ---\n" + "\n".join(tail)
+
+    def _discard(self) -> None:
+        if self.datadir is not None:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+        self.datadir = None
+        self._port = None
+
+
+@dataclass(frozen=True)
+class Database:
+    """One database of a PgCluster, as the tests see it."""
+
+    cluster: PgCluster
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        return self.cluster.dsn(self.name)
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url(self.name)
+
+    def connect(self) -> psycopg2.extensions.connection:
+        return self.cluster.connect(self.name)
+
+    def execute(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+        return self.cluster.execute(query, params, dbname=self.name)
+
+    def drop(self) -> None:
+        self.cluster.drop_database(self.name)
