@@ -6,12 +6,13 @@ import re
 from binascii import b2a_base64
 from collections.abc import Callable
 from functools import cache, partial
+from itertools import product
 from math import isfinite
 from typing import TypeAlias
 
 import orjson
 
-JsonValue: TypeAlias = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 Converter: TypeAlias = Callable[[str], JsonValue]
 
 # The replication session sets DateStyle=ISO, TimeZone=UTC, extra_float_digits=3,
@@ -49,9 +50,7 @@ def _timestamptz(text: str) -> str:
     return _timestamptz_other(text)
 
 
-_TIMESTAMPTZ_RE = re.compile(
-    r"(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(?::(\d\d))?(:\d\d)?"
-)
+_TIMESTAMPTZ_RE = re.compile(r"(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(?::(\d\d))?(:\d\d)?")
 
 
 def _timestamptz_other(text: str) -> str:
@@ -196,6 +195,10 @@ def converter_for(type_oid: int, type_name: str | None = None) -> Converter:
 # array_out quotes elements containing these (scanner_isspace), and array_in trims them
 # around unquoted elements. Python's \s would also match Unicode spaces PostgreSQL keeps.
 _SPACE = " \t\n\r\v\f"
+# An unquoted NULL in any letter case is SQL NULL; a set test is cheaper than upper().
+_NULL_SPELLINGS = frozenset(map("".join, product(*zip("NULL", "null", strict=True))))
+# Characters that a flat array of unquoted elements (ints, floats, dates...) never holds.
+_NOT_PLAIN_RE = re.compile(rf'[{_SPACE}"\\{{}}]')
 _ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _BOUND = rf"[{_SPACE}]*[+-]?\d+[{_SPACE}]*"
 _DIMENSIONS_RE = re.compile(rf"(?:\[{_BOUND}(?::{_BOUND})?\][{_SPACE}]*)+=")
@@ -204,12 +207,16 @@ _DIMENSIONS_RE = re.compile(rf"(?:\[{_BOUND}(?::{_BOUND})?\][{_SPACE}]*)+=")
 @cache
 def _token_re(delimiter: str) -> re.Pattern[str]:
     d = re.escape(delimiter)
-    plain = rf'(?:[^{_SPACE}"\\{{}}{d}]|\\.)'
+    special = rf'{_SPACE}"\\{{}}{d}'
+    # Runs of ordinary characters between escapes ("unrolled loops") keep matching linear
+    # and fast, with no nested quantifier to backtrack through.
+    plain = rf"(?:[^{special}]|\\.)[^{special}]*(?:\\.[^{special}]*)*"
+    quoted = r'"[^"\\]*(?:\\.[^"\\]*)*"'
     # Every character lands in some token, so nothing malformed is skipped silently:
     # braces, delimiter, quoted element, unquoted element (inner spaces kept, outer ones
     # not), a run of spaces, or a single stray character (an unmatched quote or backslash).
     return re.compile(
-        rf'[{{}}]|{d}|"(?:[^"\\]|\\.)*"|{plain}+(?:[{_SPACE}]+{plain}+)*|[{_SPACE}]+|.',
+        rf"[{{}}]|{d}|{quoted}|{plain}(?:[{_SPACE}]+{plain})*|[{_SPACE}]+|.",
         re.DOTALL,
     )
 
@@ -223,6 +230,15 @@ def parse_array(text: str, element: Converter, delimiter: str = ",") -> list[Jso
 
     Raise ValueError on text that is not a well-formed array.
     """
+    if text[:1] == "{" and text[-1:] == "}":
+        # Fast path for the common one-dimensional array that array_out left unquoted.
+        inner = text[1:-1]
+        if not inner:
+            return []
+        if _NOT_PLAIN_RE.search(inner) is None:
+            items = inner.split(delimiter)
+            if "" not in items:
+                return [None if item in _NULL_SPELLINGS else element(item) for item in items]
     start = 0
     if text.startswith("["):
         # Explicit bounds ("[0:1]={1,2}") only matter for subscripts, not for JSON.
@@ -271,7 +287,7 @@ def parse_array(text: str, element: Converter, delimiter: str = ",") -> list[Jso
                 if len(token) < 2:
                     raise ValueError("malformed array: unterminated quoted element")
                 stack[-1].append(element(_unescape(token[1:-1])))
-            elif len(token) == 4 and token.upper() == "NULL":
+            elif token in _NULL_SPELLINGS:
                 stack[-1].append(None)
             elif first == "\\" and len(token) == 1:
                 raise ValueError("malformed array: trailing backslash")
