@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0
 KEEPALIVE_EVERY_S = 1.0
+IDLE_CONFIRM_EVERY_S = 1.0
 
 
 class StopRequested(Exception):
@@ -44,6 +45,7 @@ class Pipeline:
         self.stop_requested = False
         self.events_delivered = 0
         self._skipping = False
+        self._last_idle_confirm = 0.0
 
     # -- signals ---------------------------------------------------------------
 
@@ -104,7 +106,13 @@ class Pipeline:
             self._deliver(self.batcher.take())
             return
         if not self.builder.in_transaction and self.ack.idle(self.stream.wal_end):
-            self.stream.confirm(self.ack.confirmed_lsn)
+            # Tell the server soon (not at the next status interval) so an idle slot frees WAL,
+            # but at most once a second: keepalives can come in bursts.
+            now = time.monotonic()
+            force = now - self._last_idle_confirm >= IDLE_CONFIRM_EVERY_S
+            if force:
+                self._last_idle_confirm = now
+            self.stream.confirm(self.ack.confirmed_lsn, force=force)
         self.stream.wait(IDLE_WAIT_S)
 
     def _finish(self) -> None:
