@@ -1,0 +1,113 @@
+"""The manual page and the README document exactly the options the CLI has."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+import wal2http.cli
+
+ROOT = Path(__file__).resolve().parents[2]
+MAN_PAGE = ROOT / "man" / "wal2http.1"
+README = ROOT / "README.rst"
+
+# Options click adds to every command; documented once, not per command.
+IGNORED = frozenset({"--help", "-h", "--version"})
+LONG_OPTION_RE = re.compile(r"(?<![\w-])--[A-Za-z0-9][A-Za-z0-9-]*")
+ROFF_FONT_RE = re.compile(r"\\f(?:\[[^\]]*\]|\(..|.)")
+
+CommandTree = Iterator[tuple[str, click.Command]]
+
+
+def walk(command: click.Command, path: tuple[str, ...] = ("wal2http",)) -> CommandTree:
+    """Every command of the tree, with its full name (``wal2http slot create``)."""
+    yield " ".join(path), command
+    if isinstance(command, click.Group):
+        for name, sub in sorted(command.commands.items()):
+            yield from walk(sub, (*path, name))
+
+
+def long_options(command: click.Command, hidden: bool = False) -> list[str]:
+    """The command's ``--long`` options; hidden ones only when asked (they need no docs)."""
+    return [
+        opt
+        for p in command.params
+        if isinstance(p, click.Option) and (hidden or not p.hidden)
+        for opt in (*p.opts, *p.secondary_opts)
+        if opt.startswith("--") and opt not in IGNORED
+    ]
+
+
+def envvars(command: click.Command) -> list[str]:
+    names: list[str] = []
+    for p in command.params:
+        if not isinstance(p, click.Option) or p.envvar is None:
+            continue
+        names.extend([p.envvar] if isinstance(p.envvar, str) else p.envvar)
+    return names
+
+
+def roff_to_text(source: str) -> str:
+    """The man page source with hyphen escapes and font changes removed, for searching."""
+    text = source.replace("\\-", "-").replace("\\&", "")
+    return ROFF_FONT_RE.sub("", text)
+
+
+def man_section(text: str, name: str) -> str:
+    match = re.search(rf"^\.SH \"?{name}\"?\s*$(.*?)(?=^\.SH |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match is not None, f"{MAN_PAGE.name} has no {name} section"
+    return match.group(1)
+
+
+def mentions(text: str, word: str) -> bool:
+    """True when ``word`` appears as a whole token (``--batch`` is not in ``--batch-size``)."""
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None
+
+
+COMMANDS = list(walk(wal2http.cli.main))
+OPTIONS = [(path, opt) for path, cmd in COMMANDS for opt in long_options(cmd)]
+ENVVARS = [(path, var) for path, cmd in COMMANDS for var in envvars(cmd)]
+DOCS = {"man": MAN_PAGE, "readme": README}
+
+
+@pytest.fixture(scope="module")
+def docs() -> dict[str, str]:
+    return {"man": roff_to_text(MAN_PAGE.read_text()), "readme": README.read_text()}
+
+
+def test_the_tree_is_walked() -> None:
+    assert any(path == "wal2http run" for path, _ in COMMANDS)
+    assert ("wal2http run", "--dsn") in OPTIONS
+
+
+@pytest.mark.parametrize("doc", DOCS)
+@pytest.mark.parametrize(("path", "option"), OPTIONS, ids=[f"{p}:{o}" for p, o in OPTIONS])
+def test_every_option_is_documented(docs: dict[str, str], doc: str, path: str, option: str) -> None:
+    assert mentions(docs[doc], option), f"{path} {option} is missing from {DOCS[doc].name}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+@pytest.mark.parametrize(("path", "name"), ENVVARS, ids=[f"{p}:{v}" for p, v in ENVVARS])
+def test_every_environment_variable_is_documented(
+    docs: dict[str, str], doc: str, path: str, name: str
+) -> None:
+    assert mentions(docs[doc], name), f"{name} (an option of {path}) is missing from {DOCS[doc].name}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS if p != "wal2http"])
+def test_every_command_is_documented(docs: dict[str, str], doc: str, path: str) -> None:
+    assert re.search(r"\s+".join(map(re.escape, path.split())), docs[doc]), (
+        f"command '{path}' is missing from {DOCS[doc].name}"
+    )
+
+
+def test_the_man_page_names_no_option_the_cli_lacks(docs: dict[str, str]) -> None:
+    known = {opt for _, cmd in COMMANDS for opt in long_options(cmd, hidden=True)} | IGNORED
+    documented = set(LONG_OPTION_RE.findall(man_section(docs["man"], "OPTIONS")))
+    unknown = sorted(documented - known)
+    assert not unknown, f"{MAN_PAGE.name} OPTIONS names options the CLI does not have: {', '.join(unknown)}"
