@@ -21,7 +21,7 @@ from wal2http.decode.pgoutput import (
     Type,
     Update,
 )
-from wal2http.decode.values import Converter, converter_for
+from wal2http.decode.values import Converter, JsonText, converter_for
 from wal2http.errors import DecodeError
 from wal2http.lsn import format_lsn
 
@@ -41,6 +41,17 @@ class Event:
     body: bytes
 
 
+def _embed(value: object) -> orjson.Fragment:
+    if isinstance(value, JsonText):
+        return orjson.Fragment(str(value))
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """An event's JSON bytes; json/jsonb column values are embedded exactly as PostgreSQL sent them."""
+    return orjson.dumps(record, default=_embed, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
 def event_id(commit_lsn: int, seq: int) -> str:
     """Stable id: the same change gets the same id on every delivery, across restarts."""
     return f"{commit_lsn:016X}-{seq}"
@@ -54,7 +65,7 @@ def format_timestamp_us(us: int) -> str:
 class _RelationInfo:
     """A Relation with everything the hot path needs precomputed."""
 
-    __slots__ = ("relation", "names", "converters", "key_indexes")
+    __slots__ = ("relation", "names", "converters", "key_names")
 
     def __init__(self, relation: Relation, type_names: dict[int, str]) -> None:
         self.relation = relation
@@ -62,7 +73,11 @@ class _RelationInfo:
         self.converters: tuple[Converter, ...] = tuple(
             converter_for(c.type_oid, type_names.get(c.type_oid)) for c in relation.columns
         )
-        self.key_indexes = tuple(i for i, c in enumerate(relation.columns) if c.is_key)
+        self.key_names = tuple(c.name for c in relation.columns if c.is_key)
+
+    def key_of(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The replica identity columns of a row (those it has: an unchanged TOAST value is absent)."""
+        return {name: row[name] for name in self.key_names if name in row}
 
 
 class EventBuilder:
@@ -129,26 +144,27 @@ class EventBuilder:
 
     def _row_event(self, info: _RelationInfo, msg: Insert | Update | Delete, lsn: int) -> Event:
         rel = info.relation
+        key_of = info.key_of
         if isinstance(msg, Insert):
             new, toast = self._row(info, msg.new)
-            return self._event("insert", lsn, rel, self._key(info, msg.new), new, None, toast)
+            return self._event("insert", lsn, rel, key_of(new), new, None, toast)
         if isinstance(msg, Update):
             new, toast = self._row(info, msg.new)
             if msg.old is not None:
                 old, _ = self._row(info, msg.old)
                 # REPLICA IDENTITY FULL sends unchanged TOASTed values inline in the old row.
                 toast = [name for name in toast if not _fill(new, old, name)]
-            elif msg.key is not None:
-                old = self._key(info, msg.key)
+            elif msg.key is not None:  # a key column changed: PostgreSQL sent the old key
+                old = key_of(self._row(info, msg.key)[0])
             else:
-                old = self._key(info, msg.new)
-            return self._event("update", lsn, rel, self._key(info, msg.new), new, old, toast)
+                old = key_of(new)
+            return self._event("update", lsn, rel, key_of(new), new, old, toast)
         if msg.old is not None:
             old, _ = self._row(info, msg.old)
-            return self._event("delete", lsn, rel, self._key(info, msg.old), None, old, [])
-        assert msg.key is not None
-        key = self._key(info, msg.key)
-        return self._event("delete", lsn, rel, key, None, dict(key), [])
+        else:
+            assert msg.key is not None
+            old = key_of(self._row(info, msg.key)[0])
+        return self._event("delete", lsn, rel, key_of(old), None, old, [])
 
     @staticmethod
     def _row(info: _RelationInfo, values: tuple[ColumnValue, ...]) -> tuple[dict[str, Any], list[str]]:
@@ -162,16 +178,6 @@ class EventBuilder:
             else:
                 row[name] = convert(value)  # type: ignore[arg-type]
         return row, toast
-
-    @staticmethod
-    def _key(info: _RelationInfo, values: tuple[ColumnValue, ...]) -> dict[str, Any]:
-        key: dict[str, Any] = {}
-        for i in info.key_indexes:
-            value = values[i]
-            if value is UNCHANGED:
-                continue
-            key[info.names[i]] = None if value is None else info.converters[i](value)  # type: ignore[arg-type]
-        return key
 
     def _message(self, msg: Message, lsn: int) -> Event:
         try:
@@ -205,7 +211,7 @@ class EventBuilder:
             "seq": 0,
             **extra,
         }
-        return Event(record["id"], "message", None, msg.lsn, 0, record, orjson.dumps(record))
+        return Event(record["id"], "message", None, msg.lsn, 0, record, encode(record))
 
     def _event(
         self,
@@ -238,7 +244,7 @@ class EventBuilder:
         if extra:
             record.update(extra)
         try:
-            body = orjson.dumps(record)
+            body = encode(record)
         except TypeError as e:  # a converter returned something JSON cannot hold
             raise DecodeError(f"cannot encode event {eid}: {e}", lsn) from e
         return Event(eid, op, self._xid, self._commit_lsn, self._commit_time_us, record, body)

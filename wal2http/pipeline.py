@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+import select
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -46,6 +48,25 @@ class Pipeline:
         self.events_delivered = 0
         self._skipping = False
         self._last_idle_confirm = 0.0
+        # Signals write to this socket so that waits end at once instead of at their timeout.
+        self.wakeup, self._wakeup_writer = socket.socketpair()
+        self.wakeup.setblocking(False)
+        self._wakeup_writer.setblocking(False)
+
+    def wakeup_fd(self) -> int:
+        """The descriptor to pass to ``signal.set_wakeup_fd``."""
+        return self._wakeup_writer.fileno()
+
+    def close(self) -> None:
+        self.wakeup.close()
+        self._wakeup_writer.close()
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self.wakeup.recv(512):
+                pass
+        except BlockingIOError:
+            pass
 
     # -- signals ---------------------------------------------------------------
 
@@ -113,7 +134,8 @@ class Pipeline:
             if force:
                 self._last_idle_confirm = now
             self.stream.confirm(self.ack.confirmed_lsn, force=force)
-        self.stream.wait(IDLE_WAIT_S)
+        self.stream.wait(IDLE_WAIT_S, self.wakeup)
+        self._drain_wakeup()
 
     def _finish(self) -> None:
         if self.batcher.pending:
@@ -172,7 +194,8 @@ class Pipeline:
                 return
             if self.stop_requested:
                 raise StopRequested()
-            time.sleep(min(KEEPALIVE_EVERY_S, remaining))
+            select.select([self.wakeup], [], [], min(KEEPALIVE_EVERY_S, remaining))
+            self._drain_wakeup()
 
 
 def run(config: Config) -> None:
@@ -193,6 +216,7 @@ def run(config: Config) -> None:
     if info.confirmed_flush_lsn is not None:
         pipeline.ack = AckTracker(info.confirmed_flush_lsn)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous_wakeup_fd = signal.set_wakeup_fd(pipeline.wakeup_fd(), warn_on_full_buffer=False)
     try:
         stream.open()
         pipeline.run()
@@ -202,5 +226,7 @@ def run(config: Config) -> None:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        signal.set_wakeup_fd(previous_wakeup_fd)
+        pipeline.close()
         stream.close()
         sink.close()

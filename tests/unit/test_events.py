@@ -121,3 +121,14 @@ def test_unknown_relation_and_bad_values_raise_decode_error() -> None:
 
 def test_timestamp_format() -> None:
     assert format_timestamp_us(0) == "1970-01-01T00:00:00.000000Z"
+
+
+def test_full_identity_key_includes_toast_values_filled_from_old_row() -> None:
+    full = [("id", 23, True), ("body", 25, True)]
+    (ev,) = change(builder_with(full, "f"), pb.update(10, ["1", b"u"], old=["1", "big"]))
+    assert ev["key"] == {"id": 1, "body": "big"}
+
+
+def test_delete_key_tuple_keeps_only_key_columns() -> None:
+    (ev,) = change(builder_with(), pb.delete(10, key=["5", None, None]))
+    assert ev["old"] == {"id": 5}

@@ -10,8 +10,6 @@ from itertools import product
 from math import isfinite
 from typing import TypeAlias
 
-import orjson
-
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 Converter: TypeAlias = Callable[[str], JsonValue]
 
@@ -66,6 +64,24 @@ def _timestamptz_other(text: str) -> str:
     return f"{date}T{time}{hours}:{minutes or '00'}"
 
 
+class JsonText(str):
+    """JSON text from PostgreSQL, embedded in events verbatim.
+
+    Re-parsing would lose what a float or a 64-bit integer cannot hold (``1e400``, long
+    decimals) and cost time; PostgreSQL has already validated it.
+    """
+
+    __slots__ = ()
+
+
+def _json(text: str) -> JsonText:
+    # PostgreSQL rejects raw control characters inside JSON strings, so a raw newline or
+    # carriage return can only be whitespace between tokens: flatten it to keep one event a line.
+    if "\n" in text or "\r" in text:
+        text = text.replace("\n", " ").replace("\r", " ")
+    return JsonText(text)
+
+
 def _timestamp(text: str) -> str:
     if text.endswith(" BC"):
         return text
@@ -79,13 +95,13 @@ _SCALARS: dict[int, Converter] = {
     21: int,  # int2
     23: int,  # int4
     26: int,  # oid
-    114: orjson.loads,  # json
+    114: _json,  # json
     700: _float,  # float4
     701: _float,  # float8
     1114: _timestamp,
     1184: _timestamptz,
     1700: str,  # numeric: a string keeps every digit
-    3802: orjson.loads,  # jsonb
+    3802: _json,  # jsonb
 }
 
 # Built-in array type OID -> element type OID, from PostgreSQL's pg_type.dat.

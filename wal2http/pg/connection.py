@@ -9,7 +9,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from wal2http.errors import DatabaseError
+from wal2http.errors import ConfigError, DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def connection_params(dsn: str, connect_timeout: int = 10) -> dict[str, Any]:
         params: dict[str, Any] = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as e:
         # The libpq message quotes no part of the DSN, so it is safe to show.
-        raise DatabaseError(f"invalid database DSN: {e}") from None
+        raise ConfigError(f"invalid database DSN: {e}") from None
     own = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
     params["options"] = f"{params['options']} {own}" if params.get("options") else own
     params.setdefault("application_name", APPLICATION_NAME)

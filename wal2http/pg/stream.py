@@ -54,10 +54,10 @@ class ReplicationStream:
         except psycopg2.Error as e:
             raise ReplicationLost(f"replication connection lost: {str(e).strip() or type(e).__name__}") from None
 
-    def wait(self, timeout: float) -> None:
-        """Block until the server sends something or ``timeout`` seconds pass."""
+    def wait(self, timeout: float, wake: Any = None) -> None:
+        """Block until the server sends something, ``wake`` is readable, or ``timeout`` passes."""
         try:
-            select.select([self._cur], [], [], timeout)
+            select.select([self._cur] if wake is None else [self._cur, wake], [], [], timeout)
         except (OSError, ValueError) as e:
             raise ReplicationLost(f"replication connection lost: {e}") from None
 

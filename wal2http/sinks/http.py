@@ -18,7 +18,7 @@ from wal2http.errors import DeliveryError, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+RETRYABLE_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 CONFIGURATION_STATUSES = frozenset({401, 403, 404, 410})
 BODY_EXCERPT = 200
 
