@@ -114,7 +114,8 @@ def _build_config(o: dict[str, Any]) -> Config:
             messages=o.get("messages", False),
         ),
         sink=SinkConfig(kind=o.get("sink", "stdout"), http=http, file_path=o.get("file_path")),
-        batch=BatchConfig(o.get("batch_size", 1), o.get("batch_bytes", 1_048_576), o.get("batch_wait_ms", 100)),
+        batch=BatchConfig(o.get("batch_size", 1), o.get("batch_bytes", 1_048_576),
+                          o.get("batch_wait_ms", 100)),
         log=LogConfig(format=o.get("log_format", "text"), level=o.get("log_level", "info").upper()),
     )
     try:
@@ -132,7 +133,7 @@ def _execute(config: Config, action: Callable[[], None]) -> None:
     except Wal2HttpError as e:
         logger.error("%s", e)
         sys.exit(int(e.exit_status))
-    except Exception as e:  # noqa: BLE001 - the last line of defence keeps tracebacks off the terminal
+    except Exception as e:
         logger.error("unexpected error: %s: %s (run with --log-level debug for details)", type(e).__name__, e)
         logger.debug("traceback", exc_info=True)
         sys.exit(int(ExitStatus.ERROR))

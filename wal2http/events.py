@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ from wal2http.decode.values import Converter, JsonText, converter_for
 from wal2http.errors import DecodeError
 from wal2http.lsn import format_lsn
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ def format_timestamp_us(us: int) -> str:
 class _RelationInfo:
     """A Relation with everything the hot path needs precomputed."""
 
-    __slots__ = ("relation", "names", "converters", "key_names")
+    __slots__ = ("converters", "key_names", "names", "relation")
 
     def __init__(self, relation: Relation, type_names: dict[int, str]) -> None:
         self.relation = relation
@@ -170,7 +170,7 @@ class EventBuilder:
     def _row(info: _RelationInfo, values: tuple[ColumnValue, ...]) -> tuple[dict[str, Any], list[str]]:
         row: dict[str, Any] = {}
         toast: list[str] = []
-        for name, convert, value in zip(info.names, info.converters, values):
+        for name, convert, value in zip(info.names, info.converters, values, strict=False):
             if value is None:
                 row[name] = None
             elif value is UNCHANGED:
@@ -195,8 +195,9 @@ class EventBuilder:
         if msg.transactional and self.in_transaction:
             return self._event("message", lsn, None, None, None, None, [], extra)
         # A non-transactional message stands alone: its own LSN identifies it.
+        eid = event_id(msg.lsn, 0)
         record = {
-            "id": event_id(msg.lsn, 0),
+            "id": eid,
             "op": "message",
             "schema": None,
             "table": None,
@@ -211,7 +212,7 @@ class EventBuilder:
             "seq": 0,
             **extra,
         }
-        return Event(record["id"], "message", None, msg.lsn, 0, record, encode(record))
+        return Event(eid, "message", None, msg.lsn, 0, record, encode(record))
 
     def _event(
         self,

@@ -45,7 +45,8 @@ def test_retry_after_is_honoured(db: Database, receiver: Receiver, start_wal2htt
 def test_receiver_down_longer_than_wal_sender_timeout(db: Database, receiver: Receiver,
                                                       start_wal2http: Start) -> None:
     setup_table(db)
-    timeout_s = int(db.execute("SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'")[0][0]) / 1000
+    setting = db.execute("SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'")[0][0]
+    timeout_s = int(setting) / 1000
     wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url)
     pid = db.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'wal2http'")[0][0]
     receiver.down()
@@ -63,7 +64,8 @@ def test_receiver_down_longer_than_wal_sender_timeout(db: Database, receiver: Re
     assert "terminating walsender process due to replication timeout" not in log, pid
 
 
-def test_sigterm_mid_transaction_then_restart(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
+def test_sigterm_mid_transaction_then_restart(db: Database, receiver: Receiver,
+                                              start_wal2http: Start) -> None:
     setup_table(db)
     receiver.set_delay(0.002)
     args = ("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "100")
@@ -109,7 +111,8 @@ def test_rejection_stops_with_exit_4_and_names_the_event(db: Database, receiver:
     assert again.stop() == 0
 
 
-def test_configuration_status_and_redirects_stop(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
+def test_configuration_status_and_redirects_stop(db: Database, receiver: Receiver,
+                                                 start_wal2http: Start) -> None:
     setup_table(db)
     for status, expected in ((404, "check the receiver URL"), (302, "rejected")):
         receiver.set_status(status, headers={"Location": "http://127.0.0.1:1/elsewhere"})

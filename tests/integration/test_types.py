@@ -26,8 +26,8 @@ SCHEMA = [
 
 TEXT = "it's \"quoted\" \\ back\nslash\ttab zoë ✓ 𝄞"
 
-ROW_SQL = """INSERT INTO everything (b, i2, i4, i8, o, f4, f8, n, j, jb, by, tz, ts, d, t, ttz, iv, u, ip, net,
-    mac, m, e, tx, vc, ch, x, r, c, ai, at, ab, an, ajb, atz, ae, af, aby) VALUES (
+ROW_SQL = """INSERT INTO everything (b, i2, i4, i8, o, f4, f8, n, j, jb, by, tz, ts, d, t, ttz, iv, u, ip,
+    net, mac, m, e, tx, vc, ch, x, r, c, ai, at, ab, an, ajb, atz, ae, af, aby) VALUES (
     true, 32767, -2147483648, 9223372036854775807, 4294967295,
     1.5, 0.1, '12345678901234567890.0123456789',
     '{"a": [1, 2.5, null],

@@ -115,7 +115,7 @@ def test_unknown_relation_and_bad_values_raise_decode_error() -> None:
     b = builder_with()
     with pytest.raises(DecodeError, match="relation OID 99"):
         change(b, pb.insert(99, ["1"]))
-    with pytest.raises(DecodeError, match="public.orders"):
+    with pytest.raises(DecodeError, match=r"public\.orders"):
         change(b, pb.insert(10, ["not-an-int", "a", "1"]))
 
 

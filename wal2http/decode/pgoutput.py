@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Union
 
 from wal2http.errors import DecodeError
 
 # Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
 
-# A tuple column: None for SQL NULL, UNCHANGED for an unchanged TOASTed value, else the text.
-UNCHANGED = object()
-ColumnValue = Union[str, bytes, None, object]
+
+
+class _Unchanged:
+    """The marker for an unchanged TOASTed value, which PostgreSQL does not send."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = _Unchanged()
+# A tuple column: None for SQL NULL, UNCHANGED, the text, or bytes in binary mode.
+ColumnValue = str | bytes | None | _Unchanged
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -103,7 +113,7 @@ class Message:
     content: bytes
 
 
-PgOutputMessage = Union[Begin, Commit, Origin, Relation, Type, Insert, Update, Delete, Truncate, Message]
+PgOutputMessage = Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | Message
 
 
 def parse(payload: bytes, lsn: int = 0) -> PgOutputMessage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 from typing import Any
@@ -52,7 +53,8 @@ class ReplicationStream:
         try:
             return self._cur.read_message()
         except psycopg2.Error as e:
-            raise ReplicationLost(f"replication connection lost: {str(e).strip() or type(e).__name__}") from None
+            reason = str(e).strip() or type(e).__name__
+            raise ReplicationLost(f"replication connection lost: {reason}") from None
 
     def wait(self, timeout: float, wake: Any = None) -> None:
         """Block until the server sends something, ``wake`` is readable, or ``timeout`` passes."""
@@ -84,8 +86,6 @@ class ReplicationStream:
     def close(self) -> None:
         for thing in (self._cur, self._conn):
             if thing is not None:
-                try:
+                with contextlib.suppress(psycopg2.Error):
                     thing.close()
-                except psycopg2.Error:
-                    pass
         self._cur = self._conn = None

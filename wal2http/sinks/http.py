@@ -26,16 +26,17 @@ BODY_EXCERPT = 200
 class _CappedRetry(Retry):
     """urllib3 Retry whose ``Retry-After`` wait is capped, so a receiver cannot stall us."""
 
-    retry_after_max = 5.0
+    # Not urllib3's own retry_after_max (2.6+ only, and an int): ours works on every 2.x.
+    retry_after_cap = 5.0
 
     def new(self, **kw: Any) -> _CappedRetry:
         retry = super().new(**kw)
-        retry.retry_after_max = self.retry_after_max
-        return retry  # type: ignore[return-value]
+        retry.retry_after_cap = self.retry_after_cap
+        return retry
 
     def get_retry_after(self, response: Any) -> float | None:
         value = super().get_retry_after(response)
-        return None if value is None else min(value, self.retry_after_max)
+        return None if value is None else min(value, self.retry_after_cap)
 
 
 class HttpSink:
@@ -59,7 +60,7 @@ class HttpSink:
             raise_on_redirect=False,
             redirect=0,
         )
-        retry.retry_after_max = config.retry_after_max_s
+        retry.retry_after_cap = config.retry_after_max_s
         self._session = requests.Session()
         adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
         self._session.mount("http://", adapter)
