@@ -15,6 +15,9 @@ class AckTracker:
         self.confirmed_lsn = start_lsn
         self.delivered_end_lsn = start_lsn
         self.skipped_transactions = 0
+        # The last event delivered, to resume inside a transaction that was cut off.
+        self._partial_commit_lsn = -1
+        self._partial_seq = 0
 
     def delivered(self, commit_end_lsn: int) -> bool:
         """Record that a transaction ending at ``commit_end_lsn`` was fully delivered.
@@ -40,6 +43,15 @@ class AckTracker:
             self.skipped_transactions += 1
             return True
         return False
+
+    def events_delivered(self, commit_lsn: int, seq: int) -> None:
+        """Record the last delivered event of a transaction that may not be complete yet."""
+        self._partial_commit_lsn = commit_lsn
+        self._partial_seq = seq
+
+    def partial_seq(self, final_lsn: int) -> int:
+        """Events of this transaction up to this ``seq`` were delivered before a reconnect."""
+        return self._partial_seq if final_lsn == self._partial_commit_lsn else 0
 
     def _advance(self, lsn: int) -> bool:
         if lsn > self.confirmed_lsn:

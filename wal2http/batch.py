@@ -18,6 +18,11 @@ class Batch:
     ack_lsn: int | None = None
     opened_at: float = 0.0
 
+    @classmethod
+    def of(cls, event: Event) -> Batch:
+        """A batch holding one event (to send an event of a refused batch on its own)."""
+        return cls(events=[event], nbytes=len(event.body))
+
     @property
     def batch_id(self) -> str:
         """The ``webhook-id``: the event id, or first and last ids joined by ``--``."""

@@ -17,6 +17,7 @@ from wal2http import log as log_setup
 from wal2http.config import (
     BatchConfig,
     Config,
+    DeliveryConfig,
     HttpConfig,
     LogConfig,
     Secret,
@@ -57,36 +58,82 @@ def main() -> None:
     """Stream PostgreSQL row changes to HTTP endpoints, in commit order, at least once."""
 
 
+def options(*decorators: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Apply a group of click options in the order they are listed (as --help shows them)."""
+
+    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+sink_options = options(
+    click.option("--sink", type=click.Choice(["stdout", "file", "http"]), envvar=env("SINK", "EVENT_SINK"),
+                 default="stdout", help="Where events go."),
+    click.option("--http-url", envvar=env("HTTP_URL", "HTTP_ENDPOINT_URL"), metavar="URL",
+                 help="Receiver URL for --sink http."),
+    click.option("--http-timeout", type=click.FloatRange(0.1, 300), envvar=env("HTTP_TIMEOUT"), default=15.0,
+                 metavar="SECONDS", help="Read timeout of one request; keep it below wal_sender_timeout/2."),
+    click.option("--file-path", envvar=env("FILE_PATH"), metavar="PATH",
+                 help="File that --sink file appends JSON lines to."),
+    click.option("--batch-size", type=click.IntRange(1, 100_000), envvar=env("BATCH_SIZE"), default=1,
+                 help="Events per request at most; above 1 the body is a JSON array."),
+    click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=click.IntRange(1024),
+                 envvar=env("BATCH_BYTES", "WAL2HTTP_MAX_BATCH_BYTES"), default=1_048_576,
+                 help="Body bytes per request at most (a larger single event is sent alone)."),
+)
+
+breaker_options = options(
+    click.option("--breaker-failures", type=click.IntRange(1, 1000), envvar=env("BREAKER_FAILURES"), default=5,
+                 help="Consecutive failed attempts that open the circuit breaker."),
+    click.option("--breaker-cooldown", type=click.FloatRange(0.1, 3600), envvar=env("BREAKER_COOLDOWN"),
+                 default=10.0, metavar="SECONDS",
+                 help="First pause of an open breaker; doubles after each failed probe, up to 300 s."),
+)
+
+log_options = options(
+    click.option("--log-format", type=click.Choice(["text", "json"]), envvar=env("LOG_FORMAT"), default="text",
+                 help="Log record format on standard error."),
+    click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+                 envvar=env("LOG_LEVEL"), default="info", help="Least severe level logged."),
+)
+
+
 @main.command(context_settings=CONTEXT_SETTINGS)
 @source_options
 @click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
               help="Create the slot when it does not exist (never a publication).")
 @click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
               help="Also deliver pg_logical_emit_message() messages as 'message' events.")
-@click.option("--sink", type=click.Choice(["stdout", "file", "http"]), envvar=env("SINK", "EVENT_SINK"),
-              default="stdout", help="Where events go.")
-@click.option("--http-url", envvar=env("HTTP_URL", "HTTP_ENDPOINT_URL"), metavar="URL",
-              help="Receiver URL for --sink http.")
-@click.option("--http-timeout", type=click.FloatRange(0.1, 300), envvar=env("HTTP_TIMEOUT"), default=15.0,
-              metavar="SECONDS", help="Read timeout of one request; keep it below wal_sender_timeout/2.")
-@click.option("--file-path", envvar=env("FILE_PATH"), metavar="PATH",
-              help="File that --sink file appends JSON lines to.")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), envvar=env("BATCH_SIZE"), default=1,
-              help="Events per request at most; above 1 the body is a JSON array.")
-@click.option("--batch-bytes", type=click.IntRange(1024), envvar=env("BATCH_BYTES"), default=1_048_576,
-              help="Body bytes per request at most (a larger single event is sent alone).")
+@sink_options
 @click.option("--batch-wait-ms", type=click.IntRange(0, 60_000), envvar=env("BATCH_WAIT_MS"), default=100,
               help="Longest time an event waits for its batch to fill while changes keep coming.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), envvar=env("LOG_FORMAT"), default="text",
-              help="Log record format on standard error.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              envvar=env("LOG_LEVEL"), default="info", help="Least severe level logged.")
+@click.option("--on-reject", type=click.Choice(["halt", "dead-letter", "skip"]), envvar=env("ON_REJECT"),
+              default="halt", help="What a refused event does: stop (exit 4), go to the dead-letter file, "
+                                   "or be skipped. 401, 403, 404 and 410 always stop.")
+@click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
+              help="JSON-lines file for --on-reject dead-letter (see 'wal2http replay').")
+@click.option("--max-event-bytes", type=click.IntRange(1024), envvar=env("MAX_EVENT_BYTES"), default=1_048_576,
+              help="Largest event sent; a larger one is refused and handled by --on-reject.")
+@breaker_options
+@click.option("--reconnect-max-wait", type=click.FloatRange(0.1, 3600), envvar=env("RECONNECT_MAX_WAIT"),
+              default=30.0, metavar="SECONDS", help="Longest pause between reconnection attempts.")
+@click.option("--replication-timeout", type=click.FloatRange(1, 3600), envvar=env("REPLICATION_TIMEOUT"),
+              default=30.0, metavar="SECONDS",
+              help="Silence from PostgreSQL after which it is asked to answer; no answer means reconnect.")
+@click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), envvar=env("SHUTDOWN_TIMEOUT"),
+              default=30.0, metavar="SECONDS",
+              help="How long a stop may wait to finish the open transaction.")
+@log_options
 def run(**options: Any) -> None:
     """Stream the publication's changes to the sink until stopped.
 
     Changes are delivered in commit order; a WAL position is confirmed to PostgreSQL
-    only after the sink accepted every change before it. SIGTERM or Ctrl-C stops at the
-    next transaction boundary.
+    only after the sink accepted every change before it. Lost connections are retried
+    for as long as it takes. SIGTERM or Ctrl-C stops at the next transaction boundary;
+    a second one stops at once (exit 130).
 
     \b
     Example:
@@ -97,29 +144,79 @@ def run(**options: Any) -> None:
     _execute(config, lambda: _run_pipeline(config))
 
 
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("path", type=click.Path(dir_okay=False))
+@sink_options
+@breaker_options
+@click.option("--dry-run", is_flag=True, help="Read and check every line, send nothing.")
+@click.option("--keep", is_flag=True, help="Leave a dead-letter file untouched (lines are removed as "
+                                           "they are delivered otherwise).")
+@log_options
+def replay(path: str, dry_run: bool, keep: bool, **options: Any) -> None:
+    """Send the events of a dead-letter file or a 'file' sink capture again.
+
+    Events go in file order with their original ids, so receivers can drop duplicates.
+    Delivered lines leave a dead-letter file one batch at a time (atomically: a crash
+    repeats at most one batch); a capture file is never changed. Exit 0 only when
+    every line was delivered; a refused event stops the replay with exit 4.
+
+    \b
+    Example:
+      wal2http replay --sink http --http-url https://hooks.example.com/pg dead.jsonl
+    """
+    config = _build_config(options, database=False)
+    _execute(config, lambda: _replay(config, path, dry_run, keep))
+
+
+def _replay(config: Config, path: str, dry_run: bool, keep: bool) -> None:
+    from wal2http.replay import replay as replay_file
+
+    counted = replay_file(config, path, dry_run=True)
+    kind = "dead-letter file" if counted.dead_letter_file else "capture"
+    if dry_run:
+        click.echo(f"{counted.total} events in {path} ({kind}) would be replayed")
+        return
+    if sys.stderr.isatty() and counted.total:
+        with click.progressbar(length=counted.total, label="replaying", file=sys.stderr) as bar:
+            result = replay_file(config, path, keep=keep, on_progress=bar.update)
+    else:
+        result = replay_file(config, path, keep=keep)
+    click.echo(f"replayed {result.delivered} of {result.total} events from {path} ({kind})")
+
+
 def _run_pipeline(config: Config) -> None:
     from wal2http.pipeline import run as run_pipeline
 
     run_pipeline(config)
 
 
-def _build_config(o: dict[str, Any]) -> Config:
+def _build_config(o: dict[str, Any], database: bool = True) -> Config:
     http = HttpConfig(url=o["http_url"], read_timeout_s=o["http_timeout"]) if o.get("http_url") else None
     config = Config(
         source=SourceConfig(
             dsn=Secret(o.get("dsn") or ""),
-            slot=o["slot"],
-            publication=o["publication"],
+            slot=o.get("slot", "wal2http"),
+            publication=o.get("publication", "wal2http"),
             create_slot=o.get("create_slot", False),
             messages=o.get("messages", False),
+            reconnect_max_wait_s=o.get("reconnect_max_wait", 30.0),
+            replication_timeout_s=o.get("replication_timeout", 30.0),
         ),
         sink=SinkConfig(kind=o.get("sink", "stdout"), http=http, file_path=o.get("file_path")),
         batch=BatchConfig(o.get("batch_size", 1), o.get("batch_bytes", 1_048_576),
                           o.get("batch_wait_ms", 100)),
+        delivery=DeliveryConfig(
+            on_reject=o.get("on_reject", "halt"),
+            dead_letter_path=o.get("dead_letter_path"),
+            max_event_bytes=o.get("max_event_bytes", 1_048_576),
+            breaker_failures=o.get("breaker_failures", 5),
+            breaker_cooldown_s=o.get("breaker_cooldown", 10.0),
+            shutdown_timeout_s=o.get("shutdown_timeout", 30.0),
+        ),
         log=LogConfig(format=o.get("log_format", "text"), level=o.get("log_level", "info").upper()),
     )
     try:
-        return validate(config)
+        return validate(config, database=database)
     except Wal2HttpError as e:
         _fail(str(e), e.exit_status)
         raise  # unreachable: _fail exits

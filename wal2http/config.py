@@ -49,6 +49,9 @@ class SourceConfig:
     messages: bool = False
     status_interval_s: float = 10.0
     connect_timeout_s: int = 10
+    reconnect_max_wait_s: float = 30.0
+    # Silence from the server (no data, no keepalive) before asking it to answer.
+    replication_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,17 @@ class BatchConfig:
     max_events: int = 1
     max_bytes: int = 1_048_576
     max_wait_ms: int = 100
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    on_reject: str = "halt"  # halt | dead-letter | skip
+    dead_letter_path: str | None = None
+    max_event_bytes: int = 1_048_576
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 10.0
+    breaker_cooldown_max_s: float = 300.0
+    shutdown_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,7 @@ class Config:
     source: SourceConfig
     sink: SinkConfig = field(default_factory=SinkConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def secrets(self) -> list[str]:
@@ -97,10 +112,13 @@ class Config:
         return [v for v in values if v]
 
 
-def validate(config: Config) -> Config:
-    """Raise ConfigError naming the first invalid setting; return the config unchanged."""
+def validate(config: Config, database: bool = True) -> Config:
+    """Raise ConfigError naming the first invalid setting; return the config unchanged.
+
+    ``database`` is False for commands that never connect (``replay``).
+    """
     src = config.source
-    if not src.dsn:
+    if database and not src.dsn:
         raise ConfigError("no database given: set --dsn, WAL2HTTP_DSN or DATABASE_URL")
     if not SLOT_NAME_RE.match(src.slot):
         raise ConfigError(
@@ -124,6 +142,17 @@ def validate(config: Config) -> Config:
         raise ConfigError("--batch-bytes must be at least 1024")
     if b.max_wait_ms < 0:
         raise ConfigError("--batch-wait-ms must not be negative")
+    d = config.delivery
+    if d.on_reject not in ("halt", "dead-letter", "skip"):
+        raise ConfigError(f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}")
+    if d.on_reject == "dead-letter" and not d.dead_letter_path:
+        raise ConfigError("--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)")
+    if d.max_event_bytes < 1024:
+        raise ConfigError("--max-event-bytes must be at least 1024")
+    if d.breaker_failures < 1:
+        raise ConfigError("--breaker-failures must be at least 1")
+    if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
+        raise ConfigError("--breaker-cooldown must be positive and --shutdown-timeout not negative")
     return config
 
 

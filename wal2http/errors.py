@@ -35,7 +35,19 @@ class DatabaseError(Wal2HttpError):
 
 
 class ReplicationLost(DatabaseError):
-    """The replication connection broke while streaming."""
+    """The replication connection broke while streaming; wal2http reconnects."""
+
+
+class SlotInUse(DatabaseError):
+    """Another consumer streams from the slot; wal2http stands by."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class SlotMissing(DatabaseError):
+    """The replication slot does not exist (any more)."""
 
 
 class DecodeError(DatabaseError):
@@ -66,6 +78,14 @@ class DeliveryError(Wal2HttpError):
         self.status = status
         self.event_id = event_id
         self.body = body
+
+
+class DeliveryConfigError(DeliveryError):
+    """The receiver says wal2http is misconfigured (401, 403, 404, 410): always halts."""
+
+
+class RejectedError(DeliveryError):
+    """The receiver refused an event for good; the reject policy decides what follows."""
 
 
 class TransientDeliveryError(Wal2HttpError):

@@ -37,6 +37,7 @@ class Event:
     xid: int | None
     commit_lsn: int
     commit_time_us: int
+    seq: int
     record: dict[str, Any]
     body: bytes
 
@@ -212,7 +213,7 @@ class EventBuilder:
             "seq": 0,
             **extra,
         }
-        return Event(eid, "message", None, msg.lsn, 0, record, encode(record))
+        return Event(eid, "message", None, msg.lsn, 0, 0, record, encode(record))
 
     def _event(
         self,
@@ -248,7 +249,7 @@ class EventBuilder:
             body = encode(record)
         except TypeError as e:  # a converter returned something JSON cannot hold
             raise DecodeError(f"cannot encode event {eid}: {e}", lsn) from e
-        return Event(eid, op, self._xid, self._commit_lsn, self._commit_time_us, record, body)
+        return Event(eid, op, self._xid, self._commit_lsn, self._commit_time_us, self._seq, record, body)
 
 
 def _fill(new: dict[str, Any], old: dict[str, Any], name: str) -> bool:

@@ -61,5 +61,5 @@ def setup(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Library chatter (urllib3 retries) is ours to report, at our level.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # urllib3 warns about every quick retry; wal2http reports delivery trouble once, itself.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

@@ -1,4 +1,4 @@
-"""The run loop: read the slot, build events, deliver batches, confirm, stop cleanly."""
+"""The run loop: read the slot, build events, deliver batches, confirm, reconnect, stop cleanly."""
 
 from __future__ import annotations
 
@@ -12,54 +12,100 @@ from types import FrameType
 
 from wal2http.ack import AckTracker
 from wal2http.batch import Batch, Batcher
+from wal2http.breaker import Breaker
 from wal2http.config import Config
+from wal2http.deadletter import DeadLetterFile
 from wal2http.decode import pgoutput
-from wal2http.errors import Interrupted, TransientDeliveryError
+from wal2http.delivery import Deliverer
+from wal2http.errors import DatabaseError, Interrupted, ReplicationLost, SlotInUse, SlotMissing
 from wal2http.events import EventBuilder
 from wal2http.lsn import format_lsn
 from wal2http.pg.connection import connect_sql
 from wal2http.pg.slot import prepare
 from wal2http.pg.stream import ReplicationStream
-from wal2http.sinks import Sink, make_sink
+from wal2http.sinks import make_sink
 
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0
 KEEPALIVE_EVERY_S = 1.0
 IDLE_CONFIRM_EVERY_S = 1.0
+STANDBY_WAIT_S = 5.0
+RECONNECT_BASE_S = 0.5
 
 
 class StopRequested(Exception):
-    """Raised inside a delivery wait when the operator asked to stop."""
+    """Raised inside a wait when the operator asked to stop and the stop cannot wait any longer."""
+
+
+class OrderViolation(ReplicationLost):
+    """The server sent a commit that does not come after the previous one."""
+
+
+class SlotLost(DatabaseError):
+    """The slot this process was streaming from disappeared."""
 
 
 class Pipeline:
     """Drives source → decode → events → batch → sink → ack, on one thread."""
 
-    def __init__(self, config: Config, stream: ReplicationStream, sink: Sink) -> None:
+    def __init__(self, config: Config, stream: ReplicationStream, deliverer: Deliverer,
+                 start_lsn: int = 0) -> None:
         self.config = config
         self.stream = stream
-        self.sink = sink
+        self.deliverer = deliverer
+        deliverer.wait = self.wait
         self.builder = EventBuilder()
-        self.ack = AckTracker()
+        self.ack = AckTracker(start_lsn)
         b = config.batch
         self.batcher = Batcher(b.max_events, b.max_bytes, b.max_wait_ms / 1000.0)
+        self.max_event_bytes = config.delivery.max_event_bytes
         self.stop_requested = False
-        self.events_delivered = 0
+        self.stop_deadline = float("inf")
+        self.reconnects = 0
         self._skipping = False
+        self._skip_through_seq = 0
+        self._last_commit_end = start_lsn
         self._last_idle_confirm = 0.0
         # Signals write to this socket so that waits end at once instead of at their timeout.
         self.wakeup, self._wakeup_writer = socket.socketpair()
         self.wakeup.setblocking(False)
         self._wakeup_writer.setblocking(False)
 
+    # -- signals and waiting ----------------------------------------------------
+
     def wakeup_fd(self) -> int:
         """The descriptor to pass to ``signal.set_wakeup_fd``."""
         return self._wakeup_writer.fileno()
 
-    def close(self) -> None:
-        self.wakeup.close()
-        self._wakeup_writer.close()
+    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_requested:
+            raise Interrupted(f"second {name}: stopping now; "
+                              "unconfirmed changes will be sent again on the next run")
+        self.stop_requested = True
+        self.stop_deadline = time.monotonic() + self.config.delivery.shutdown_timeout_s
+        logger.info("%s received: stopping after the current transaction (at most %.0f s)",
+                    name, self.config.delivery.shutdown_timeout_s)
+
+    def wait(self, seconds: float) -> None:
+        """Pause, telling PostgreSQL every second that we are alive (when connected).
+
+        Raises StopRequested once a stop was requested and its deadline has passed, or
+        at once while disconnected (there is nothing to finish then).
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.stream.connected:
+                self.stream.keepalive()
+            now = time.monotonic()
+            if self.stop_requested and (now >= self.stop_deadline or not self.stream.connected):
+                raise StopRequested()
+            remaining = min(deadline, self.stop_deadline) - now
+            if remaining <= 0:
+                return
+            select.select([self.wakeup], [], [], min(KEEPALIVE_EVERY_S, remaining))
+            self._drain_wakeup()
 
     def _drain_wakeup(self) -> None:
         try:
@@ -68,23 +114,85 @@ class Pipeline:
         except BlockingIOError:
             pass
 
-    # -- signals ---------------------------------------------------------------
+    def close(self) -> None:
+        self.stream.close()
+        self.wakeup.close()
+        self._wakeup_writer.close()
 
-    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
-        if self.stop_requested:
-            raise Interrupted(f"second {signal.Signals(signum).name}: stopping now; "
-                              "unconfirmed changes will be sent again on the next run")
-        self.stop_requested = True
-        logger.info("%s received: stopping after the current transaction", signal.Signals(signum).name)
-
-    # -- the loop --------------------------------------------------------------
+    # -- connection supervision -------------------------------------------------
 
     def run(self) -> None:
-        """Stream until asked to stop; returns after the last commit was confirmed."""
+        """Stream until stopped, reconnecting whenever the replication connection is lost."""
+        failures = 0
+        lost_since: float | None = None
+        standby = False
+        streamed = False
+        while True:
+            try:
+                self.stream.open()
+            except SlotInUse as e:
+                if not standby:
+                    logger.warning("%s: standing by until it is free", e)
+                    standby = True
+                self.wait(random.uniform(0.5, 1.0) * STANDBY_WAIT_S)
+                continue
+            except SlotMissing as e:
+                if streamed:
+                    raise self._slot_lost() from None
+                raise DatabaseError(f"{e}: create it with 'wal2http slot create' or --create-slot") from None
+            except ReplicationLost as e:
+                failures += 1
+                if lost_since is None:
+                    lost_since = time.monotonic()
+                    logger.warning("cannot connect for replication: %s; retrying", e)
+                self.wait(self._reconnect_delay(failures))
+                continue
+            if standby:
+                logger.info("slot %s is free: taking over", self.stream.slot)
+                standby = False
+            if lost_since is not None:
+                logger.info("replication reconnected after %.1f s (%d attempts)",
+                            time.monotonic() - lost_since, failures)
+            failures, lost_since, streamed = 0, None, True
+            try:
+                self._stream()
+                return
+            except ReplicationLost as e:
+                self.stream.close()
+                self._forget_unconfirmed()
+                self.reconnects += 1
+                failures, lost_since = 1, time.monotonic()
+                logger.warning("%s; reconnecting (confirmed up to %s)", e, format_lsn(self.ack.confirmed_lsn))
+                self.wait(self._reconnect_delay(failures))
+
+    def _reconnect_delay(self, failures: int) -> float:
+        # Exponential backoff with full jitter, so many instances do not reconnect in step.
+        cap = self.config.source.reconnect_max_wait_s
+        return random.uniform(0, min(cap, RECONNECT_BASE_S * 2 ** min(failures, 16)))
+
+    def _forget_unconfirmed(self) -> None:
+        """After a lost connection the server resends from the confirmed position: drop our copy."""
+        self.batcher.take()
+        self.builder.commit()
+        self._skipping = False
+
+    def _slot_lost(self) -> SlotLost:
+        return SlotLost(
+            f"replication slot {self.stream.slot!r} disappeared while wal2http was streaming from it "
+            "(dropped, or lost in a failover to a server that did not have it). Changes committed after "
+            f"the last confirmed position {format_lsn(self.ack.confirmed_lsn)} may never reach the receiver. "
+            "To recover: create the slot again ('wal2http slot create'), then re-sync the receiver from "
+            "a snapshot of the published tables taken after the new slot's consistent point."
+        )
+
+    # -- the stream -------------------------------------------------------------
+
+    def _stream(self) -> None:
+        """Read, decode and deliver until a stop; finishes the open transaction first."""
         stream, batcher, builder = self.stream, self.batcher, self.builder
         parse = pgoutput.parse
         while True:
-            if self.stop_requested and not builder.in_transaction:
+            if self.stop_requested and (not builder.in_transaction or time.monotonic() >= self.stop_deadline):
                 break
             msg = stream.read()
             if msg is None:
@@ -94,16 +202,9 @@ class Pipeline:
             decoded = parse(msg.payload, lsn)
             kind = type(decoded)
             if kind is pgoutput.Begin:
-                builder.begin(decoded)  # type: ignore[arg-type]
-                self._skipping = self.ack.already_delivered(decoded.final_lsn)  # type: ignore[union-attr]
+                self._begin(decoded)  # type: ignore[arg-type]
             elif kind is pgoutput.Commit:
-                builder.commit()
-                if self._skipping:
-                    self._skipping = False
-                    continue
-                batcher.mark_commit(decoded.end_lsn)  # type: ignore[union-attr]
-                if self.stop_requested:
-                    self._deliver(batcher.take())
+                self._commit(decoded)  # type: ignore[arg-type]
             elif kind is pgoutput.Relation:
                 builder.relation(decoded)  # type: ignore[arg-type]
             elif kind is pgoutput.Type:
@@ -112,6 +213,15 @@ class Pipeline:
                 pass
             elif not self._skipping:
                 for event in builder.changes(decoded, lsn):  # type: ignore[arg-type]
+                    if event.seq <= self._skip_through_seq:
+                        continue  # delivered before the connection was lost
+                    if len(event.body) > self.max_event_bytes:
+                        self._deliver(batcher.take())
+                        self.deliverer.reject(
+                            event, f"event is {len(event.body)} bytes, over --max-event-bytes "
+                            f"{self.max_event_bytes}", None, "")
+                        self.ack.events_delivered(event.commit_lsn, event.seq)
+                        continue
                     if batcher.would_overflow(event):
                         self._deliver(batcher.take())
                     batcher.add(event)
@@ -120,6 +230,26 @@ class Pipeline:
                 if batcher.seconds_until_due(time.monotonic()) == 0.0:
                     self._deliver(batcher.take())
         self._finish()
+
+    def _begin(self, msg: pgoutput.Begin) -> None:
+        self.builder.begin(msg)
+        self._skipping = self.ack.already_delivered(msg.final_lsn)
+        self._skip_through_seq = self.ack.partial_seq(msg.final_lsn)
+        if self._skipping:
+            logger.debug("skipping transaction %s: delivered before the reconnect", format_lsn(msg.final_lsn))
+
+    def _commit(self, msg: pgoutput.Commit) -> None:
+        self.builder.commit()
+        if self._skipping:
+            self._skipping = False
+            return
+        if msg.end_lsn <= self._last_commit_end:
+            raise OrderViolation(f"commit order violated: commit ending at {format_lsn(msg.end_lsn)} "
+                                 f"arrived after one ending at {format_lsn(self._last_commit_end)}")
+        self._last_commit_end = msg.end_lsn
+        self.batcher.mark_commit(msg.end_lsn)
+        if self.stop_requested:
+            self._deliver(self.batcher.take())
 
     def _on_quiet(self) -> None:
         """Nothing buffered from the server: send what we hold, confirm, then wait."""
@@ -134,68 +264,32 @@ class Pipeline:
             if force:
                 self._last_idle_confirm = now
             self.stream.confirm(self.ack.confirmed_lsn, force=force)
+        self.stream.check_alive(self.config.source.replication_timeout_s)
         self.stream.wait(IDLE_WAIT_S, self.wakeup)
         self._drain_wakeup()
 
     def _finish(self) -> None:
-        if self.batcher.pending:
+        if self.builder.in_transaction:
+            logger.warning("shutdown timeout: stopping inside a transaction; it will be sent again "
+                           "on the next run")
+            self.batcher.take()
+        elif self.batcher.pending:
             self._deliver(self.batcher.take())
         if not self.builder.in_transaction:
             self.ack.idle(self.stream.wal_end)
         self.stream.confirm(self.ack.confirmed_lsn, force=True)
-        logger.info("stopped: %d events delivered, confirmed %s",
-                    self.events_delivered, format_lsn(self.ack.confirmed_lsn))
-
-    # -- delivery --------------------------------------------------------------
+        d = self.deliverer
+        logger.info("stopped: %d events delivered, %d dead-lettered, %d skipped; confirmed %s",
+                    d.delivered, d.dead_lettered, d.skipped, format_lsn(self.ack.confirmed_lsn))
 
     def _deliver(self, batch: Batch) -> None:
-        """Send a batch until the receiver accepts it, then confirm what it completes."""
+        """Deliver a batch, then confirm the commit it completes."""
         if batch.events:
-            self._send_until_accepted(batch)
-            self.events_delivered += len(batch.events)
+            self.deliverer.deliver(batch)
+            last = batch.events[-1]
+            self.ack.events_delivered(last.commit_lsn, last.seq)
         if batch.ack_lsn is not None and self.ack.delivered(batch.ack_lsn):
             self.stream.confirm(self.ack.confirmed_lsn, force=True)
-
-    def _send_until_accepted(self, batch: Batch) -> None:
-        attempt = 0
-        failing_since = 0.0
-        while True:
-            attempt += 1
-            try:
-                self.sink.send(batch)
-            except TransientDeliveryError as e:
-                if attempt == 1:
-                    failing_since = time.monotonic()
-                    logger.warning("delivery of %s failed: %s; retrying until it succeeds",
-                                   batch.batch_id, e)
-                else:
-                    logger.debug("delivery of %s failed again (attempt %d): %s", batch.batch_id, attempt, e)
-                self._wait_keeping_alive(self._retry_delay(attempt, e.retry_after))
-                continue
-            if attempt > 1:
-                logger.info("delivered %s after %d attempts (%.1f s)", batch.batch_id, attempt,
-                            time.monotonic() - failing_since)
-            return
-
-    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
-        cap = self.config.sink.http.retry_max_wait_s if self.config.sink.http else 30.0
-        if retry_after is not None:
-            return min(retry_after, cap)
-        # Exponential backoff with full jitter, so many instances do not retry in step.
-        return random.uniform(0, min(cap, 0.5 * 2 ** min(attempt, 16)))
-
-    def _wait_keeping_alive(self, seconds: float) -> None:
-        """Sleep between attempts, telling PostgreSQL we are alive at least every second."""
-        deadline = time.monotonic() + seconds
-        while True:
-            self.stream.keepalive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self.stop_requested:
-                raise StopRequested()
-            select.select([self.wakeup], [], [], min(KEEPALIVE_EVERY_S, remaining))
-            self._drain_wakeup()
 
 
 def run(config: Config) -> None:
@@ -206,27 +300,30 @@ def run(config: Config) -> None:
         info = prepare(conn, src.slot, src.publication, src.create_slot)
     finally:
         conn.close()
-    if info.confirmed_flush_lsn is not None:
-        logger.info("slot %s confirmed up to %s", src.slot, format_lsn(info.confirmed_flush_lsn))
+    start_lsn = info.confirmed_flush_lsn or 0
+    logger.info("slot %s confirmed up to %s", src.slot, format_lsn(start_lsn))
+    d = config.delivery
+    dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
     sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=src.messages,
                                status_interval_s=src.status_interval_s,
                                connect_timeout_s=src.connect_timeout_s)
-    pipeline = Pipeline(config, stream, sink)
-    if info.confirmed_flush_lsn is not None:
-        pipeline.ack = AckTracker(info.confirmed_flush_lsn)
+    breaker = Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s)
+    deliverer = Deliverer(sink, breaker, time.sleep, on_reject=d.on_reject, dead_letters=dead_letters)
+    pipeline = Pipeline(config, stream, deliverer, start_lsn)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     previous_wakeup_fd = signal.set_wakeup_fd(pipeline.wakeup_fd(), warn_on_full_buffer=False)
     try:
-        stream.open()
         pipeline.run()
     except StopRequested:
-        logger.warning("stopped while a delivery was failing; %s and later changes are not confirmed "
-                       "and will be sent again on the next run", format_lsn(pipeline.ack.confirmed_lsn))
+        logger.warning("stopped before the pending changes could be delivered; everything after %s "
+                       "is not confirmed and will be sent again on the next run",
+                       format_lsn(pipeline.ack.confirmed_lsn))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         signal.set_wakeup_fd(previous_wakeup_fd)
         pipeline.close()
-        stream.close()
         sink.close()
+        if dead_letters is not None:
+            dead_letters.close()

@@ -126,12 +126,15 @@ def test_configuration_status_and_redirects_stop(db: Database, receiver: Receive
 def test_sigterm_while_receiver_is_down_exits_without_confirming(db: Database, receiver: Receiver,
                                                                   start_wal2http: Start) -> None:
     setup_table(db)
-    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url)
+    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url,
+                              "--shutdown-timeout", "2")
     receiver.down()
     db.execute("INSERT INTO t VALUES (1, 'x')")
     wait_until(lambda: "retrying until it succeeds" in wal2http.stderr, timeout=30, what="a failed delivery")
     before = db.cluster.confirmed_flush_lsn("wal2http")
+    started = time.monotonic()
     assert wal2http.stop(30) == 0
+    assert time.monotonic() - started < 10  # the shutdown timeout bounds the wait
     assert "will be sent again" in wal2http.stderr
     assert db.cluster.confirmed_flush_lsn("wal2http") == before
     receiver.up()

@@ -48,3 +48,10 @@ def test_confirmed_is_monotonic_and_the_maximum_seen(steps: list[tuple[bool, int
         assert ack.confirmed_lsn >= previous
         previous = ack.confirmed_lsn
     assert ack.confirmed_lsn == max([0] + [lsn for _, lsn in steps])
+
+
+def test_partial_transaction_resumes_after_the_last_delivered_event() -> None:
+    ack = AckTracker(0)
+    ack.events_delivered(5000, 120)
+    assert ack.partial_seq(5000) == 120
+    assert ack.partial_seq(6000) == 0

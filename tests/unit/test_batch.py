@@ -10,7 +10,7 @@ from wal2http.events import Event
 
 def event(n: int, size: int = 10) -> Event:
     record = {"id": f"{n:016X}-1", "pad": "x" * size}
-    return Event(record["id"], "insert", 1, n, 0, record, orjson.dumps(record))
+    return Event(record["id"], "insert", 1, n, 0, 1, record, orjson.dumps(record))
 
 
 def test_full_by_count() -> None:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import select
+import time
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 
-from wal2http.errors import DatabaseError, ReplicationLost
+from wal2http.errors import ReplicationLost, SlotInUse, SlotMissing
 from wal2http.lsn import format_lsn
 from wal2http.pg.connection import connect_replication
 
 logger = logging.getLogger(__name__)
 
+_ACTIVE_PID_RE = re.compile(r"active for PID (\d+)")
+
 
 class ReplicationStream:
-    """One ``START_REPLICATION`` session on a pgoutput slot."""
+    """One ``START_REPLICATION`` session at a time on a pgoutput slot; ``open`` again to reconnect."""
 
     def __init__(self, dsn: str, slot: str, publication: str, *, messages: bool, status_interval_s: float,
                  connect_timeout_s: int = 10) -> None:
@@ -29,23 +34,39 @@ class ReplicationStream:
         self.connect_timeout_s = connect_timeout_s
         self._conn: Any = None
         self._cur: Any = None
+        self._probed_at: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._cur is not None
 
     def open(self) -> None:
-        self._conn = connect_replication(self._dsn, self.connect_timeout_s)
+        """Connect and start streaming; raises SlotInUse, SlotMissing or ReplicationLost."""
+        self.close()
+        try:
+            self._conn = connect_replication(self._dsn, self.connect_timeout_s)
+        except Exception as e:
+            raise ReplicationLost(str(e)) from None
         self._cur = self._conn.cursor()
         options = {"proto_version": "1", "publication_names": self.publication}
         if self.messages:
             options["messages"] = "true"
         try:
-            self._cur.start_replication(
-                slot_name=self.slot,
-                decode=False,
-                options=options,
-                status_interval=self.status_interval_s,
-            )
+            self._cur.start_replication(slot_name=self.slot, decode=False, options=options,
+                                        status_interval=self.status_interval_s)
+        except psycopg2.errors.ObjectInUse as e:
+            self.close()
+            match = _ACTIVE_PID_RE.search(str(e))
+            raise SlotInUse(f"replication slot {self.slot!r} is in use by another consumer"
+                            + (f" (PID {match.group(1)})" if match else ""),
+                            int(match.group(1)) if match else None) from None
+        except psycopg2.errors.UndefinedObject:
+            self.close()
+            raise SlotMissing(f"replication slot {self.slot!r} does not exist") from None
         except psycopg2.Error as e:
             self.close()
-            raise DatabaseError(f"cannot start replication on slot {self.slot!r}: {str(e).strip()}") from None
+            raise ReplicationLost(f"cannot start replication on slot {self.slot!r}: {_text(e)}") from None
+        self._probed_at = None
         logger.info("streaming from slot %s, publication %s", self.slot, self.publication)
 
     def read(self) -> Any:
@@ -53,8 +74,7 @@ class ReplicationStream:
         try:
             return self._cur.read_message()
         except psycopg2.Error as e:
-            reason = str(e).strip() or type(e).__name__
-            raise ReplicationLost(f"replication connection lost: {reason}") from None
+            raise ReplicationLost(f"replication connection lost: {_text(e)}") from None
 
     def wait(self, timeout: float, wake: Any = None) -> None:
         """Block until the server sends something, ``wake`` is readable, or ``timeout`` passes."""
@@ -68,7 +88,7 @@ class ReplicationStream:
         try:
             self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=force)
         except psycopg2.Error as e:
-            raise ReplicationLost(f"cannot confirm {format_lsn(lsn)}: {str(e).strip()}") from None
+            raise ReplicationLost(f"cannot confirm {format_lsn(lsn)}: {_text(e)}") from None
         logger.debug("confirmed %s", format_lsn(lsn))
 
     def keepalive(self) -> None:
@@ -76,7 +96,30 @@ class ReplicationStream:
         try:
             self._cur.send_feedback(force=True)
         except psycopg2.Error as e:
-            raise ReplicationLost(f"replication connection lost: {str(e).strip()}") from None
+            raise ReplicationLost(f"replication connection lost: {_text(e)}") from None
+
+    def check_alive(self, silence_s: float) -> None:
+        """Raise ReplicationLost when the server stayed silent too long, even to a direct question.
+
+        A stalled peer (a hung proxy, a half-open connection the kernel has not noticed)
+        never fails a read; after ``silence_s`` without a byte we ask the server to answer,
+        and give it a quarter of that time.
+        """
+        now = time.time()
+        last = self._cur.io_timestamp.timestamp()
+        if now - last < silence_s:
+            self._probed_at = None
+            return
+        if self._probed_at is None or self._probed_at < last:
+            try:
+                self._cur.send_feedback(reply=True, force=True)
+            except psycopg2.Error as e:
+                raise ReplicationLost(f"replication connection lost: {_text(e)}") from None
+            self._probed_at = now
+            return
+        if now - self._probed_at > max(1.0, silence_s / 4):
+            raise ReplicationLost(f"no word from PostgreSQL for {now - last:.0f} s, "
+                                  "not even an answer to a status request")
 
     @property
     def wal_end(self) -> int:
@@ -89,3 +132,7 @@ class ReplicationStream:
                 with contextlib.suppress(psycopg2.Error):
                     thing.close()
         self._cur = self._conn = None
+
+
+def _text(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

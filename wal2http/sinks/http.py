@@ -14,7 +14,7 @@ from urllib3.util.retry import Retry
 from wal2http import __version__
 from wal2http.batch import Batch
 from wal2http.config import HttpConfig
-from wal2http.errors import DeliveryError, TransientDeliveryError
+from wal2http.errors import DeliveryConfigError, RejectedError, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +100,12 @@ class HttpSink:
                 retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         if status in CONFIGURATION_STATUSES:
-            raise DeliveryError(
+            raise DeliveryConfigError(
                 f"receiver answered {status} {response.reason} for {webhook_id}: "
                 "check the receiver URL and credentials" + (f"; body: {excerpt}" if excerpt else ""),
                 status=status, event_id=webhook_id, body=excerpt,
             )
-        raise DeliveryError(
+        raise RejectedError(
             f"receiver rejected {webhook_id} with {status} {response.reason}"
             + (f"; body: {excerpt}" if excerpt else ""),
             status=status, event_id=webhook_id, body=excerpt,

@@ -1,0 +1,106 @@
+"""Dead letters: events the receiver refused, parked in a JSON-lines file for ``replay``."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from wal2http.decode.values import JsonText
+from wal2http.errors import ConfigError, DeliveryError
+from wal2http.events import Event, encode
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_EXCERPT = 500
+
+
+class DeadLetterFile:
+    """Appends one JSON line per refused event, fsynced before anything past it is confirmed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._out = open(path, "ab")  # noqa: SIM115 - kept open for the life of the run
+        except OSError as e:
+            raise ConfigError(f"cannot open --dead-letter-path {path!r}: {e.strerror}") from None
+        # A shared lock tells `wal2http replay` that this file is still being written.
+        try:
+            fcntl.flock(self._out.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._out.close()
+            raise ConfigError(f"--dead-letter-path {path!r} is being replayed; "
+                              "start again when 'wal2http replay' is done") from None
+        self.count = 0
+
+    def append(self, event: Event, reason: str, status: int | None, response: str) -> None:
+        entry = {
+            "dead_lettered_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "event_id": event.id,
+            "reason": reason,
+            "status": status,
+            "response": response[:RESPONSE_EXCERPT],
+            "event": orjson.Fragment(event.body),
+        }
+        try:
+            self._out.write(orjson.dumps(entry) + b"\n")
+            self._out.flush()
+            os.fsync(self._out.fileno())
+        except OSError as e:
+            raise DeliveryError(f"cannot write dead letter to {self.path}: {e.strerror or e}",
+                                event_id=event.id) from None
+        self.count += 1
+
+    def close(self) -> None:
+        self._out.close()
+
+
+@dataclass(frozen=True)
+class ReplayLine:
+    """One line of a replay input: the event to send, as exactly as it was first sent."""
+
+    number: int
+    event: Event
+    dead_letter: bool
+
+
+def read_lines(path: str) -> Iterator[ReplayLine]:
+    """Events from a dead-letter file or a ``file`` sink capture; raises ConfigError on a bad line."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as e:
+        raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            yield _parse(raw, number, path)
+
+
+def _parse(raw: bytes, number: int, path: str) -> ReplayLine:
+    try:
+        # Numbers stay as their original text, so re-encoding keeps every digit.
+        value: Any = json.loads(raw, parse_float=JsonText, parse_int=JsonText)
+    except ValueError as e:
+        raise ConfigError(f"{path}:{number}: not a JSON object: {e}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}:{number}: not a JSON object")
+    dead_letter = "event" in value and "reason" in value
+    record = value["event"] if dead_letter else value
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        raise ConfigError(f"{path}:{number}: no event with an \"id\" on this line")
+    return ReplayLine(number, _event(record), dead_letter)
+
+
+def _event(record: dict[str, Any]) -> Event:
+    return Event(
+        id=record["id"], op=str(record.get("op", "")), xid=None, commit_lsn=0, commit_time_us=0,
+        seq=0, record=record, body=encode(record),
+    )

@@ -1,0 +1,105 @@
+"""Deliver a batch until the receiver accepts it: retries, the circuit breaker, the reject policy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from wal2http.batch import Batch
+from wal2http.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from wal2http.deadletter import DeadLetterFile
+from wal2http.errors import ConfigError, RejectedError, TransientDeliveryError
+from wal2http.events import Event
+from wal2http.sinks import Sink
+
+logger = logging.getLogger(__name__)
+
+POLICIES = ("halt", "dead-letter", "skip")
+
+
+class Deliverer:
+    """Sends batches through a sink; returns only once every event is accepted or parked.
+
+    ``wait(seconds)`` is how it pauses between attempts: the pipeline's wait keeps the
+    replication stream alive and raises when the operator asked to stop.
+    """
+
+    def __init__(self, sink: Sink, breaker: Breaker, wait: Callable[[float], None], *,
+                 on_reject: str = "halt", dead_letters: DeadLetterFile | None = None) -> None:
+        if on_reject not in POLICIES:
+            raise ConfigError(f"--on-reject must be one of {', '.join(POLICIES)}")
+        if on_reject == "dead-letter" and dead_letters is None:
+            raise ConfigError("--on-reject dead-letter needs --dead-letter-path")
+        self.sink = sink
+        self.breaker = breaker
+        self.wait = wait
+        self.on_reject = on_reject
+        self.dead_letters = dead_letters
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.skipped = 0
+
+    def deliver(self, batch: Batch) -> None:
+        try:
+            self._send_until_accepted(batch)
+        except RejectedError as e:
+            if len(batch.events) == 1:
+                self.reject(batch.events[0], str(e), e.status, e.body, e)
+                return
+            # One refused event must not take the others with it: find it by sending singly.
+            logger.warning("receiver rejected batch %s (%s); sending its %d events one at a time",
+                           batch.batch_id, e.status, len(batch.events))
+            for event in batch.events:
+                try:
+                    self._send_until_accepted(Batch.of(event))
+                except RejectedError as single:
+                    self.reject(event, str(single), single.status, single.body, single)
+                else:
+                    self.delivered += 1
+            return
+        self.delivered += len(batch.events)
+
+    def reject(self, event: Event, reason: str, status: int | None, response: str,
+               error: RejectedError | None = None) -> None:
+        """Apply the reject policy to one event the receiver (or a size limit) refused."""
+        if self.on_reject == "halt":
+            raise error or RejectedError(reason, status=status, event_id=event.id, body=response)
+        if self.on_reject == "dead-letter":
+            assert self.dead_letters is not None
+            self.dead_letters.append(event, reason, status, response)
+            self.dead_lettered += 1
+            logger.warning("dead-lettered %s to %s: %s", event.id, self.dead_letters.path, reason)
+        else:
+            self.skipped += 1
+            logger.warning("skipped %s (--on-reject skip): %s", event.id, reason)
+
+    def _send_until_accepted(self, batch: Batch) -> None:
+        breaker = self.breaker
+        attempt = 0
+        failing_since = 0.0
+        while True:
+            attempt += 1
+            breaker.before_attempt()
+            try:
+                self.sink.send(batch)
+            except TransientDeliveryError as e:
+                was = breaker.state
+                delay = breaker.failure(e.retry_after)
+                if attempt == 1 and was == CLOSED:
+                    failing_since = time.monotonic()
+                    logger.warning("delivery of %s failed: %s; retrying until it succeeds", batch.batch_id, e)
+                elif was == HALF_OPEN:
+                    logger.warning("probe failed: circuit breaker open again for %.0f s (%s)", delay, e)
+                elif breaker.state == OPEN:
+                    logger.warning("circuit breaker open after %d failed attempts: no requests for %.0f s "
+                                   "(last error: %s)", breaker.consecutive_failures, delay, e)
+                else:
+                    logger.debug("delivery of %s failed again (attempt %d): %s", batch.batch_id, attempt, e)
+                self.wait(delay)
+                continue
+            if attempt > 1 or breaker.state != CLOSED:
+                logger.info("delivery recovered: %s accepted after %d attempts in %.1f s; circuit breaker closed",
+                            batch.batch_id, attempt, time.monotonic() - failing_since)
+            breaker.success()
+            return

@@ -1,0 +1,126 @@
+"""``wal2http replay``: send the events of a dead-letter file or a ``file`` capture again."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wal2http.batch import Batcher
+from wal2http.breaker import Breaker
+from wal2http.config import Config
+from wal2http.deadletter import ReplayLine, read_lines
+from wal2http.delivery import Deliverer
+from wal2http.errors import ConfigError, RejectedError
+from wal2http.sinks import make_sink
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayResult:
+    total: int
+    delivered: int = 0
+    dead_letter_file: bool = False
+
+
+def replay(config: Config, path: str, *, dry_run: bool = False, keep: bool = False,
+           on_progress: Callable[[int], None] | None = None) -> ReplayResult:
+    """Deliver every line of ``path`` in file order; delivered lines leave a dead-letter file.
+
+    A rejection stops the replay (RejectedError, exit 4) with the lines not yet delivered
+    still in the file. Every line is read and checked before anything is sent.
+    """
+    with _exclusive(path, shared_ok=keep or dry_run):
+        lines = list(read_lines(path))
+        result = ReplayResult(total=len(lines), dead_letter_file=bool(lines) and all(x.dead_letter for x in lines))
+        if dry_run or not lines:
+            return result
+        rewrite = result.dead_letter_file and not keep
+        raw = _raw_lines(path)
+        d = config.delivery
+        sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
+        deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
+                              time.sleep, on_reject="halt")
+        batcher = Batcher(config.batch.max_events, config.batch.max_bytes, float("inf"))
+        remaining = {line.number for line in lines}
+        pending: list[ReplayLine] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            try:
+                deliverer.deliver(batcher.take())
+            except RejectedError as e:
+                raise RejectedError(f"replay stopped at line {pending[0].number}: {e}; "
+                                    f"{len(remaining)} line(s) not delivered"
+                                    + (f" remain in {path}" if rewrite else ""),
+                                    status=e.status, event_id=e.event_id, body=e.body) from None
+            for line in pending:
+                remaining.discard(line.number)
+            result.delivered += len(pending)
+            if rewrite:
+                _rewrite(path, [raw[n] for n in sorted(remaining)])
+            if on_progress is not None:
+                on_progress(len(pending))
+            pending.clear()
+
+        try:
+            for line in lines:
+                if batcher.would_overflow(line.event):
+                    flush()
+                batcher.add(line.event)
+                pending.append(line)
+                if batcher.full:
+                    flush()
+            flush()
+        finally:
+            sink.close()
+        return result
+
+
+class _exclusive:
+    """Hold an exclusive lock on the file so a running wal2http cannot append while we rewrite it."""
+
+    def __init__(self, path: str, shared_ok: bool) -> None:
+        self.path = path
+        self.shared_ok = shared_ok
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise ConfigError(f"cannot read {self.path!r}: {e.strerror}") from None
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_SH if self.shared_ok else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ConfigError(f"{self.path} is in use by a running wal2http: stop it first, "
+                              "or replay a copy with --keep") from None
+
+    def __exit__(self, *_exc: object) -> None:
+        os.close(self.fd)
+
+
+def _raw_lines(path: str) -> dict[int, bytes]:
+    with open(path, "rb") as f:
+        return {n: raw if raw.endswith(b"\n") else raw + b"\n" for n, raw in enumerate(f, start=1) if raw.strip()}
+
+
+def _rewrite(path: str, raw_lines: list[bytes]) -> None:
+    """Replace ``path`` by ``raw_lines`` atomically: a crash leaves the old or the new file, whole."""
+    tmp = f"{path}.replay-tmp"
+    with open(tmp, "wb") as out:
+        out.writelines(raw_lines)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
