@@ -156,6 +156,8 @@ class Receiver:
         self._failures: deque[_Answer] = deque()
         self._status: _Answer | None = None
         self._delay = 0.0
+        self._reject: Callable[[Event], bool] | None = None
+        self._reject_status = 400
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -201,6 +203,12 @@ class Receiver:
         with self._changed:
             self._status = None if status is None else _Answer(status, body, dict(headers or {}))
 
+    def reject_when(self, predicate: Callable[[Event], bool] | None, status: int = 400) -> None:
+        """Answer ``status`` to any request carrying an event for which ``predicate`` is true."""
+        with self._changed:
+            self._reject = predicate
+            self._reject_status = status
+
     def set_delay(self, seconds: float) -> None:
         """Sleep this long before answering each request."""
         with self._changed:
@@ -212,6 +220,7 @@ class Receiver:
             self._failures.clear()
             self._status = None
             self._delay = 0.0
+            self._reject = None
 
     def clear(self) -> None:
         """Forget the recorded requests and events."""
@@ -288,6 +297,8 @@ class Receiver:
                     else _Answer(400, b"body is not a JSON object or array")
                 )
                 events = parsed or []
+                if self._reject is not None and any(self._reject(event) for event in events):
+                    answer, events = _Answer(self._reject_status, b'{"error": "event refused"}'), []
             elif answer.ok and body:
                 events = _parse_events(body) or []
             self._requests.append(RecordedRequest(method, path, headers, body, received_at, answer.status))
@@ -322,10 +333,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
     args = parser.parse_args(argv)
-    with Receiver(port=args.port, on_event=_print_event) as receiver:
+    with Receiver(port=args.port, on_event=_print_event) as receiver, contextlib.suppress(KeyboardInterrupt):
+        # Inside the suppress: Ctrl-C may come while the URL is still being written.
         print(receiver.url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        threading.Event().wait()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class ReplicationStream:
         self._conn: Any = None
         self._cur: Any = None
         self._probed_at: float | None = None
+        # When the server last sent us anything (psycopg2's io_timestamp also counts our own sends).
+        self._last_received = 0.0
 
     @property
     def connected(self) -> bool:
@@ -67,21 +69,27 @@ class ReplicationStream:
             self.close()
             raise ReplicationLost(f"cannot start replication on slot {self.slot!r}: {_text(e)}") from None
         self._probed_at = None
+        self._last_received = time.monotonic()
         logger.info("streaming from slot %s, publication %s", self.slot, self.publication)
 
     def read(self) -> Any:
         """The next message (``payload``, ``data_start``), or None when none is buffered."""
         try:
-            return self._cur.read_message()
+            message = self._cur.read_message()
         except psycopg2.Error as e:
             raise ReplicationLost(f"replication connection lost: {_text(e)}") from None
+        if message is not None:
+            self._last_received = time.monotonic()
+        return message
 
     def wait(self, timeout: float, wake: Any = None) -> None:
         """Block until the server sends something, ``wake`` is readable, or ``timeout`` passes."""
         try:
-            select.select([self._cur] if wake is None else [self._cur, wake], [], [], timeout)
+            readable, _, _ = select.select([self._cur] if wake is None else [self._cur, wake], [], [], timeout)
         except (OSError, ValueError) as e:
             raise ReplicationLost(f"replication connection lost: {e}") from None
+        if self._cur in readable:  # a keepalive counts: read_message() consumes those silently
+            self._last_received = time.monotonic()
 
     def confirm(self, lsn: int, force: bool = False) -> None:
         """Report ``lsn`` as written and flushed; sent now when ``force``, else at the next status."""
@@ -105,8 +113,8 @@ class ReplicationStream:
         never fails a read; after ``silence_s`` without a byte we ask the server to answer,
         and give it a quarter of that time.
         """
-        now = time.time()
-        last = self._cur.io_timestamp.timestamp()
+        now = time.monotonic()
+        last = self._last_received
         if now - last < silence_s:
             self._probed_at = None
             return
