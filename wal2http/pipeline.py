@@ -279,8 +279,9 @@ class Pipeline:
             self.ack.idle(self.stream.wal_end)
         self.stream.confirm(self.ack.confirmed_lsn, force=True)
         d = self.deliverer
-        logger.info("stopped: %d events delivered, %d dead-lettered, %d skipped; confirmed %s",
-                    d.delivered, d.dead_lettered, d.skipped, format_lsn(self.ack.confirmed_lsn))
+        logger.info("stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions "
+                    "skipped after reconnects; confirmed %s", d.delivered, d.dead_lettered, d.skipped,
+                    self.ack.skipped_transactions, format_lsn(self.ack.confirmed_lsn))
 
     def _deliver(self, batch: Batch) -> None:
         """Deliver a batch, then confirm the commit it completes."""
