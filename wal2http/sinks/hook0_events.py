@@ -128,6 +128,7 @@ class Hook0Mapper:
             None if metadata is None else _object(metadata, f"{kind} metadata"),
             _timestamp(occurred_at, f"{kind} {name}") if occurred_at is not None else _commit_time(event),
             payload_is_json=isinstance(payload, JsonText),
+            kind=f"{kind} ",
         )
 
     def _from_change(self, event: Event) -> Hook0Event:
@@ -149,6 +150,7 @@ class Hook0Mapper:
             None,
             _commit_time(event),
             payload_is_json=True,
+            kind="",
         )
 
     def _build(
@@ -161,6 +163,7 @@ class Hook0Mapper:
         metadata: dict[str, Any] | None,
         occurred_at: str,
         payload_is_json: bool,
+        kind: str,
     ) -> Hook0Event:
         _check_event_type(event_type)
         _check_payload(payload, content_type, payload_is_json)
@@ -170,11 +173,11 @@ class Hook0Mapper:
             "event_type": event_type,
             "payload": str(payload),
             "payload_content_type": content_type,
-            "labels": _properties(labels, "labels", 1, HOOK0_MAX_LABELS),
+            "labels": _properties(labels, f"{kind}labels", 1, HOOK0_MAX_LABELS),
             "occurred_at": occurred_at,
         }
         if metadata is not None:
-            request["metadata"] = _properties(metadata, "metadata", 0, METADATA_MAX)
+            request["metadata"] = _properties(metadata, f"{kind}metadata", 0, METADATA_MAX)
         body = orjson.dumps(request)
         if len(body) > BODY_MAX_BYTES:
             raise Rejected(f"the request would be {len(body)} bytes, above Hook0's limit of {BODY_MAX_BYTES}")
