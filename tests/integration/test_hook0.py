@@ -18,18 +18,19 @@ from tests.support.process import run_once
 from wal2http.lsn import parse_lsn
 from wal2http.sinks.hook0_events import NAMESPACE
 
-# The outbox table as README.rst documents it.
-OUTBOX_DDL = """
-CREATE TABLE public.hook0_outbox (
-    event_id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    event_type           text NOT NULL,
-    payload              jsonb NOT NULL,
-    payload_content_type text,
-    labels               jsonb NOT NULL,
-    metadata             jsonb,
-    occurred_at          timestamptz NOT NULL DEFAULT now()
-)
-"""
+README = Path(__file__).resolve().parents[2] / "README.rst"
+
+
+def readme_sql(start: str, end: str) -> str:
+    """SQL exactly as README.rst shows it, from ``start`` up to and including ``end``."""
+    text = README.read_text()
+    begin = text.index(start)
+    return text[begin:text.index(end, begin) + len(end)]
+
+
+OUTBOX_DDL = readme_sql("CREATE TABLE public.hook0_outbox (", "Deleting rows never affects delivery.';")
+MARK_DDL = readme_sql("CREATE TABLE public.hook0_outbox_mark (", ");")
+CLEANUP = readme_sql("BEGIN;\n    DELETE FROM public.hook0_outbox o", "COMMIT;")
 
 
 @pytest.fixture
@@ -147,6 +148,24 @@ def test_changes_mode_with_ensured_event_types_and_labels(db: Database, hook0: F
         assert body["occurred_at"] == change["commit_time"]
         assert body["payload_content_type"] == "application/json"
     assert json.loads(str(bodies[0]["payload"]))["new"] == {"id": 1, "tenant_id": 7, "status": "new"}
+
+
+def test_ensure_event_types_creates_outbox_types_on_first_sight(db: Database, hook0: FakeHook0,
+                                                                start_wal2http: Start) -> None:
+    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    wal2http = start_wal2http(*hook0_args(hook0, "--hook0-ensure-event-types"), env=token_env(hook0))
+    insert = ("INSERT INTO hook0_outbox (event_type, payload, labels) "
+              "VALUES ('billing.invoice.paid', %s, '{\"a\": \"b\"}')")
+    db.execute(insert, ("1",))
+    hook0.wait_for_events(1)
+    assert hook0.event_types() == {"billing.invoice.paid"}
+    hook0.remove_event_type("billing.invoice.paid")  # deleted in Hook0 while wal2http runs
+    db.execute(insert, ("2",))
+    stored = hook0.wait_for_events(2)
+    assert wal2http.stop() == 0
+    assert [e.raw["payload"] for e in stored] == ["1", "2"]
+    assert hook0.answered("EventTypeDoesNotExist") == 1
+    assert wal2http.stderr.count("created Hook0 event type billing.invoice.paid") == 2
 
 
 @pytest.mark.parametrize("mode", ["outbox", "changes"])
@@ -290,3 +309,41 @@ def test_hook0_configuration_mistakes_exit_2(wal2http_bin: str, db: Database, ar
     code, _, stderr = run_once(wal2http_bin, ["run", "--sink", "hook0", *args], {**base, **env})
     assert code == 2, stderr
     assert expected in stderr
+
+
+def test_documented_cleanup_deletes_only_confirmed_rows(db: Database, hook0: FakeHook0,
+                                                        start_wal2http: Start) -> None:
+    publish(db, OUTBOX_DDL, MARK_DDL, tables="public.hook0_outbox")
+    hook0.add_event_type("shop.order.created")
+    wal2http = start_wal2http(*hook0_args(hook0), env=token_env(hook0))
+    insert = ("INSERT INTO hook0_outbox (event_type, payload, labels) "
+              "SELECT 'shop.order.created', jsonb_build_object('n', i), '{\"a\": \"b\"}' "
+              "FROM generate_series(%s, %s) i")
+
+    def remaining() -> list[int]:
+        return [row[0] for row in db.execute("SELECT (payload->>'n')::int FROM hook0_outbox ORDER BY 1")]
+
+    def confirm_last_mark() -> None:
+        query = ("SELECT max(lsn) <= (SELECT confirmed_flush_lsn FROM pg_replication_slots"
+                 " WHERE slot_name = 'wal2http') FROM hook0_outbox_mark")
+        wait_until(lambda: db.execute(query)[0][0], timeout=20, what="the slot to confirm the last mark")
+
+    db.execute(insert, (1, 3))
+    hook0.wait_for_events(3)
+    db.execute(CLEANUP)  # the first run only takes a mark
+    assert remaining() == [1, 2, 3]
+    confirm_last_mark()
+    hook0.fail_next(10_000, "ServiceUnavailable")  # Hook0 down: row 4 is not delivered
+    db.execute(insert, (4, 4))
+    wait_until(lambda: hook0.answered("ServiceUnavailable") > 0, what="a failed delivery")
+    db.execute(CLEANUP)
+    assert remaining() == [4]  # delivered rows went, the undelivered one stays
+    db.execute(CLEANUP)
+    assert remaining() == [4]  # still: nothing past it is confirmed
+    hook0.clear_failures()
+    hook0.wait_for_events(4, timeout=60)
+    confirm_last_mark()
+    db.execute(CLEANUP)
+    assert remaining() == []
+    assert wal2http.stop() == 0
+    assert len(hook0.events()) == 4

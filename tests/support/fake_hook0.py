@@ -169,6 +169,10 @@ class FakeHook0:
         with self._lock:
             self._event_types[name] = _event_type(service, resource_type, verb)
 
+    def remove_event_type(self, name: str) -> None:
+        with self._lock:
+            del self._event_types[name]
+
     def event_types(self) -> set[str]:
         with self._lock:
             return set(self._event_types)
@@ -178,6 +182,11 @@ class FakeHook0:
         """Answer the next ``n`` event ingestions with ``problem`` (before any other check)."""
         with self._lock:
             self._injected.extend(_Injected(problem, dict(headers or {}), detail) for _ in range(n))
+
+    def clear_failures(self) -> None:
+        """Forget the answers fail_next() queued and not yet given."""
+        with self._lock:
+            self._injected.clear()
 
     def set_quota(self, events: int | None) -> None:
         """Answer TooManyEventsToday once this many events are stored."""

@@ -97,7 +97,8 @@ def test_json_payload_is_sent_exactly_as_stored() -> None:
     ({"labels": "{}"}, "column labels has 0 entries; Hook0 takes 1 to 10"),
     ({"labels": json.dumps({f"k{i}": "v" for i in range(11)})}, "column labels has 11 entries"),
     ({"labels": json.dumps({"tenant": "x" * 51})}, "column labels 'tenant' has a value of 51 bytes"),
-    ({"labels": json.dumps({"tenant": {"id": 1}})}, "column labels 'tenant' must be a string, number or boolean"),
+    ({"labels": json.dumps({"tenant": {"id": 1}})},
+     "column labels 'tenant' must be a string, number or boolean"),
     ({"labels": "[1]"}, "column labels must be a JSON object, not an array"),
     ({"labels": None}, "column labels is null"),
     ({"metadata": json.dumps({"k": ""})}, "column metadata 'k' has a value of 0 bytes"),
@@ -120,11 +121,11 @@ def test_missing_columns_and_bad_ids_in_a_text_outbox() -> None:
     (no_labels,) = events(columns, pb.insert(10, [ROW_ID, "a.b.c", "{}", None]))
     with pytest.raises(Rejected, match="no labels column in the outbox table"):
         mapper().map(no_labels)
-    (bad_json,) = events(columns + [("labels", JSONB_OID, False)],
+    (bad_json,) = events([*columns, ("labels", JSONB_OID, False)],
                          pb.insert(10, [ROW_ID, "a.b.c", "{oops", "application/json", '{"a": "b"}']))
     with pytest.raises(Rejected, match="payload is not valid JSON"):
         mapper().map(bad_json)
-    (bad_type,) = events(columns + [("labels", JSONB_OID, False)],
+    (bad_type,) = events([*columns, ("labels", JSONB_OID, False)],
                          pb.insert(10, [ROW_ID, "a.b.c", "x", "text/html", '{"a": "b"}']))
     with pytest.raises(Rejected, match="payload_content_type 'text/html' is not one of"):
         mapper().map(bad_type)

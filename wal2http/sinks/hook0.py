@@ -74,9 +74,9 @@ class Hook0Sink:
         self._known_types: set[str] | None = None  # listed from Hook0 once, when ensuring
         self._wanted_types: list[str] = []
         if config.mode == "outbox" and source.database and config.outbox_schema_table not in source.tables:
-            logger.warning("outbox table %s is not in the publication: only pg_logical_emit_message() messages "
-                           "prefixed %r (with --messages) will become Hook0 events", config.outbox_table,
-                           config.message_prefix)
+            logger.warning("outbox table %s is not in the publication: only pg_logical_emit_message() "
+                           "messages prefixed %r (with --messages) will become Hook0 events",
+                           config.outbox_table, config.message_prefix)
         if config.ensure_event_types and config.mode == "changes":
             self._wanted_types = [t for _, table in source.tables for t in self.mapper.event_types_for(table)]
 
