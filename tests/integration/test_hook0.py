@@ -220,6 +220,36 @@ def test_invalid_outbox_row_halts_with_exit_4_after_the_rows_before_it(
     assert db.cluster.confirmed_flush_lsn("wal2http") == confirmed_before  # still in the slot
 
 
+def test_refused_events_are_dead_lettered_then_replayed_with_their_ids(
+        db: Database, hook0: FakeHook0, start_wal2http: Start, wal2http_bin: str, tmp_path: Path) -> None:
+    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    hook0.add_event_type("shop.order.created")
+    dead = tmp_path / "dead.jsonl"
+    wal2http = start_wal2http(*hook0_args(hook0, "--batch-size", "10", "--on-reject", "dead-letter",
+                                          "--dead-letter-path", str(dead)), env=token_env(hook0))
+    db.execute("INSERT INTO hook0_outbox (event_type, payload, labels) VALUES"
+               " ('shop.order.created', '{\"n\": 1}', '{\"a\": \"b\"}'),"
+               " ('shop.order.cancelled', '{\"n\": 2}', '{\"a\": \"b\"}'),"  # unknown to Hook0
+               " ('shop.order.created', '{\"n\": 3}', '{}'),"  # cannot be a Hook0 event
+               " ('shop.order.created', '{\"n\": 4}', '{\"a\": \"b\"}')")
+    hook0.wait_for_events(2)
+    wait_until(lambda: dead.exists() and len(dead.read_text().splitlines()) == 2, what="two dead letters")
+    assert wal2http.stop() == 0
+    assert [json.loads(e.model.payload)["n"] for e in hook0.events()] == [1, 4]
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert "400 EventTypeDoesNotExist" in letters[0]["reason"]
+    assert "column labels has 0 entries" in letters[1]["reason"]
+    # The operator creates the missing type; replay delivers that event with the row's own id.
+    hook0.add_event_type("shop.order.cancelled")
+    code, _, stderr = run_once(wal2http_bin, ["replay", *hook0_args(hook0)[1:], str(dead)], token_env(hook0))
+    assert code == 4, stderr  # the second line still cannot be a Hook0 event
+    assert "replay stopped at line 2" in stderr and "column labels has 0 entries" in stderr
+    replayed = hook0.events()[-1]
+    row_id = db.execute("SELECT event_id::text FROM hook0_outbox WHERE payload->>'n' = '2'")[0][0]
+    assert str(replayed.model.event_id) == row_id and json.loads(replayed.model.payload) == {"n": 2}
+    assert len(dead.read_text().splitlines()) == 1
+
+
 def test_hook0_problems_are_retried_until_delivered(db: Database, hook0: FakeHook0,
                                                     start_wal2http: Start) -> None:
     publish(db, OUTBOX_DDL, tables="public.hook0_outbox")

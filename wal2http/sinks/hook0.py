@@ -12,7 +12,13 @@ import requests
 
 from wal2http.batch import Batch
 from wal2http.config import Hook0Config
-from wal2http.errors import DeliveryConfigError, DeliveryError, TransientDeliveryError
+from wal2http.errors import (
+    ConfigError,
+    DeliveryConfigError,
+    DeliveryError,
+    RejectedError,
+    TransientDeliveryError,
+)
 from wal2http.events import Event
 from wal2http.sinks import SourceInfo
 from wal2http.sinks.hook0_events import Hook0Event, Hook0Mapper, Rejected, sanitize_name
@@ -58,6 +64,11 @@ class Hook0Sink:
 
     def __init__(self, config: Hook0Config, source: SourceInfo) -> None:
         self._config = config
+        if config.mode == "changes" and not config.service and not source.database:
+            # replay does not connect: guessing the database name would change every event id.
+            raise ConfigError("--sink hook0 --hook0-mode changes needs --hook0-service here: set it to the "
+                              "database name the events came from (or the service used by 'run'), so the "
+                              "event ids and types are the ones Hook0 already knows")
         service = config.service or sanitize_name(source.database or "postgres")
         self.mapper = Hook0Mapper(config, service)
         self._session = new_session(config.http, statuses=QUICK_RETRY_STATUSES)
@@ -69,7 +80,9 @@ class Hook0Sink:
         self.ignored = 0
         self.already_ingested = 0
         self.ingested = 0
-        self._accepted: set[str] = set()  # ids of the batch in flight that Hook0 already holds
+        # Ids of events Hook0 accepted from a batch not yet accepted whole: a retry of the
+        # batch (or the reject policy sending its events singly) does not post them again.
+        self._accepted: set[str] = set()
         self._quota_until = 0.0
         self._known_types: set[str] | None = None  # listed from Hook0 once, when ensuring
         self._wanted_types: list[str] = []
@@ -125,13 +138,13 @@ class Hook0Sink:
             else:
                 self._deliver(event, hook0_event)
             self._accepted.add(event.id)
-        self._accepted.clear()
+        self._accepted.difference_update(event.id for event in batch.events)
 
     def _map(self, event: Event) -> Hook0Event | None:
         try:
             return self.mapper.map(event)
         except Rejected as e:
-            raise DeliveryError(f"cannot make a Hook0 event of {event.id} ({_what(event)}): {e}",
+            raise RejectedError(f"cannot make a Hook0 event of {event.id} ({_what(event)}): {e}",
                                 event_id=event.id) from None
 
     def _delivers(self) -> str:
@@ -211,7 +224,7 @@ class Hook0Sink:
         hint = ""
         if problem.id == "EventTypeDoesNotExist":
             hint = " (create it in Hook0, or pass --hook0-ensure-event-types)"
-        raise DeliveryError(
+        raise RejectedError(
             f"Hook0 rejected {event.id} ({_what(event)}; Hook0 event {hook0_event.event_id}, "
             f"type {hook0_event.event_type}) with {answer}{hint}",
             status=status, event_id=event.id, body=problem.detail,
@@ -244,7 +257,7 @@ class Hook0Sink:
                 self._refused(response, problem, None, None)
             what = f"cannot create Hook0 event type {event_type} for {event.id}"
             if status in (422, 400):
-                raise DeliveryError(f"{what}: {problem.describe(response)}", status=status,
+                raise RejectedError(f"{what}: {problem.describe(response)}", status=status,
                                     event_id=event.id, body=problem.detail)
             self._refused(response, problem, event, None)
         if 200 <= status < 300 and event is not None:
