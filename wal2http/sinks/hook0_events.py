@@ -101,10 +101,7 @@ class Hook0Mapper:
     def _from_fields(self, fields: dict[str, Any], kind: str, event: Event) -> Hook0Event:
         """An outbox row (``kind`` "column") or an outbox message (``kind`` "field")."""
         event_id = fields.get("event_id")
-        if event_id is None:
-            event_id = derived_event_id(self.service, event.id)
-        else:
-            event_id = _uuid(event_id, f"{kind} event_id")
+        event_id = derived_event_id(self.service, event.id) if event_id is None else _uuid(event_id, f"{kind} event_id")
         event_type = _required(fields, "event_type", kind)
         if not isinstance(event_type, str):
             raise Rejected(f"{kind} event_type must be text, not {_json_type(event_type)}")
