@@ -341,6 +341,25 @@ def test_hook0_configuration_mistakes_exit_2(wal2http_bin: str, db: Database, ar
     assert expected in stderr
 
 
+def test_deleting_outbox_rows_never_loses_their_events(db: Database, hook0: FakeHook0,
+                                                     start_wal2http: Start) -> None:
+    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    hook0.add_event_type("shop.order.created")
+    wal2http = start_wal2http(*hook0_args(hook0), env=token_env(hook0))
+    insert = ("INSERT INTO hook0_outbox (event_type, payload, labels) "
+              "VALUES ('shop.order.created', %s, '{\"a\": \"b\"}')")
+    db.execute(insert + "; DELETE FROM hook0_outbox", ("1",))  # deleted in the same transaction
+    hook0.wait_for_events(1)
+    hook0.fail_next(10_000, "ServiceUnavailable")
+    db.execute(insert, ("2",))
+    wait_until(lambda: hook0.answered("ServiceUnavailable") > 0, what="a failed delivery")
+    db.execute("DELETE FROM hook0_outbox")  # deleted before Hook0 took it
+    hook0.clear_failures()
+    stored = hook0.wait_for_events(2, timeout=60)
+    assert wal2http.stop() == 0
+    assert [e.raw["payload"] for e in stored] == ["1", "2"]
+
+
 def test_documented_cleanup_deletes_only_confirmed_rows(db: Database, hook0: FakeHook0,
                                                         start_wal2http: Start) -> None:
     publish(db, OUTBOX_DDL, MARK_DDL, tables="public.hook0_outbox")
