@@ -6,6 +6,7 @@ The only module that imports click, prints to the terminal or exits.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,14 +19,16 @@ from wal2http.config import (
     BatchConfig,
     Config,
     DeliveryConfig,
+    Hook0Config,
     HttpConfig,
     LogConfig,
     Secret,
     SinkConfig,
     SourceConfig,
+    read_secret_file,
     validate,
 )
-from wal2http.errors import ExitStatus, Wal2HttpError
+from wal2http.errors import ConfigError, ExitStatus, Wal2HttpError
 
 logger = logging.getLogger("wal2http")
 
@@ -69,15 +72,44 @@ def options(*decorators: Callable[..., Any]) -> Callable[[Callable[..., Any]], C
     return apply
 
 
+hook0_options = options(
+    click.option("--hook0-api-url", envvar=env("HOOK0_API_URL", "HOOK0_API_URL"), metavar="URL",
+                 help="Hook0 API base URL for --sink hook0, e.g. https://app.hook0.com/api/v1."),
+    click.option("--hook0-application-id", envvar=env("HOOK0_APPLICATION_ID", "HOOK0_APPLICATION_ID"),
+                 metavar="UUID", help="Hook0 application that receives the events."),
+    click.option("--hook0-api-token-file", envvar=env("HOOK0_API_TOKEN_FILE"), metavar="PATH",
+                 help="File holding the Hook0 API token "
+                      "(else HOOK0_API_TOKEN or WAL2HTTP_HOOK0_API_TOKEN)."),
+    click.option("--hook0-mode", type=click.Choice(["outbox", "changes"]), envvar=env("HOOK0_MODE"),
+                 default="outbox",
+                 help="outbox: rows inserted into the outbox table (and hook0 messages) are the "
+                      "events; changes: every row change is an event."),
+    click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default="public.hook0_outbox",
+                 metavar="[SCHEMA.]TABLE", help="Outbox table of --hook0-mode outbox."),
+    click.option("--hook0-message-prefix", envvar=env("HOOK0_MESSAGE_PREFIX"), default="hook0",
+                 metavar="PREFIX",
+                 help="pg_logical_emit_message() prefix of outbox messages (with --messages)."),
+    click.option("--hook0-service", envvar=env("HOOK0_SERVICE"), metavar="NAME",
+                 help="Service part of changes-mode event types <service>.<table>.<verb> "
+                      "[default: the database name, sanitised]."),
+    click.option("--hook0-label", "hook0_labels", multiple=True, envvar=env("HOOK0_LABEL"),
+                 metavar="NAME=COLUMN",
+                 help="Changes mode: a label taken from a row column (repeatable)."),
+    click.option("--hook0-ensure-event-types", is_flag=True, envvar=env("HOOK0_ENSURE_EVENT_TYPES"),
+                 help="Create missing Hook0 event types: at start for the published tables (changes "
+                      "mode), and before the first event of any other type."),
+)
+
 sink_options = options(
-    click.option("--sink", type=click.Choice(["stdout", "file", "http"]), envvar=env("SINK", "EVENT_SINK"),
-                 default="stdout", help="Where events go."),
+    click.option("--sink", type=click.Choice(["stdout", "file", "http", "hook0"]),
+                 envvar=env("SINK", "EVENT_SINK"), default="stdout", help="Where events go."),
     click.option("--http-url", envvar=env("HTTP_URL", "HTTP_ENDPOINT_URL"), metavar="URL",
                  help="Receiver URL for --sink http."),
     click.option("--http-timeout", type=click.FloatRange(0.1, 300), envvar=env("HTTP_TIMEOUT"), default=15.0,
                  metavar="SECONDS", help="Read timeout of one request; keep it below wal_sender_timeout/2."),
     click.option("--file-path", envvar=env("FILE_PATH"), metavar="PATH",
                  help="File that --sink file appends JSON lines to."),
+    hook0_options,
     click.option("--batch-size", type=click.IntRange(1, 100_000), envvar=env("BATCH_SIZE"), default=1,
                  help="Events per request at most; above 1 the body is a JSON array."),
     click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=click.IntRange(1024),
@@ -192,6 +224,11 @@ def _run_pipeline(config: Config) -> None:
 
 def _build_config(o: dict[str, Any], database: bool = True) -> Config:
     http = HttpConfig(url=o["http_url"], read_timeout_s=o["http_timeout"]) if o.get("http_url") else None
+    try:
+        hook0 = _hook0_config(o) if o.get("sink") == "hook0" else None
+    except Wal2HttpError as e:
+        _fail(str(e), e.exit_status)
+        raise  # unreachable: _fail exits
     config = Config(
         source=SourceConfig(
             dsn=Secret(o.get("dsn") or ""),
@@ -202,7 +239,7 @@ def _build_config(o: dict[str, Any], database: bool = True) -> Config:
             reconnect_max_wait_s=o.get("reconnect_max_wait", 30.0),
             replication_timeout_s=o.get("replication_timeout", 30.0),
         ),
-        sink=SinkConfig(kind=o.get("sink", "stdout"), http=http, file_path=o.get("file_path")),
+        sink=SinkConfig(kind=o.get("sink", "stdout"), http=http, file_path=o.get("file_path"), hook0=hook0),
         batch=BatchConfig(o.get("batch_size", 1), o.get("batch_bytes", 1_048_576),
                           o.get("batch_wait_ms", 100)),
         delivery=DeliveryConfig(
@@ -220,6 +257,30 @@ def _build_config(o: dict[str, Any], database: bool = True) -> Config:
     except Wal2HttpError as e:
         _fail(str(e), e.exit_status)
         raise  # unreachable: _fail exits
+
+
+def _hook0_config(o: dict[str, Any]) -> Hook0Config:
+    if o.get("hook0_api_token_file"):
+        token = read_secret_file(o["hook0_api_token_file"], "--hook0-api-token-file")
+    else:
+        token = Secret(os.environ.get("WAL2HTTP_HOOK0_API_TOKEN") or os.environ.get("HOOK0_API_TOKEN") or "")
+    labels = []
+    for mapping in o.get("hook0_labels") or ():
+        name, equals, column = mapping.partition("=")
+        if not equals:
+            raise ConfigError(f"--hook0-label must be NAME=COLUMN, not {mapping!r}")
+        labels.append((name.strip(), column.strip()))
+    return Hook0Config(
+        http=HttpConfig(url=o.get("hook0_api_url") or "", read_timeout_s=o.get("http_timeout", 15.0)),
+        application_id=(o.get("hook0_application_id") or "").strip(),
+        token=token,
+        mode=o.get("hook0_mode", "outbox"),
+        outbox_table=o.get("hook0_outbox_table", "public.hook0_outbox"),
+        message_prefix=o.get("hook0_message_prefix", "hook0"),
+        service=o.get("hook0_service") or None,
+        labels=tuple(labels),
+        ensure_event_types=o.get("hook0_ensure_event_types", False),
+    )
 
 
 def _execute(config: Config, action: Callable[[], None]) -> None:

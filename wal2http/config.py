@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -11,7 +12,11 @@ from wal2http.errors import ConfigError
 
 SLOT_NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 PUBLICATION_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-SINKS = ("stdout", "file", "http")
+SINKS = ("stdout", "file", "http", "hook0")
+HOOK0_MODES = ("outbox", "changes")
+HOOK0_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,50}$")  # one part of a service.resource_type.verb
+HOOK0_MAX_LABELS = 10
+HOOK0_FIXED_LABELS = ("schema", "table")  # the labels changes mode always sets
 
 
 class Secret:
@@ -83,10 +88,36 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class Hook0Config:
+    """The Hook0 sink: where the API is, which application, and how rows become events."""
+
+    http: HttpConfig  # url is the API base, e.g. https://app.hook0.com/api/v1
+    application_id: str
+    token: Secret
+    mode: str = "outbox"
+    outbox_table: str = "public.hook0_outbox"
+    message_prefix: str = "hook0"
+    service: str | None = None  # changes mode; None: the database name, sanitised
+    labels: tuple[tuple[str, str], ...] = ()  # changes mode: (label name, column name)
+    ensure_event_types: bool = False
+
+    @property
+    def api_url(self) -> str:
+        return self.http.url.rstrip("/")
+
+    @property
+    def outbox_schema_table(self) -> tuple[str, str]:
+        """The outbox table as (schema, table); a bare name is in ``public``."""
+        schema, dot, table = self.outbox_table.partition(".")
+        return (schema, table) if dot else ("public", schema)
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     kind: str = "stdout"
     http: HttpConfig | None = None
     file_path: str | None = None
+    hook0: Hook0Config | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +140,8 @@ class Config:
         password = dsn_password(self.source.dsn.reveal())
         if password:
             values.append(password)
+        if self.sink.hook0 is not None:
+            values.append(self.sink.hook0.token.reveal())
         return [v for v in values if v]
 
 
@@ -135,6 +168,8 @@ def validate(config: Config, database: bool = True) -> Config:
         validate_url(sink.http.url, "--http-url")
     if sink.kind == "file" and not sink.file_path:
         raise ConfigError("--sink file needs --file-path (or WAL2HTTP_FILE_PATH)")
+    if sink.kind == "hook0":
+        validate_hook0(sink.hook0)
     b = config.batch
     if b.max_events < 1:
         raise ConfigError("--batch-size must be at least 1")
@@ -154,6 +189,61 @@ def validate(config: Config, database: bool = True) -> Config:
     if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
         raise ConfigError("--breaker-cooldown must be positive and --shutdown-timeout not negative")
     return config
+
+
+def validate_hook0(hook0: Hook0Config | None) -> None:
+    if hook0 is None or not hook0.http.url:
+        raise ConfigError("--sink hook0 needs --hook0-api-url (or WAL2HTTP_HOOK0_API_URL, HOOK0_API_URL), "
+                          "e.g. https://app.hook0.com/api/v1")
+    validate_url(hook0.http.url, "--hook0-api-url")
+    if not hook0.application_id:
+        raise ConfigError("--sink hook0 needs --hook0-application-id "
+                          "(or WAL2HTTP_HOOK0_APPLICATION_ID, HOOK0_APPLICATION_ID)")
+    try:
+        uuid.UUID(hook0.application_id)
+    except ValueError:
+        raise ConfigError(f"--hook0-application-id must be a UUID, not {hook0.application_id!r}") from None
+    if not hook0.token:
+        raise ConfigError("--sink hook0 needs an API token: set HOOK0_API_TOKEN "
+                          "(or WAL2HTTP_HOOK0_API_TOKEN) or pass --hook0-api-token-file")
+    if hook0.mode not in HOOK0_MODES:
+        raise ConfigError(f"unknown --hook0-mode {hook0.mode!r}: choose one of {', '.join(HOOK0_MODES)}")
+    schema, table = hook0.outbox_schema_table
+    if not schema or not table or "." in table:
+        raise ConfigError(f"--hook0-outbox-table must be TABLE or SCHEMA.TABLE, not {hook0.outbox_table!r}")
+    if not hook0.message_prefix:
+        raise ConfigError("--hook0-message-prefix must not be empty")
+    if hook0.service is not None and not HOOK0_NAME_RE.match(hook0.service):
+        raise ConfigError(
+            f"--hook0-service must be 1-50 letters, digits or underscores, not {hook0.service!r}"
+        )
+    if hook0.labels and hook0.mode != "changes":
+        raise ConfigError("--hook0-label applies to --hook0-mode changes; outbox rows carry their own labels")
+    names = [name for name, _ in hook0.labels]
+    for name, column in hook0.labels:
+        if not name or not column or len(name.encode()) > 50:
+            raise ConfigError(
+                f"--hook0-label must be NAME=COLUMN with a NAME of 1-50 bytes, not {name}={column}"
+            )
+        if name in HOOK0_FIXED_LABELS:
+            raise ConfigError(f"--hook0-label cannot set {name!r}: changes mode sets schema and table itself")
+        if names.count(name) > 1:
+            raise ConfigError(f"--hook0-label {name!r} is given more than once")
+    if len(names) > HOOK0_MAX_LABELS - len(HOOK0_FIXED_LABELS):
+        raise ConfigError(f"at most {HOOK0_MAX_LABELS - len(HOOK0_FIXED_LABELS)} --hook0-label mappings: "
+                          f"Hook0 takes {HOOK0_MAX_LABELS} labels and schema and table are two of them")
+
+
+def read_secret_file(path: str, option: str) -> Secret:
+    """A secret kept in a file (one line; surrounding whitespace and the newline are dropped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {option} {path!r}: {getattr(e, 'strerror', None) or e}") from None
+    if not value:
+        raise ConfigError(f"{option} {path!r} is empty")
+    return Secret(value)
 
 
 def validate_url(url: str, option: str) -> None:

@@ -21,9 +21,9 @@ from wal2http.errors import DatabaseError, Interrupted, ReplicationLost, SlotInU
 from wal2http.events import EventBuilder
 from wal2http.lsn import format_lsn
 from wal2http.pg.connection import connect_sql
-from wal2http.pg.slot import prepare
+from wal2http.pg.slot import prepare, published_tables
 from wal2http.pg.stream import ReplicationStream
-from wal2http.sinks import make_sink
+from wal2http.sinks import SourceInfo, make_sink
 
 logger = logging.getLogger(__name__)
 
@@ -299,13 +299,15 @@ def run(config: Config) -> None:
     conn = connect_sql(src.dsn.reveal(), src.connect_timeout_s)
     try:
         info = prepare(conn, src.slot, src.publication, src.create_slot)
+        source = SourceInfo(conn.get_dsn_parameters().get("dbname", ""),
+                            tuple(published_tables(conn, src.publication)))
     finally:
         conn.close()
     start_lsn = info.confirmed_flush_lsn or 0
     logger.info("slot %s confirmed up to %s", src.slot, format_lsn(start_lsn))
     d = config.delivery
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
-    sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
+    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=src.messages,
                                status_interval_s=src.status_interval_s,
                                connect_timeout_s=src.connect_timeout_s)

@@ -54,6 +54,16 @@ def publication_exists(conn: Any, name: str) -> bool:
         return cur.fetchone() is not None
 
 
+def published_tables(conn: Any, publication: str) -> list[tuple[str, str]]:
+    """The (schema, table) pairs a publication streams."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2",
+            (publication,),
+        )
+        return [(row[0], row[1]) for row in cur.fetchall()]
+
+
 def prepare(conn: Any, slot: str, publication: str, create: bool) -> SlotInfo:
     """Check that the slot and publication can be streamed; create the slot if asked."""
     dbname = conn.get_dsn_parameters().get("dbname", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from wal2http.batch import Batch
@@ -21,8 +22,23 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def make_sink(config: SinkConfig, as_array: bool) -> Sink:
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a sink may need to know of the source: its database and the published tables."""
+
+    database: str = ""
+    tables: tuple[tuple[str, str], ...] = ()  # (schema, table)
+
+
+def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None) -> Sink:
     """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1)."""
+    if config.kind == "hook0":
+        from wal2http.sinks.hook0 import Hook0Sink
+
+        assert config.hook0 is not None
+        sink = Hook0Sink(config.hook0, source or SourceInfo())
+        sink.prepare()
+        return sink
     if config.kind == "http":
         from wal2http.sinks.http import HttpSink
 

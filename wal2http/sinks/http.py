@@ -45,29 +45,7 @@ class HttpSink:
     def __init__(self, config: HttpConfig, as_array: bool) -> None:
         self._config = config
         self._as_array = as_array
-        retry = _CappedRetry(
-            total=config.retries,
-            connect=config.retries,
-            read=0,  # a slow receiver is retried by the pipeline, which keeps PostgreSQL informed
-            status=config.retries,
-            other=0,
-            allowed_methods=None,  # POST is safe to repeat: ids make deliveries idempotent
-            status_forcelist=RETRYABLE_STATUSES,
-            backoff_factor=0.1,
-            backoff_max=2.0,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            raise_on_redirect=False,
-            redirect=0,
-        )
-        retry.retry_after_cap = config.retry_after_max_s
-        self._session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update(
-            {"Content-Type": "application/json", "User-Agent": f"wal2http/{__version__}"}
-        )
+        self._session = new_session(config)
 
     def send(self, batch: Batch) -> None:
         body = batch.body(self._as_array)
@@ -77,18 +55,7 @@ class HttpSink:
             "webhook-timestamp": str(int(time.time())),
             "Idempotency-Key": webhook_id,
         }
-        try:
-            response = self._session.post(
-                self._config.url,
-                data=body,
-                headers=headers,
-                timeout=(self._config.connect_timeout_s, self._config.read_timeout_s),
-                allow_redirects=False,
-            )
-        except requests.Timeout as e:
-            raise TransientDeliveryError(f"receiver timed out: {_reason(e)}") from None
-        except requests.RequestException as e:
-            raise TransientDeliveryError(f"cannot reach receiver: {_reason(e)}") from None
+        response = request(self._session, self._config, "POST", self._config.url, body, headers)
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -97,7 +64,7 @@ class HttpSink:
             raise TransientDeliveryError(
                 f"receiver answered {status} {response.reason}",
                 status=status,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         if status in CONFIGURATION_STATUSES:
             raise DeliveryConfigError(
@@ -115,7 +82,53 @@ class HttpSink:
         self._session.close()
 
 
-def _retry_after(value: str | None) -> float | None:
+def new_session(config: HttpConfig, statuses: frozenset[int] = RETRYABLE_STATUSES) -> requests.Session:
+    """One keep-alive session with quick urllib3 retries of ``statuses`` inside an attempt."""
+    retry = _CappedRetry(
+        total=config.retries,
+        connect=config.retries,
+        read=0,  # a slow receiver is retried by the pipeline, which keeps PostgreSQL informed
+        status=config.retries,
+        other=0,
+        allowed_methods=None,  # POST is safe to repeat: ids make deliveries idempotent
+        status_forcelist=statuses,
+        backoff_factor=0.1,
+        backoff_max=2.0,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+        redirect=0,
+    )
+    retry.retry_after_cap = config.retry_after_max_s
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update({"Content-Type": "application/json", "User-Agent": f"wal2http/{__version__}"})
+    return session
+
+
+def request(session: requests.Session, config: HttpConfig, method: str, url: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+            peer: str = "receiver") -> requests.Response:
+    """One request without following redirects; network failures become TransientDeliveryError."""
+    try:
+        return session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            params=params,
+            timeout=(config.connect_timeout_s, config.read_timeout_s),
+            allow_redirects=False,
+        )
+    except requests.Timeout as e:
+        raise TransientDeliveryError(f"{peer} timed out: {_reason(e)}") from None
+    except requests.RequestException as e:
+        raise TransientDeliveryError(f"cannot reach {peer}: {_reason(e)}") from None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (seconds or an HTTP date)."""
     if not value:
         return None

@@ -1,0 +1,401 @@
+"""A local fake of Hook0's API: event ingestion and event types, checked with the official SDK's models."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import socketserver
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from hook0.generated.models import EventPost, EventTypePost
+from hook0.runtime import DecodeError
+
+__all__ = ["FakeHook0", "HookRequest"]
+
+HOST = "127.0.0.1"
+API = "/api/v1"
+PAYLOAD_MAX_CHARS = 699_050
+CONTENT_TYPES = ("text/plain", "application/json", "application/octet-stream+base64")
+
+PROBLEMS: dict[str, tuple[int, str]] = {
+    "EventAlreadyIngested": (409, "Event already Ingested"),
+    "EventTypeDoesNotExist": (400, "Event type does not exist or is deactivated"),
+    "EventInvalidPayloadContentType": (400, "Invalid event payload content type"),
+    "EventInvalidJsonPayload": (400, "Invalid event JSON payload"),
+    "EventInvalidBase64Payload": (400, "Invalid event base64 payload"),
+    "JsonPayload": (400, "Provided body could not be decoded as JSON"),
+    "Validation": (422, "Provided input is malformed"),
+    "AuthNoAuthorizationHeader": (401, "No `Authorization` header was found in the HTTP request"),
+    "AuthInvalidAuthorizationHeader": (400, "`Authorization` header is invalid"),
+    "AuthInvalidBiscuit": (403, "Invalid token"),
+    "Forbidden": (403, "Insufficient rights"),
+    "NotFound": (404, "Item not found"),
+    "TooManyEventsToday": (429, "Exceeded events per day quota"),
+    "RateLimited": (429, "Too many requests"),
+    "ServiceUnavailable": (503, "Service unavailable"),
+    "InternalServerError": (500, "Something wrong happened"),
+}
+
+
+class Problem(Exception):
+    """A Hook0 problem answer (application/problem+json)."""
+
+    def __init__(self, id: str, detail: str = "", validation: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(id)
+        self.id, self.detail, self.validation = id, detail, validation
+        self.status, self.title = PROBLEMS[id]
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        problem = {"type": f"https://hook0.com/documentation/errors/{self.id}", "id": self.id,
+                   "title": self.title, "detail": self.detail or self.title, "status": self.status}
+        if self.validation is not None:
+            problem["validation"] = self.validation
+        return json.dumps(problem).encode()
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """One request as the fake got it, with its answer."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lowercased names
+    body: bytes
+    status: int
+    problem: str | None  # the problem id answered, if any
+    received_at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An ingested event: the SDK's parsed model and the JSON as sent."""
+
+    model: EventPost
+    raw: dict[str, Any]
+    received_at: str
+
+
+@dataclass
+class _Injected:
+    problem: str
+    headers: dict[str, str] = field(default_factory=dict)
+    detail: str = ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else delayed ACKs add 40 ms to every request
+    wbufsize = 1 << 16
+    server: _Server
+
+    def _handle(self) -> None:
+        received_at = time.time()
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        status, answer, extra, problem = self.server.fake._answer(self.command, self.path, headers, body,
+                                                                  received_at)
+        self.send_response(status)
+        content_type = "application/problem+json" if problem else "application/json"
+        self.send_header("Content-Type", content_type)
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, fake: FakeHook0) -> None:
+        self.fake = fake
+        super().__init__((HOST, port), _Handler)
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # no reverse DNS lookup of the host
+        self.server_name, self.server_port = HOST, self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class FakeHook0:
+    """Hook0's ingestion and event type endpoints for one application and one token, on 127.0.0.1."""
+
+    def __init__(self, application_id: str | None = None, token: str = "hook0-test-token-5d1f0c") -> None:
+        self.application_id = application_id or str(uuid.uuid4())
+        self.token = token
+        self._lock = threading.Condition()
+        self._events: dict[str, StoredEvent] = {}
+        self._order: list[str] = []
+        self._event_types: dict[str, dict[str, str]] = {}
+        self._requests: list[HookRequest] = []
+        self._injected: deque[_Injected] = deque()
+        self._quota: int | None = None
+        self._delay = 0.0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "the fake Hook0 is not started"
+        return f"http://{HOST}:{self._server.server_address[1]}{API}"
+
+    def add_event_type(self, name: str) -> None:
+        service, resource_type, verb = name.split(".")
+        with self._lock:
+            self._event_types[name] = _event_type(service, resource_type, verb)
+
+    def remove_event_type(self, name: str) -> None:
+        with self._lock:
+            del self._event_types[name]
+
+    def event_types(self) -> set[str]:
+        with self._lock:
+            return set(self._event_types)
+
+    def fail_next(self, n: int = 1, problem: str = "ServiceUnavailable",
+                  headers: dict[str, str] | None = None, detail: str = "") -> None:
+        """Answer the next ``n`` event ingestions with ``problem`` (before any other check)."""
+        with self._lock:
+            self._injected.extend(_Injected(problem, dict(headers or {}), detail) for _ in range(n))
+
+    def clear_failures(self) -> None:
+        """Forget the answers fail_next() queued and not yet given."""
+        with self._lock:
+            self._injected.clear()
+
+    def set_quota(self, events: int | None) -> None:
+        """Answer TooManyEventsToday once this many events are stored."""
+        with self._lock:
+            self._quota = events
+
+    def set_delay(self, seconds: float) -> None:
+        with self._lock:
+            self._delay = seconds
+
+    @property
+    def requests(self) -> list[HookRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def events(self) -> list[StoredEvent]:
+        """Ingested events, in ingestion order; each event id at most once, as Hook0 keeps them."""
+        with self._lock:
+            return [self._events[event_id] for event_id in self._order]
+
+    def answered(self, problem: str) -> int:
+        return sum(1 for r in self.requests if r.problem == problem)
+
+    def wait_for_events(self, n: int, timeout: float = 30.0) -> list[StoredEvent]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._order) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"waited {timeout:g}s for {n} Hook0 events; got {len(self._order)} "
+                                       f"in {len(self._requests)} requests")
+                self._lock.wait(remaining)
+        return self.events()
+
+    def start(self) -> FakeHook0:
+        self._server = _Server(0, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
+                                        name="fake-hook0")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeHook0:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- the API -----------------------------------------------------------------
+
+    def _answer(self, method: str, target: str, headers: dict[str, str], body: bytes,
+                received_at: float) -> tuple[int, bytes, dict[str, str], str | None]:
+        with self._lock:
+            delay = self._delay
+        if delay:
+            time.sleep(delay)
+        parts = urlsplit(target)
+        path = parts.path.rstrip("/")
+        extra: dict[str, str] = {}
+        try:
+            self._authorize(headers)
+            if (method, path) == ("POST", f"{API}/event"):
+                status, answer, extra = self._ingest(body)
+            elif (method, path) == ("GET", f"{API}/event_types"):
+                status, answer = self._list_event_types(parse_qs(parts.query))
+            elif (method, path) == ("POST", f"{API}/event_types"):
+                status, answer = self._create_event_type(body)
+            else:
+                raise Problem("NotFound", f"no route for {method} {path}")
+            problem = None
+        except Problem as p:
+            status, answer, problem = p.status, p.body(), p.id
+            extra = p.headers
+        with self._lock:
+            self._requests.append(HookRequest(method, target, headers, body, status, problem, received_at))
+            self._lock.notify_all()
+        return status, answer, extra, problem
+
+    def _authorize(self, headers: dict[str, str]) -> None:
+        value = headers.get("authorization")
+        if value is None:
+            raise Problem("AuthNoAuthorizationHeader")
+        scheme, _, token = value.partition(" ")
+        if scheme != "Bearer" or not token:
+            raise Problem("AuthInvalidAuthorizationHeader")
+        if token != self.token:
+            raise Problem("AuthInvalidBiscuit", "The provided token is not valid.")
+
+    def _ingest(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            injected = self._injected.popleft() if self._injected else None
+        if injected is not None:
+            raise Problem(injected.problem, injected.detail, headers=injected.headers)
+        try:
+            raw = json.loads(body)
+            # The official SDK's model reads the request: our JSON must be what Hook0 declares.
+            model = EventPost.from_json(raw)
+        except (ValueError, DecodeError) as e:
+            raise Problem("JsonPayload", f"Json deserialize error: {e}") from None
+        if str(model.application_id) != self.application_id:
+            raise Problem("Forbidden")
+        _validate_event(model)
+        if model.event_id is None:
+            raise Problem("Validation", "event_id: wal2http must always send one")
+        with self._lock:
+            if model.event_type not in self._event_types:
+                raise Problem("EventTypeDoesNotExist",
+                              f"The event type '{model.event_type}' does not exist or is deactivated.")
+        _check_payload(model)
+        event_id = str(model.event_id)
+        with self._lock:
+            if event_id in self._events:
+                raise Problem("EventAlreadyIngested")
+            if self._quota is not None and len(self._order) >= self._quota:
+                raise Problem("TooManyEventsToday", f"This application cannot ingest more than {self._quota} "
+                                                    "events per day.")
+            received_at = datetime.now(UTC).isoformat()
+            self._events[event_id] = StoredEvent(model, raw, received_at)
+            self._order.append(event_id)
+        answer = {"application_id": self.application_id, "event_id": event_id, "received_at": received_at}
+        return 201, json.dumps(answer).encode(), {}
+
+    def _list_event_types(self, query: dict[str, list[str]]) -> tuple[int, bytes]:
+        if query.get("application_id") != [self.application_id]:
+            raise Problem("Forbidden")
+        with self._lock:
+            listed = sorted(self._event_types.values(), key=lambda t: t["event_type_name"])
+        return 200, json.dumps(listed).encode()
+
+    def _create_event_type(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            model = EventTypePost.from_json(json.loads(body))
+        except (ValueError, DecodeError) as e:
+            raise Problem("JsonPayload", f"Json deserialize error: {e}") from None
+        if str(model.application_id) != self.application_id:
+            raise Problem("Forbidden")
+        for name in ("service", "resource_type", "verb"):
+            value = getattr(model, name)
+            if not 1 <= len(value) <= 50 or not value.isprintable():
+                raise Problem("Validation", f"{name}: Validation error: length [{{\"min\": 1, \"max\": 50}}]")
+        created = _event_type(model.service, model.resource_type, model.verb)
+        with self._lock:
+            self._event_types[created["event_type_name"]] = created
+        return 201, json.dumps(created).encode()
+
+
+def _event_type(service: str, resource_type: str, verb: str) -> dict[str, str]:
+    return {"service_name": service, "resource_type_name": resource_type, "verb_name": verb,
+            "event_type_name": f"{service}.{resource_type}.{verb}"}
+
+
+def _validate_event(model: EventPost) -> None:
+    """Hook0's validator rules for an EventPost (422 Validation)."""
+    errors: list[str] = []
+    if not 1 <= len(model.event_type) <= 200 or not model.event_type.isprintable():
+        errors.append("event_type: Validation error: length or control characters")
+    if len(model.payload) > PAYLOAD_MAX_CHARS:
+        errors.append(f"payload: Validation error: length [{{\"max\": {PAYLOAD_MAX_CHARS}}}]")
+    if not 1 <= len(model.payload_content_type) <= 100:
+        errors.append("payload_content_type: Validation error: length")
+    labels = model.labels
+    if not 1 <= len(labels) <= 10:
+        errors.append("labels: Labels object must have between 1 and 10 properties")
+    bad = [k for k, v in labels.items() if not (1 <= len(k.encode()) <= 50 and 1 <= len(v.encode()) <= 50)]
+    if bad:
+        errors.append(f"labels: Labels properties and values must have a length between 1 and 50 "
+                      f"(the following properties are out of range: {', '.join(bad)})")
+    metadata = model.metadata or {}
+    if len(metadata) > 50:
+        errors.append("metadata: Metadata object cannot have more than 50 properties")
+    if any(not (1 <= len(k.encode()) <= 50 and 1 <= len(v.encode()) <= 50) for k, v in metadata.items()):
+        errors.append("metadata: Metadata properties and values must have a length between 1 and 50")
+    if model.occurred_at.tzinfo is None:
+        errors.append("occurred_at: not an RFC 3339 date-time with an offset")
+    if errors:
+        raise Problem("Validation", "\n".join(errors), {"errors": errors})
+
+
+def _check_payload(model: EventPost) -> None:
+    if model.payload_content_type not in CONTENT_TYPES:
+        raise Problem("EventInvalidPayloadContentType",
+                      f"Valid content types are: {', '.join(CONTENT_TYPES)}")
+    if model.payload_content_type == "application/json":
+        try:
+            json.loads(model.payload)
+        except ValueError as e:
+            raise Problem("EventInvalidJsonPayload", f"Event payload is not valid JSON: {e}.") from None
+    elif model.payload_content_type == "application/octet-stream+base64":
+        try:
+            base64.b64decode(model.payload, validate=True)
+        except binascii.Error as e:
+            raise Problem("EventInvalidBase64Payload", f"Event payload is not valid base64: {e}") from None
+
+
+def main() -> None:
+    """Run the fake on a free port and print its URL, token and application id (for manual tries)."""
+    with FakeHook0() as fake:
+        print(fake.url, fake.token, fake.application_id, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
