@@ -5,6 +5,7 @@ The only module that imports click, prints to the terminal or exits.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 
 import click
 
-from wal2http import __version__
+from wal2http import __version__, checks, lifecycle, slots
 from wal2http import log as log_setup
 from wal2http.config import (
     BatchConfig,
@@ -29,6 +30,7 @@ from wal2http.config import (
     validate,
 )
 from wal2http.errors import ConfigError, ExitStatus, Wal2HttpError
+from wal2http.sizes import parse_size
 
 logger = logging.getLogger("wal2http")
 
@@ -132,33 +134,38 @@ log_options = options(
                  envvar=env("LOG_LEVEL"), default="info", help="Least severe level logged."),
 )
 
+# Every option of run; check-config takes them too, to check them.
+run_options = options(
+    click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
+                 help="Create the slot when it does not exist (never a publication)."),
+    click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
+                 help="Also deliver pg_logical_emit_message() messages as 'message' events."),
+    sink_options,
+    click.option("--batch-wait-ms", type=click.IntRange(0, 60_000), envvar=env("BATCH_WAIT_MS"), default=100,
+                 help="Longest time an event waits for its batch to fill while changes keep coming."),
+    click.option("--on-reject", type=click.Choice(["halt", "dead-letter", "skip"]), envvar=env("ON_REJECT"),
+                 default="halt", help="What a refused event does: stop (exit 4), go to the dead-letter file, "
+                                      "or be skipped. 401, 403, 404 and 410 always stop."),
+    click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
+                 help="JSON-lines file for --on-reject dead-letter (see 'wal2http replay')."),
+    click.option("--max-event-bytes", type=click.IntRange(1024), envvar=env("MAX_EVENT_BYTES"), default=1_048_576,
+                 help="Largest event sent; a larger one is refused and handled by --on-reject."),
+    breaker_options,
+    click.option("--reconnect-max-wait", type=click.FloatRange(0.1, 3600), envvar=env("RECONNECT_MAX_WAIT"),
+                 default=30.0, metavar="SECONDS", help="Longest pause between reconnection attempts."),
+    click.option("--replication-timeout", type=click.FloatRange(1, 3600), envvar=env("REPLICATION_TIMEOUT"),
+                 default=30.0, metavar="SECONDS",
+                 help="Silence from PostgreSQL after which it is asked to answer; no answer means reconnect."),
+    click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), envvar=env("SHUTDOWN_TIMEOUT"),
+                 default=30.0, metavar="SECONDS",
+                 help="How long a stop may wait to finish the open transaction."),
+    log_options,
+)
+
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @source_options
-@click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
-              help="Create the slot when it does not exist (never a publication).")
-@click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
-              help="Also deliver pg_logical_emit_message() messages as 'message' events.")
-@sink_options
-@click.option("--batch-wait-ms", type=click.IntRange(0, 60_000), envvar=env("BATCH_WAIT_MS"), default=100,
-              help="Longest time an event waits for its batch to fill while changes keep coming.")
-@click.option("--on-reject", type=click.Choice(["halt", "dead-letter", "skip"]), envvar=env("ON_REJECT"),
-              default="halt", help="What a refused event does: stop (exit 4), go to the dead-letter file, "
-                                   "or be skipped. 401, 403, 404 and 410 always stop.")
-@click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
-              help="JSON-lines file for --on-reject dead-letter (see 'wal2http replay').")
-@click.option("--max-event-bytes", type=click.IntRange(1024), envvar=env("MAX_EVENT_BYTES"), default=1_048_576,
-              help="Largest event sent; a larger one is refused and handled by --on-reject.")
-@breaker_options
-@click.option("--reconnect-max-wait", type=click.FloatRange(0.1, 3600), envvar=env("RECONNECT_MAX_WAIT"),
-              default=30.0, metavar="SECONDS", help="Longest pause between reconnection attempts.")
-@click.option("--replication-timeout", type=click.FloatRange(1, 3600), envvar=env("REPLICATION_TIMEOUT"),
-              default=30.0, metavar="SECONDS",
-              help="Silence from PostgreSQL after which it is asked to answer; no answer means reconnect.")
-@click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), envvar=env("SHUTDOWN_TIMEOUT"),
-              default=30.0, metavar="SECONDS",
-              help="How long a stop may wait to finish the open transaction.")
-@log_options
+@run_options
 def run(**options: Any) -> None:
     """Stream the publication's changes to the sink until stopped.
 
@@ -222,14 +229,15 @@ def _run_pipeline(config: Config) -> None:
     run_pipeline(config)
 
 
-def _build_config(o: dict[str, Any], database: bool = True) -> Config:
+def _config(o: dict[str, Any]) -> Config:
+    """The configuration the options describe, not validated yet."""
     http = HttpConfig(url=o["http_url"], read_timeout_s=o["http_timeout"]) if o.get("http_url") else None
     try:
         hook0 = _hook0_config(o) if o.get("sink") == "hook0" else None
     except Wal2HttpError as e:
         _fail(str(e), e.exit_status)
         raise  # unreachable: _fail exits
-    config = Config(
+    return Config(
         source=SourceConfig(
             dsn=Secret(o.get("dsn") or ""),
             slot=o.get("slot", "wal2http"),
@@ -252,6 +260,10 @@ def _build_config(o: dict[str, Any], database: bool = True) -> Config:
         ),
         log=LogConfig(format=o.get("log_format", "text"), level=o.get("log_level", "info").upper()),
     )
+
+
+def _build_config(o: dict[str, Any], database: bool = True) -> Config:
+    config = _config(o)
     try:
         return validate(config, database=database)
     except Wal2HttpError as e:
@@ -283,12 +295,21 @@ def _hook0_config(o: dict[str, Any]) -> Hook0Config:
     )
 
 
-def _execute(config: Config, action: Callable[[], None]) -> None:
-    """Run ``action`` with logging set up; turn every failure into a message and an exit code."""
-    log_setup.setup(config.log.level, config.log.format, config.secrets())
+def _execute(config: Config, action: Callable[[], None], *, as_log: bool = True) -> None:
+    """Run ``action`` with logging set up; turn every failure into a message and an exit code.
+
+    ``run`` reports failures as log records; the one-shot commands (``as_log=False``) as one
+    ``wal2http: error:`` line, and log only warnings.
+    """
+    level = config.log.level if as_log else "WARNING"
+    log_setup.setup(level, config.log.format, config.secrets())
     try:
         action()
+    except (click.ClickException, click.Abort):
+        raise
     except Wal2HttpError as e:
+        if not as_log:
+            _fail(str(e), e.exit_status)
         logger.error("%s", e)
         sys.exit(int(e.exit_status))
     except Exception as e:
@@ -297,6 +318,182 @@ def _execute(config: Config, action: Callable[[], None]) -> None:
         sys.exit(int(ExitStatus.ERROR))
 
 
-def _fail(message: str, status: ExitStatus) -> None:
+def _fail(message: str, status: ExitStatus | int) -> None:
     click.echo(f"wal2http: error: {message}", err=True)
     sys.exit(int(status))
+
+
+def _emit(as_json: bool, data: Any, lines: list[str]) -> None:
+    """A command's result on standard output: ``data`` as JSON, or ``lines`` as text."""
+    click.echo(json.dumps(data, indent=2) if as_json else "\n".join(lines))
+
+
+# -- check-config -----------------------------------------------------------------------------------
+
+
+@main.command("check-config", context_settings=CONTEXT_SETTINGS)
+@source_options
+@run_options
+@click.option("--offline", is_flag=True, help="Check the options only; connect to nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checklist as JSON.")
+def check_config(offline: bool, as_json: bool, **options: Any) -> None:
+    """Check the configuration of 'run', the database and the sink, without streaming.
+
+    Takes every option of 'run'. Prints one line per check (ok, warning or FAILED with
+    the fix). Creates nothing and sends no event. Exit code 0 when nothing failed, 2 for
+    a configuration error, 3 when the database side fails.
+
+    \b
+    Example (a CI smoke check):
+      wal2http check-config --sink http --http-url https://hooks.example.com/pg
+    """
+    config = _config(options)
+
+    def action() -> None:
+        found = checks.check_config(config, offline)
+        status = int(checks.exit_status(found))
+        _emit(as_json, {"exit_code": status, "checks": [c.as_dict() for c in found]}, checks.render_text(found))
+        sys.exit(status)
+
+    _execute(config, action, as_log=False)
+
+
+# -- slot ------------------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT_SETTINGS)
+def slot() -> None:
+    """Create, drop and monitor the replication slot (and its publication)."""
+
+
+@slot.command("create", context_settings=CONTEXT_SETTINGS)
+@source_options
+@click.option("--table", "tables", multiple=True, envvar=env("TABLE"), metavar="[SCHEMA.]TABLE",
+              help="Publish this table when the publication is created; repeatable.")
+@click.option("--schema", "schemas", multiple=True, envvar=env("SCHEMA"), metavar="SCHEMA",
+              help="Publish every table of this schema (FOR TABLES IN SCHEMA); repeatable.")
+@click.option("--all-tables", is_flag=True, envvar=env("ALL_TABLES"),
+              help="Publish every table of the database (FOR ALL TABLES; needs a superuser).")
+@click.option("--publish", envvar=env("PUBLISH"), default="insert,update,delete,truncate", metavar="OPS",
+              help="Operations the created publication publishes.")
+@click.option("--if-not-exists", is_flag=True, help="An existing slot is a success, not an error.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: bool, publish: str,
+                if_not_exists: bool, as_json: bool, **options: Any) -> None:
+    """Create the pgoutput slot, and first the publication when it is missing.
+
+    The publication is created only from --table, --schema or --all-tables, and only
+    when it does not exist; an existing one is never changed. Warns about published
+    tables without a replica identity.
+
+    \b
+    Example:
+      wal2http slot create --table public.orders --table public.customers
+    """
+    config = _build_config(options)
+
+    def action() -> None:
+        operations = lifecycle.parse_operations(publish)
+        request = lifecycle.PublicationRequest(tables, schemas, all_tables, operations)
+        created = lifecycle.create(config.source, request, if_not_exists)
+        for text in created.warnings:
+            click.echo(f"wal2http: warning: {text}", err=True)
+        _emit(as_json, created.as_json(), created.lines())
+
+    _execute(config, action, as_log=False)
+
+
+@slot.command("drop", context_settings=CONTEXT_SETTINGS)
+@source_options
+@click.option("--force", is_flag=True, help="Terminate the slot's consumer, then drop the slot.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option("--if-exists", is_flag=True, help="A missing slot is a success, not an error.")
+@click.option("--with-publication", is_flag=True, help="Also drop the publication.")
+def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, **options: Any) -> None:
+    """Drop the replication slot; what it has not delivered is lost.
+
+    An active slot is refused, naming its consumer, unless --force terminates that
+    consumer. Asks for confirmation on a terminal.
+
+    \b
+    Example:
+      wal2http slot drop --with-publication --yes
+    """
+    config = _build_config(options)
+
+    def confirm(question: str) -> None:
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise ConfigError("not dropping without confirmation: standard input is not a terminal; "
+                              "pass --yes")
+        click.confirm(question, abort=True, err=True)
+
+    def action() -> None:
+        dropped = lifecycle.drop(config.source, force=force, if_exists=if_exists,
+                                 with_publication=with_publication, confirm=confirm)
+        click.echo("\n".join(dropped.lines()))
+
+    _execute(config, action, as_log=False)
+
+
+class MonitoringCommand(click.Command):
+    """A command following the monitoring-plugin convention: a usage error is UNKNOWN (3)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            click.echo(slots.unknown(e.format_message()))
+            raise UnknownUsage(e.format_message(), e.ctx) from None
+
+
+class UnknownUsage(click.UsageError):
+    exit_code = int(slots.Health.UNKNOWN)
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@slot.command("status", cls=MonitoringCommand, context_settings=CONTEXT_SETTINGS)
+@source_options
+@click.option("--all", "all_slots", is_flag=True, help="Every logical slot of the database, not only --slot.")
+@click.option("--warn-lag", callback=_size, envvar=env("WARN_LAG"), metavar="SIZE",
+              help="WARNING when unconfirmed WAL reaches this size (512MB, 2GB).")
+@click.option("--crit-lag", callback=_size, envvar=env("CRIT_LAG"), metavar="SIZE",
+              help="CRITICAL when unconfirmed WAL reaches this size.")
+@click.option("--warn-inactive", is_flag=True, envvar=env("WARN_INACTIVE"),
+              help="WARNING when a slot has no consumer.")
+@click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON.")
+def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, warn_inactive: bool,
+                as_json: bool, **options: Any) -> None:
+    """Report the slot's activity, lag and WAL retention, for people and monitoring.
+
+    The first line is a Nagios/Icinga plugin summary with performance data. Exit code:
+    0 OK, 1 WARNING, 2 CRITICAL (a missing slot, wal_status unreserved or lost, lag past
+    --crit-lag), 3 UNKNOWN (cannot connect).
+
+    \b
+    Example (cron):
+      wal2http slot status --warn-lag 512MB --crit-lag 2GB --warn-inactive
+    """
+    config = _config(options)
+    log_setup.setup("WARNING", config.log.format, config.secrets())
+    try:
+        validate(config)
+        thresholds = slots.Thresholds(warn_lag, crit_lag, warn_inactive)
+        report = lifecycle.status(config.source, thresholds, all_slots)
+    except Exception as e:  # whatever it is, a monitoring check must answer UNKNOWN, not crash
+        reason = str(e) if isinstance(e, Wal2HttpError) else f"unexpected error: {type(e).__name__}: {e}"
+        line = slots.unknown(reason)
+        _emit(as_json, {"status": "UNKNOWN", "exit_code": int(slots.Health.UNKNOWN), "summary": line}, [line])
+        sys.exit(int(slots.Health.UNKNOWN))
+    _emit(as_json, slots.as_json(report), slots.render_text(report))
+    sys.exit(int(report.health))

@@ -145,50 +145,83 @@ class Config:
         return [v for v in values if v]
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One invalid setting: the group it belongs to (``dsn``, ``slot``, ``publication``, ``sink``,
+    ``batch``, ``delivery``) and the message an operator sees."""
+
+    setting: str
+    message: str
+
+
 def validate(config: Config, database: bool = True) -> Config:
     """Raise ConfigError naming the first invalid setting; return the config unchanged.
 
     ``database`` is False for commands that never connect (``replay``).
     """
+    found = problems(config, database)
+    if found:
+        raise ConfigError(found[0].message)
+    return config
+
+
+def problems(config: Config, database: bool = True) -> list[Problem]:
+    """Every invalid setting, in the order ``validate`` reports them (``check-config`` lists all)."""
+    found: list[Problem] = []
     src = config.source
     if database and not src.dsn:
-        raise ConfigError("no database given: set --dsn, WAL2HTTP_DSN or DATABASE_URL")
+        found.append(Problem("dsn", "no database given: set --dsn, WAL2HTTP_DSN or DATABASE_URL"))
     if not SLOT_NAME_RE.match(src.slot):
-        raise ConfigError(
-            f"invalid slot name {src.slot!r}: use 1-63 lower-case letters, digits or underscores"
-        )
+        found.append(Problem(
+            "slot", f"invalid slot name {src.slot!r}: use 1-63 lower-case letters, digits or underscores"
+        ))
     if not PUBLICATION_NAME_RE.match(src.publication):
-        raise ConfigError(f"invalid publication name {src.publication!r}")
-    sink = config.sink
-    if sink.kind not in SINKS:
-        raise ConfigError(f"unknown sink {sink.kind!r}: choose one of {', '.join(SINKS)}")
-    if sink.kind == "http":
-        if sink.http is None or not sink.http.url:
-            raise ConfigError("--sink http needs --http-url (or WAL2HTTP_HTTP_URL, HTTP_ENDPOINT_URL)")
-        validate_url(sink.http.url, "--http-url")
-    if sink.kind == "file" and not sink.file_path:
-        raise ConfigError("--sink file needs --file-path (or WAL2HTTP_FILE_PATH)")
-    if sink.kind == "hook0":
-        validate_hook0(sink.hook0)
+        found.append(Problem("publication", f"invalid publication name {src.publication!r}"))
+    found.extend(Problem("sink", message) for message in _sink_problems(config.sink))
     b = config.batch
     if b.max_events < 1:
-        raise ConfigError("--batch-size must be at least 1")
+        found.append(Problem("batch", "--batch-size must be at least 1"))
     if b.max_bytes < 1024:
-        raise ConfigError("--batch-bytes must be at least 1024")
+        found.append(Problem("batch", "--batch-bytes must be at least 1024"))
     if b.max_wait_ms < 0:
-        raise ConfigError("--batch-wait-ms must not be negative")
-    d = config.delivery
+        found.append(Problem("batch", "--batch-wait-ms must not be negative"))
+    found.extend(Problem("delivery", message) for message in _delivery_problems(config.delivery))
+    return found
+
+
+def _sink_problems(sink: SinkConfig) -> list[str]:
+    if sink.kind not in SINKS:
+        return [f"unknown sink {sink.kind!r}: choose one of {', '.join(SINKS)}"]
+    if sink.kind == "http":
+        if sink.http is None or not sink.http.url:
+            return ["--sink http needs --http-url (or WAL2HTTP_HTTP_URL, HTTP_ENDPOINT_URL)"]
+        try:
+            validate_url(sink.http.url, "--http-url")
+        except ConfigError as e:
+            return [str(e)]
+    if sink.kind == "file" and not sink.file_path:
+        return ["--sink file needs --file-path (or WAL2HTTP_FILE_PATH)"]
+    if sink.kind == "hook0":
+        try:
+            validate_hook0(sink.hook0)
+        except ConfigError as e:
+            return [str(e)]
+    return []
+
+
+def _delivery_problems(d: DeliveryConfig) -> list[str]:
+    found = []
     if d.on_reject not in ("halt", "dead-letter", "skip"):
-        raise ConfigError(f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}")
+        found.append(f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}")
     if d.on_reject == "dead-letter" and not d.dead_letter_path:
-        raise ConfigError("--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)")
+        found.append("--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)")
     if d.max_event_bytes < 1024:
-        raise ConfigError("--max-event-bytes must be at least 1024")
+        found.append("--max-event-bytes must be at least 1024")
     if d.breaker_failures < 1:
-        raise ConfigError("--breaker-failures must be at least 1")
+        found.append("--breaker-failures must be at least 1")
     if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
-        raise ConfigError("--breaker-cooldown must be positive and --shutdown-timeout not negative")
-    return config
+        found.append("--breaker-cooldown must be positive and --shutdown-timeout not negative")
+    return found
 
 
 def validate_hook0(hook0: Hook0Config | None) -> None:
@@ -199,10 +232,7 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
     if not hook0.application_id:
         raise ConfigError("--sink hook0 needs --hook0-application-id "
                           "(or WAL2HTTP_HOOK0_APPLICATION_ID, HOOK0_APPLICATION_ID)")
-    try:
-        uuid.UUID(hook0.application_id)
-    except ValueError:
-        raise ConfigError(f"--hook0-application-id must be a UUID, not {hook0.application_id!r}") from None
+    validate_uuid(hook0.application_id, "--hook0-application-id")
     if not hook0.token:
         raise ConfigError("--sink hook0 needs an API token: set HOOK0_API_TOKEN "
                           "(or WAL2HTTP_HOOK0_API_TOKEN) or pass --hook0-api-token-file")
@@ -234,6 +264,14 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
                           f"Hook0 takes {HOOK0_MAX_LABELS} labels and schema and table are two of them")
 
 
+def validate_uuid(value: str, option: str) -> None:
+    """ConfigError unless ``value`` is a UUID (any case, with or without hyphens or braces)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be a UUID, not {value!r}") from None
+
+
 def read_secret_file(path: str, option: str) -> Secret:
     """A secret kept in a file (one line; surrounding whitespace and the newline are dropped)."""
     try:
@@ -250,10 +288,29 @@ def validate_url(url: str, option: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ConfigError(f"{option} must start with http:// or https://")
-    if not parts.hostname:
+    try:
+        host, _port = parts.hostname, parts.port
+    except ValueError:
+        raise ConfigError(f"{option} has an invalid port") from None
+    if not host:
         raise ConfigError(f"{option} has no host")
     if parts.username or parts.password:
         raise ConfigError(f"{option} must not contain credentials; use a bearer token or header")
+
+
+def public_url(url: str) -> str:
+    """The URL without credentials, query or fragment (they may hold tokens), for showing."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    try:
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:
+        pass
+    hidden = " (query hidden)" if parts.query else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{hidden}"
 
 
 def is_loopback(host: str) -> bool:

@@ -19,9 +19,8 @@ from wal2http.decode import pgoutput
 from wal2http.delivery import Deliverer
 from wal2http.errors import DatabaseError, Interrupted, ReplicationLost, SlotInUse, SlotMissing
 from wal2http.events import EventBuilder
+from wal2http.lifecycle import prepare_stream
 from wal2http.lsn import format_lsn
-from wal2http.pg.connection import connect_sql
-from wal2http.pg.slot import prepare, published_tables
 from wal2http.pg.stream import ReplicationStream
 from wal2http.sinks import SourceInfo, make_sink
 
@@ -296,13 +295,9 @@ class Pipeline:
 def run(config: Config) -> None:
     """``wal2http run``: prepare the slot, stream until stopped."""
     src = config.source
-    conn = connect_sql(src.dsn.reveal(), src.connect_timeout_s)
-    try:
-        info = prepare(conn, src.slot, src.publication, src.create_slot)
-        source = SourceInfo(conn.get_dsn_parameters().get("dbname", ""),
-                            tuple(published_tables(conn, src.publication)))
-    finally:
-        conn.close()
+    prepared = prepare_stream(src)
+    info = prepared.slot
+    source = SourceInfo(prepared.database, prepared.tables)
     start_lsn = info.confirmed_flush_lsn or 0
     logger.info("slot %s confirmed up to %s", src.slot, format_lsn(start_lsn))
     d = config.delivery

@@ -72,6 +72,16 @@ def connect_replication(dsn: str, connect_timeout: int = 10) -> Any:
         raise DatabaseError(f"cannot open a replication connection: {_first_line(e)}") from None
 
 
+def query(conn: Any, statement: Any, params: Any = None, *, what: str) -> list[tuple[Any, ...]]:
+    """Run one statement; its rows (none for a command); DatabaseError("cannot <what>: ...") on failure."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return list(cur.fetchall()) if cur.description is not None else []
+    except psycopg2.Error as e:
+        raise DatabaseError(f"cannot {what}: {_first_line(e)}") from None
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return " ".join(line.strip() for line in text.splitlines()) if text else type(error).__name__

@@ -1,4 +1,4 @@
-"""Replication slot and publication SQL used by ``run``."""
+"""Replication slot SQL: find, create, drop, monitor, and the consumer holding a slot."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 
-from wal2http.errors import ConfigError, DatabaseError
+from wal2http.errors import DatabaseError, SlotInUse
 from wal2http.lsn import format_lsn, parse_lsn
+from wal2http.pg.connection import query
+from wal2http.slots import SlotStatus
 
 logger = logging.getLogger(__name__)
 
@@ -21,72 +24,114 @@ class SlotInfo:
     database: str
     active_pid: int | None
     confirmed_flush_lsn: int | None
+    wal_status: str | None = None
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """The backend streaming from a slot (a walsender), as ``pg_stat_activity`` shows it."""
+
+    pid: int
+    application_name: str | None
+    client_addr: str | None
+
+    def describe(self) -> str:
+        name = repr(self.application_name) if self.application_name else "unknown (not visible to this role)"
+        client = f", client {self.client_addr}" if self.client_addr else ""
+        return f"PID {self.pid} (application_name {name}{client})"
+
+
+def in_use(slot: str, holder: Consumer) -> SlotInUse:
+    """The error refusing to drop a slot that ``holder`` consumes."""
+    return SlotInUse(f"replication slot {slot!r} is active: {holder.describe()} is consuming it; "
+                     "stop that consumer first, or pass --force to terminate it and drop the slot", holder.pid)
+
+
+def _lsn(text: str | None) -> int | None:
+    return parse_lsn(text) if text else None
 
 
 def find_slot(conn: Any, name: str) -> SlotInfo | None:
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT slot_name, plugin, database, active_pid, confirmed_flush_lsn::text"
-            " FROM pg_replication_slots WHERE slot_name = %s",
-            (name,),
-        )
-        row = cur.fetchone()
-    if row is None:
+    rows = query(conn, "SELECT slot_name, plugin, database, active_pid, confirmed_flush_lsn::text, wal_status"
+                       " FROM pg_replication_slots WHERE slot_name = %s", (name,),
+                 what=f"read replication slot {name!r}")
+    if not rows:
         return None
-    return SlotInfo(row[0], row[1] or "", row[2] or "", row[3], parse_lsn(row[4]) if row[4] else None)
+    row = rows[0]
+    return SlotInfo(row[0], row[1] or "", row[2] or "", row[3], _lsn(row[4]), row[5])
 
 
 def create_slot(conn: Any, name: str) -> int:
     """Create a pgoutput slot; return its consistent point."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
-            lsn = parse_lsn(cur.fetchone()[0])
-    except psycopg2.Error as e:
-        raise DatabaseError(f"cannot create replication slot {name!r}: {str(e).strip()}") from None
+    rows = query(conn, "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (name,),
+                 what=f"create replication slot {name!r}")
+    lsn = parse_lsn(rows[0][0])
     logger.info("created replication slot %s (pgoutput) at %s", name, format_lsn(lsn))
     return lsn
 
 
-def publication_exists(conn: Any, name: str) -> bool:
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
-        return cur.fetchone() is not None
+def consumer(conn: Any, pid: int) -> Consumer:
+    """Who runs backend ``pid``; the name and address stay unknown when the role may not see them."""
+    rows = query(conn, "SELECT application_name, host(client_addr) FROM pg_stat_activity WHERE pid = %s",
+                 (pid,), what=f"look up PID {pid}")
+    if not rows:
+        return Consumer(pid, None, None)
+    return Consumer(pid, rows[0][0] or None, rows[0][1])
 
 
-def published_tables(conn: Any, publication: str) -> list[tuple[str, str]]:
-    """The (schema, table) pairs a publication streams."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2",
-            (publication,),
+def drop_slot(conn: Any, name: str) -> None:
+    """Drop a slot; SlotInUse when a consumer holds it."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+    except psycopg2.errors.ObjectInUse:
+        info = find_slot(conn, name)
+        pid = info.active_pid if info and info.active_pid else 0
+        raise in_use(name, consumer(conn, pid)) from None
+    except psycopg2.Error as e:
+        raise DatabaseError(f"cannot drop replication slot {name!r}: {str(e).strip()}") from None
+    logger.info("dropped replication slot %s", name)
+
+
+def terminate(conn: Any, pid: int) -> None:
+    """Ask PostgreSQL to end backend ``pid`` (needs superuser, pg_signal_backend or the same role)."""
+    query(conn, "SELECT pg_terminate_backend(%s)", (pid,), what=f"terminate PID {pid}")
+
+
+# pg_current_wal_lsn() fails on a standby; a standby's slots are measured against what it replayed.
+_STATUS_SQL = """
+WITH here AS (
+  SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS lsn
+)
+SELECT s.slot_name, s.plugin, s.database, s.active, s.active_pid, a.application_name,
+       s.wal_status, s.safe_wal_size, s.restart_lsn::text, s.confirmed_flush_lsn::text,
+       pg_wal_lsn_diff(here.lsn, s.confirmed_flush_lsn)::bigint,
+       pg_wal_lsn_diff(here.lsn, s.restart_lsn)::bigint,
+       st.spill_txns, st.spill_count, st.spill_bytes, st.stream_txns, st.stream_count, st.stream_bytes,
+       st.total_txns, st.total_bytes
+FROM pg_replication_slots s
+CROSS JOIN here
+LEFT JOIN pg_stat_replication_slots st ON st.slot_name = s.slot_name
+LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+WHERE s.slot_type = 'logical'
+  AND (%(slot)s::text IS NULL OR s.slot_name = %(slot)s)
+  AND (%(slot)s::text IS NOT NULL OR s.database = current_database())
+ORDER BY s.slot_name
+"""
+
+
+def slot_statuses(conn: Any, name: str | None) -> list[SlotStatus]:
+    """The logical slot ``name`` (any database), or every logical slot of the connected database."""
+    rows = query(conn, _STATUS_SQL, {"slot": name}, what="read replication slots")
+    return [
+        SlotStatus(
+            name=r[0], plugin=r[1] or "", database=r[2] or "", active=bool(r[3]), active_pid=r[4],
+            application_name=r[5] or None, wal_status=r[6], safe_wal_size=r[7],
+            restart_lsn=_lsn(r[8]), confirmed_flush_lsn=_lsn(r[9]),
+            unconfirmed_bytes=r[10], retained_bytes=r[11],
+            spill_txns=r[12], spill_count=r[13], spill_bytes=r[14],
+            stream_txns=r[15], stream_count=r[16], stream_bytes=r[17],
+            total_txns=r[18], total_bytes=r[19],
         )
-        return [(row[0], row[1]) for row in cur.fetchall()]
-
-
-def prepare(conn: Any, slot: str, publication: str, create: bool) -> SlotInfo:
-    """Check that the slot and publication can be streamed; create the slot if asked."""
-    dbname = conn.get_dsn_parameters().get("dbname", "")
-    if not publication_exists(conn, publication):
-        raise ConfigError(
-            f"publication {publication!r} does not exist in database {dbname!r}; "
-            f"create it with: CREATE PUBLICATION {publication} FOR TABLE ...;"
-        )
-    info = find_slot(conn, slot)
-    if info is None:
-        if not create:
-            raise ConfigError(
-                f"replication slot {slot!r} does not exist; "
-                "pass --create-slot, or run 'wal2http slot create'"
-            )
-        create_slot(conn, slot)
-        info = find_slot(conn, slot)
-        assert info is not None
-    if info.plugin != "pgoutput":
-        raise ConfigError(f"replication slot {slot!r} uses plugin {info.plugin!r}; wal2http needs pgoutput")
-    if info.database != dbname:
-        raise ConfigError(
-            f"replication slot {slot!r} belongs to database {info.database!r}, "
-            f"but the DSN connects to {dbname!r}"
-        )
-    return info
+        for r in rows
+    ]

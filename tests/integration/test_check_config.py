@@ -1,0 +1,178 @@
+"""``check-config`` catches each mistake on its own, and ``run`` and ``slot create`` say the same."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import publish
+from tests.integration.test_slot_commands import Result, cli, slot_row
+from tests.support.pgcluster import Database, PgCluster
+from tests.support.receiver import Receiver
+
+
+@pytest.fixture(scope="module")
+def replica_only() -> Iterator[PgCluster]:
+    """A second throwaway server with wal_level=replica, where logical decoding is impossible."""
+    cluster = PgCluster(settings={"wal_level": "replica"})
+    cluster.start()
+    cluster.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    cluster.execute("CREATE PUBLICATION wal2http FOR TABLE t")
+    yield cluster
+    cluster.cleanup()
+
+
+def check(binary: str, dsn: str, *args: str, env: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
+    """Run check-config twice, as text and as JSON; both must agree on the exit code."""
+    text = cli(binary, "check-config", *args, dsn=dsn, env=env)
+    as_json = cli(binary, "check-config", "--json", *args, dsn=dsn, env=env)
+    assert as_json.code == text.code
+    return text, {c["name"]: c for c in as_json.json()["checks"]}
+
+
+def failures(checks: dict[str, Any]) -> list[str]:
+    return [name for name, c in checks.items() if c["status"] == "failed"]
+
+
+def ready(db: Database) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
+    db.execute("SELECT pg_create_logical_replication_slot('wal2http', 'pgoutput')")
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_a_ready_setup_passes_and_no_secret_is_printed(db: Database, receiver: Receiver,
+                                                       wal2http_bin: str) -> None:
+    ready(db)
+    dsn = f"postgresql://postgres:s3cret-pw@127.0.0.1:{db.cluster.port}/{db.name}"
+    url = f"{receiver.url}/hook?token=t0ken-value"
+    result, checks = check(wal2http_bin, dsn, "--sink", "http", "--http-url", url)
+    assert result.code == 0, result.out
+    assert failures(checks) == []
+    assert checks["wal_level"]["detail"] == "logical"
+    assert checks["slot"]["status"] == "ok" and checks["publication"]["detail"].endswith("public.t")
+    assert "without TLS" in checks["database"]["detail"]
+    assert "accepts TCP connections" in checks["sink"]["detail"]
+    assert "s3cret-pw" not in result.out + result.err and "t0ken-value" not in result.out + result.err
+    assert receiver.requests == []  # nothing was sent
+    lines = result.out.splitlines()
+    assert lines[0].startswith("ok       dsn: host 127.0.0.1") and lines[-1].startswith("0 failed, ")
+
+
+def test_wal_level_not_logical(replica_only: PgCluster, wal2http_bin: str) -> None:
+    dsn = replica_only.dsn()
+    result, checks = check(wal2http_bin, dsn, "--create-slot")
+    assert result.code == 3 and failures(checks) == ["wal_level"]
+    fix = "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+    assert checks["wal_level"]["detail"] == "wal_level is 'replica'; logical decoding needs 'logical'"
+    assert checks["wal_level"]["fix"] == fix
+    assert "FAILED   wal_level: wal_level is 'replica'" in result.out and f"fix: {fix}" in result.out
+    # slot create and run --create-slot stop on the same check, with the same words, before creating anything.
+    message = f"{checks['wal_level']['detail']}; {fix}"
+    created = cli(wal2http_bin, "slot", "create", dsn=dsn)
+    assert created.code == 3 and message in created.err
+    run = cli(wal2http_bin, "run", "--create-slot", dsn=dsn)
+    assert run.code == 3 and message in run.err
+    assert replica_only.execute("SELECT count(*) FROM pg_replication_slots") == [(0,)]
+
+
+def test_role_without_replication(db: Database, wal2http_bin: str) -> None:
+    ready(db)
+    role = f"norep_{db.name}"[:63]
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        result, checks = check(wal2http_bin, db.cluster.dsn(db.name, user=role))
+    finally:
+        db.execute(f'DROP ROLE "{role}"')
+    assert result.code == 3 and failures(checks) == ["replication privilege"]
+    assert "may not use replication slots" in checks["replication privilege"]["detail"]
+    assert checks["replication privilege"]["fix"] == f"ALTER ROLE {role} REPLICATION;"
+
+
+def test_missing_publication_gives_the_message_run_gives(db: Database, wal2http_bin: str) -> None:
+    db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    result, checks = check(wal2http_bin, db.dsn, "--create-slot")
+    assert result.code == 2 and failures(checks) == ["publication"]
+    publication = checks["publication"]
+    assert publication["detail"] == f"publication 'wal2http' does not exist in database '{db.name}'"
+    assert "wal2http slot create --publication wal2http --table TABLE" in publication["fix"]
+    run = cli(wal2http_bin, "run", "--create-slot", dsn=db.dsn)
+    assert run.code == 2 and f"{publication['detail']}; {publication['fix']}" in run.err
+    assert slot_row(db) is None  # nothing was created
+
+
+def test_table_without_replica_identity(db: Database, wal2http_bin: str) -> None:
+    publish(db, "CREATE TABLE keyed (id int PRIMARY KEY)", "CREATE TABLE bare (v text)",
+            "CREATE TABLE full_row (v text)", "ALTER TABLE full_row REPLICA IDENTITY FULL",
+            tables="keyed, bare, full_row")
+    db.execute("SELECT pg_create_logical_replication_slot('wal2http', 'pgoutput')")
+    result, checks = check(wal2http_bin, db.dsn)
+    assert result.code == 3 and failures(checks) == ["replica identity"]
+    identity = checks["replica identity"]
+    assert identity["detail"].startswith("UPDATE and DELETE statements fail on public.bare:")
+    assert "keyed" not in identity["detail"] and "full_row" not in identity["detail"]
+    assert "ALTER TABLE public.bare REPLICA IDENTITY FULL;" in identity["fix"]
+
+
+def test_slot_with_the_wrong_plugin(db: Database, wal2http_bin: str) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
+    db.execute("SELECT pg_create_logical_replication_slot('wal2http', 'test_decoding')")
+    result, checks = check(wal2http_bin, db.dsn)
+    assert result.code == 2 and failures(checks) == ["slot"]
+    assert checks["slot"]["detail"] == (
+        "replication slot 'wal2http' uses plugin 'test_decoding'; wal2http needs pgoutput"
+    )
+    assert "wal2http slot drop --slot wal2http" in checks["slot"]["fix"]
+
+
+def test_sink_port_with_nothing_listening(db: Database, wal2http_bin: str) -> None:
+    ready(db)
+    port = free_port()
+    result, checks = check(wal2http_bin, db.dsn, "--sink", "http", "--http-url", f"http://127.0.0.1:{port}/")
+    assert result.code == 2 and failures(checks) == ["sink"]
+    assert checks["sink"]["detail"].startswith(f"cannot connect to 127.0.0.1:{port}: ")
+    assert "FAILED   sink: cannot connect" in result.out
+
+
+def test_invalid_url_offline_and_online(db: Database, wal2http_bin: str) -> None:
+    unreachable = "postgresql://u@127.0.0.1:1/app"
+    result, checks = check(wal2http_bin, unreachable, "--offline", "--sink", "http", "--http-url", "ftp://x/")
+    assert result.code == 2 and failures(checks) == ["sink settings"]
+    assert "database" not in checks  # --offline connects to nothing
+    assert checks["sink settings"]["detail"] == "--http-url must start with http:// or https://"
+    ready(db)
+    result, checks = check(wal2http_bin, db.dsn, "--sink", "http", "--http-url", "https://user:pw@example.com/")
+    assert result.code == 2 and failures(checks) == ["sink settings"] and "sink" not in checks
+    assert "must not contain credentials" in checks["sink settings"]["detail"]
+
+
+def test_hook0_application_id_must_be_a_uuid(db: Database, receiver: Receiver, wal2http_bin: str) -> None:
+    ready(db)
+    token = {"HOOK0_API_TOKEN": "hook0-s3cret-token"}
+    hook0 = ("--sink", "hook0", "--hook0-api-url", f"{receiver.url}/api/v1")
+    result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", "app-42", env=token)
+    assert result.code == 2 and failures(checks) == ["sink settings"] and "sink" not in checks
+    assert checks["sink settings"]["detail"] == "--hook0-application-id must be a UUID, not 'app-42'"
+    application = "0b8e9c2e-5d2a-4f6e-9a51-3c1d7e0f4a12"
+    result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", application, env=token)
+    assert result.code == 0 and failures(checks) == []
+    assert f"application {application}" in checks["sink settings"]["detail"]
+    assert "accepts TCP connections" in checks["sink"]["detail"]  # the API host, probed without a request
+    assert receiver.requests == []
+    assert "hook0-s3cret-token" not in result.out + result.err
+
+
+def test_unreachable_database(wal2http_bin: str) -> None:
+    result, checks = check(wal2http_bin, "postgresql://u:s3cret-pw@127.0.0.1:1/app")
+    assert result.code == 3 and failures(checks) == ["database"]
+    assert checks["database"]["detail"].startswith("cannot connect to PostgreSQL")
+    assert "s3cret-pw" not in result.out + result.err

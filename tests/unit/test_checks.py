@@ -1,0 +1,91 @@
+"""The offline half of ``check-config``: every setting checked, a fix with each failure, no secret shown."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from wal2http.checks import Status, exit_status, failed, offline_checks, ok, render_text, warning
+from wal2http.config import (
+    BatchConfig,
+    Config,
+    DeliveryConfig,
+    HttpConfig,
+    Secret,
+    SinkConfig,
+    SourceConfig,
+    validate_uuid,
+)
+from wal2http.errors import ConfigError, ExitStatus
+
+DSN = "postgresql://app:s3cret-pw@db.example.com:5433/app"
+
+
+def config(dsn: str = DSN, url: str | None = "https://hooks.example.com/pg?token=t0ken-value",
+           **source: object) -> Config:
+    http = HttpConfig(url) if url is not None else None
+    return Config(SourceConfig(Secret(dsn), **source),  # type: ignore[arg-type]
+                  SinkConfig("http", http), BatchConfig())
+
+
+def by_name(cfg: Config) -> dict[str, tuple[Status, str]]:
+    return {c.name: (c.status, c.detail) for c in offline_checks(cfg)}
+
+
+def test_a_valid_configuration_passes_without_showing_secrets() -> None:
+    found = offline_checks(config())
+    assert all(c.status is Status.OK for c in found), found
+    text = "\n".join(render_text(found))
+    assert "db.example.com" in text and "port 5433" in text and "hooks.example.com/pg" in text
+    assert "s3cret-pw" not in text and "t0ken-value" not in text
+    assert exit_status(found) is ExitStatus.OK
+
+
+def test_every_problem_is_listed_not_only_the_first() -> None:
+    checks = by_name(config(dsn="", url="ftp://hooks.example.com", slot="Bad-Name", publication="1pub"))
+    assert checks["dsn"][0] is Status.FAILED and "no database given" in checks["dsn"][1]
+    assert checks["slot name"][0] is Status.FAILED
+    assert checks["publication name"][0] is Status.FAILED
+    assert checks["sink settings"] == (Status.FAILED, "--http-url must start with http:// or https://")
+    dead_letters = replace(config(), delivery=DeliveryConfig(on_reject="dead-letter"))
+    assert by_name(dead_letters)["delivery settings"] == (
+        Status.FAILED, "--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)")
+
+
+def test_urls_without_host_or_with_credentials_fail() -> None:
+    assert by_name(config(url="https:///path"))["sink settings"][1] == "--http-url has no host"
+    detail = by_name(config(url="https://user:pw@hooks.example.com/"))["sink settings"][1]
+    assert "must not contain credentials" in detail and "pw@" not in detail
+    assert "invalid port" in by_name(config(url="http://hooks.example.com:99999/"))["sink settings"][1]
+    assert "needs --http-url" in by_name(config(url=None))["sink settings"][1]
+
+
+def test_uuids() -> None:
+    validate_uuid("0B8E9C2E-5D2A-4F6E-9A51-3C1D7E0F4A12", "--x")
+    validate_uuid("0b8e9c2e5d2a4f6e9a513c1d7e0f4a12", "--x")
+    for bad in ("", "app-42", "0b8e9c2e-5d2a-4f6e-9a51-3c1d7e0f4a1"):
+        with pytest.raises(ConfigError, match="--x must be a UUID"):
+            validate_uuid(bad, "--x")
+
+
+def test_an_invalid_dsn_fails_without_quoting_it() -> None:
+    status, detail = by_name(config(dsn="host=db password='s3cret-pw"))["dsn"]
+    assert status is Status.FAILED and "invalid database DSN" in detail and "s3cret-pw" not in detail
+
+
+def test_exit_status_prefers_configuration_errors() -> None:
+    db = failed("wal_level", "replica", "set it", ExitStatus.DATABASE)
+    assert exit_status([ok("a", ""), warning("b", "")]) is ExitStatus.OK
+    assert exit_status([db]) is ExitStatus.DATABASE
+    assert exit_status([db, failed("sink", "refused")]) is ExitStatus.USAGE
+
+
+def test_the_checklist_shows_the_fix_of_what_is_not_ok() -> None:
+    lines = render_text([ok("wal_level", "logical"), failed("slot", "missing", "run 'wal2http slot create'")])
+    assert lines == [
+        "ok       wal_level: logical",
+        "FAILED   slot: missing",
+        "         fix: run 'wal2http slot create'",
+        "1 failed, 0 warnings, 1 ok",
+    ]

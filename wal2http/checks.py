@@ -1,0 +1,397 @@
+"""The checks behind ``check-config``, ``slot create`` and the start of ``run``, as data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from wal2http.config import Config, HttpConfig, SourceConfig, dsn_password, is_loopback, problems, public_url
+from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
+from wal2http.lsn import format_lsn
+from wal2http.pg import admin
+from wal2http.pg.connection import connect_sql, connection_params
+from wal2http.pg.slot import SlotInfo, consumer, find_slot
+from wal2http.sinks.probe import probe
+
+logger = logging.getLogger(__name__)
+
+TESTED_VERSION = 150000
+
+
+class Status(Enum):
+    OK = "ok"
+    WARNING = "warning"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist; ``fix`` says what to do when it is not ok."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+    exit_status: ExitStatus = ExitStatus.USAGE  # of a failure: 2 configuration, 3 database side
+
+    @property
+    def message(self) -> str:
+        """The detail and the fix, as ``run`` and ``slot create`` report a failure."""
+        return f"{self.detail}; {self.fix}" if self.fix else self.detail
+
+    def error(self) -> Wal2HttpError:
+        cls = ConfigError if self.exit_status == ExitStatus.USAGE else DatabaseError
+        return cls(self.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status.value, "detail": self.detail, "fix": self.fix}
+
+
+def ok(name: str, detail: str) -> Check:
+    return Check(name, Status.OK, detail)
+
+
+def warning(name: str, detail: str, fix: str | None = None) -> Check:
+    return Check(name, Status.WARNING, detail, fix)
+
+
+def failed(name: str, detail: str, fix: str | None = None,
+           exit_status: ExitStatus = ExitStatus.USAGE) -> Check:
+    return Check(name, Status.FAILED, detail, fix, exit_status)
+
+
+def ident(name: str) -> str:
+    """An SQL identifier as an operator would type it in a suggested fix."""
+    return name if re.match(r"^[a-z_][a-z0-9_$]*$", name) else '"' + name.replace('"', '""') + '"'
+
+
+def require(checks: Iterable[Check], advisory: Iterable[str] = ()) -> list[str]:
+    """Raise the first failure, except of the ``advisory`` checks; return their and the warnings' text."""
+    tolerated = set(advisory)
+    notes = []
+    for check in checks:
+        if check.status is Status.FAILED and check.name not in tolerated:
+            raise check.error()
+        if check.status is not Status.OK:
+            notes.append(check.message)
+    return notes
+
+
+def exit_status(checks: list[Check]) -> ExitStatus:
+    """0 when nothing failed, 2 when a configuration check failed, else 3 (the database side)."""
+    failures = {c.exit_status for c in checks if c.status is Status.FAILED}
+    if not failures:
+        return ExitStatus.OK
+    return ExitStatus.USAGE if ExitStatus.USAGE in failures else ExitStatus.DATABASE
+
+
+def render_text(checks: list[Check]) -> list[str]:
+    lines = []
+    for c in checks:
+        label = "FAILED" if c.status is Status.FAILED else c.status.value
+        lines.append(f"{label:<8} {c.name}: {c.detail}")
+        if c.fix and c.status is not Status.OK:
+            lines.append(f"{'':<8} fix: {c.fix}")
+    counts = {s: sum(c.status is s for c in checks) for s in Status}
+    warnings = counts[Status.WARNING]
+    lines.append(f"{counts[Status.FAILED]} failed, {warnings} warning{'' if warnings == 1 else 's'}, "
+                 f"{counts[Status.OK]} ok")
+    return lines
+
+
+# -- offline ---------------------------------------------------------------------------------------
+
+
+def offline_checks(config: Config) -> list[Check]:
+    """Every setting, without connecting anywhere."""
+    found: dict[str, list[str]] = {}
+    for p in problems(config):
+        found.setdefault(p.setting, []).append(p.message)
+
+    def check(name: str, setting: str, detail: str) -> Check:
+        messages = found.get(setting)
+        return failed(name, "; ".join(messages)) if messages else ok(name, detail)
+
+    src, sink, batch = config.source, config.sink, config.batch
+    http = _endpoint(config)
+    if http is not None:
+        sink_detail = (f"{sink.kind} to {public_url(http.url)}, timeouts {http.connect_timeout_s:g} s "
+                       f"(connect) and {http.read_timeout_s:g} s (read)")
+        if sink.hook0 is not None:
+            sink_detail += (f", application {sink.hook0.application_id}, --hook0-mode {sink.hook0.mode}, "
+                            "API token given (hidden)")
+    elif sink.kind == "file":
+        sink_detail = f"JSON lines appended to {sink.file_path}"
+    else:
+        sink_detail = "JSON lines on standard output"
+    return [
+        _dsn_check(src, found.get("dsn")),
+        check("slot name", "slot", src.slot),
+        check("publication name", "publication", src.publication),
+        check("sink settings", "sink", sink_detail),
+        check("batch limits", "batch", f"--batch-size {batch.max_events}, --batch-bytes {batch.max_bytes}, "
+                                       f"--batch-wait-ms {batch.max_wait_ms}"),
+        check("delivery settings", "delivery", _delivery_detail(config)),
+    ]
+
+
+def _delivery_detail(config: Config) -> str:
+    d = config.delivery
+    policy = f"--on-reject {d.on_reject}"
+    if d.on_reject == "dead-letter":
+        policy += f" to {d.dead_letter_path}"
+    return (f"{policy}, --max-event-bytes {d.max_event_bytes}, breaker after {d.breaker_failures} failures "
+            f"({d.breaker_cooldown_s:g} s first pause), --shutdown-timeout {d.shutdown_timeout_s:g} s")
+
+
+def _dsn_check(src: SourceConfig, messages: list[str] | None) -> Check:
+    if messages:
+        return failed("dsn", "; ".join(messages))
+    try:
+        params = connection_params(src.dsn.reveal())
+    except ConfigError as e:
+        return failed("dsn", str(e))
+    host = params.get("host") or params.get("hostaddr") or "local socket"
+    where = [f"host {host}", f"port {params.get('port', '5432')}",
+             f"database {params.get('dbname', '(default)')}", f"user {params.get('user', '(default)')}"]
+    if dsn_password(src.dsn.reveal()):
+        where.append("password in the DSN (hidden)")
+    return ok("dsn", ", ".join(where))
+
+
+# -- database --------------------------------------------------------------------------------------
+
+
+def server_checks(facts: admin.ServerFacts, messages: bool = False) -> list[Check]:
+    """What the server and the role must allow before any slot can be used."""
+    checks = []
+    name = "server version"
+    if facts.version_num < 100000:
+        checks.append(failed(name, f"PostgreSQL {facts.version} has no pgoutput",
+                             "use PostgreSQL 10 or later (wal2http is tested with 15)", ExitStatus.DATABASE))
+    elif messages and facts.version_num < 140000:
+        checks.append(failed(name, f"PostgreSQL {facts.version} cannot send messages",
+                             "--messages needs PostgreSQL 14 or later", ExitStatus.DATABASE))
+    elif facts.version_num < TESTED_VERSION:
+        checks.append(warning(name, f"PostgreSQL {facts.version}; wal2http is tested with 15"))
+    else:
+        checks.append(ok(name, f"PostgreSQL {facts.version}"))
+    if facts.wal_level != "logical":
+        checks.append(failed("wal_level",
+                             f"wal_level is {facts.wal_level!r}; logical decoding needs 'logical'",
+                             "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
+                             ExitStatus.DATABASE))
+    else:
+        checks.append(ok("wal_level", "logical"))
+    role = facts.user
+    if not facts.can_replicate:
+        checks.append(failed("replication privilege",
+                             f"role {role!r} may not use replication slots "
+                             "(neither REPLICATION nor superuser)",
+                             f"ALTER ROLE {ident(role)} REPLICATION;", ExitStatus.DATABASE))
+    else:
+        what = "is a superuser" if facts.superuser else "has REPLICATION"
+        checks.append(ok("replication privilege", f"role {role} {what}"))
+    return checks
+
+
+def stream_checks(conn: Any, source: SourceConfig, facts: admin.ServerFacts) -> list[Check]:
+    """Everything ``run`` needs on the database side, in the order ``run`` reports failures."""
+    checks = server_checks(facts, source.messages)
+    publication = admin.find_publication(conn, source.publication)
+    checks.append(publication_check(publication, source.publication, facts.database))
+    if publication is not None:
+        checks.append(replica_identity_check(conn, publication))
+    slot = find_slot(conn, source.slot)
+    checks.append(slot_check(conn, slot, source, facts.database))
+    checks.append(slot_capacity_check(facts, slot is None))
+    free = facts.max_wal_senders - facts.used_wal_senders
+    if free <= 0:
+        checks.append(failed("wal senders", f"all {facts.max_wal_senders} wal senders are in use",
+                             "stop an unused replication consumer, or raise max_wal_senders "
+                             "(needs a restart)", ExitStatus.DATABASE))
+    else:
+        checks.append(ok("wal senders", f"{facts.used_wal_senders} of {facts.max_wal_senders} in use"))
+    return checks
+
+
+def publication_check(publication: admin.Publication | None, name: str, database: str) -> Check:
+    if publication is None:
+        return failed(
+            "publication", f"publication {name!r} does not exist in database {database!r}",
+            f"create it: wal2http slot create --publication {name} --table TABLE "
+            f"(or --schema, --all-tables), or CREATE PUBLICATION {ident(name)} FOR TABLE ...;",
+        )
+    if not publication.all_tables and not publication.schemas and not publication.tables:
+        return warning("publication", f"publication {name!r} publishes no table",
+                       f"ALTER PUBLICATION {ident(name)} ADD TABLE ...;")
+    return ok("publication", f"{name} {publication.describe()}")
+
+
+def replica_identity_check(conn: Any, publication: admin.Publication) -> Check:
+    name = "replica identity"
+    ops = [op for op in ("update", "delete") if op in publication.operations]
+    if not ops:
+        return ok(name, f"not needed: publication {publication.name} publishes no update or delete")
+    missing = admin.tables_without_replica_identity(conn, publication.name)
+    if not missing:
+        return ok(name, "every published table has one")
+    statements = " and ".join(op.upper() for op in ops)
+    return failed(
+        name,
+        f"{statements} statements fail on {', '.join(missing)}: no replica identity, and publication "
+        f"{publication.name} publishes {' and '.join(ops)}",
+        "add a primary key, or " + " ".join(f"ALTER TABLE {t} REPLICA IDENTITY FULL;" for t in missing),
+        ExitStatus.DATABASE,
+    )
+
+
+def slot_check(conn: Any, slot: SlotInfo | None, source: SourceConfig, database: str) -> Check:
+    name, s = "slot", source.slot
+    if slot is None:
+        if source.create_slot:
+            return ok(name, f"replication slot {s!r} does not exist; --create-slot creates it")
+        return failed(name, f"replication slot {s!r} does not exist",
+                      "pass --create-slot, or run 'wal2http slot create'")
+    if slot.plugin != "pgoutput":
+        return failed(name, f"replication slot {s!r} uses plugin {slot.plugin!r}; wal2http needs pgoutput",
+                      "choose another --slot, or drop this one if nothing uses it: "
+                      f"wal2http slot drop --slot {s}")
+    if slot.database != database:
+        return failed(name, f"replication slot {s!r} belongs to database {slot.database!r}, "
+                            f"but the DSN connects to {database!r}",
+                      f"connect to database {slot.database!r}, or choose another --slot")
+    if slot.wal_status == "lost":
+        return failed(name, f"replication slot {s!r} is lost: PostgreSQL removed WAL it needs",
+                      "drop it and create it again (wal2http slot drop, wal2http slot create); "
+                      "changes in between are not streamed", ExitStatus.DATABASE)
+    confirmed = format_lsn(slot.confirmed_flush_lsn) if slot.confirmed_flush_lsn is not None else "nothing"
+    if slot.active_pid:
+        holder = consumer(conn, slot.active_pid).describe()
+        return warning(name, f"replication slot {s!r} is in use by {holder}; run stands by until it "
+                             "is free")
+    return ok(name, f"{s} (pgoutput, database {slot.database}), confirmed up to {confirmed}")
+
+
+def slot_capacity_check(facts: admin.ServerFacts, creating: bool) -> Check:
+    name = "replication slots"
+    used, most = facts.used_replication_slots, facts.max_replication_slots
+    if creating and used >= most:
+        return failed(name, f"all {most} replication slots are in use (max_replication_slots)",
+                      "drop an unused slot (wal2http slot status --all lists them), or raise "
+                      "max_replication_slots (needs a restart)", ExitStatus.DATABASE)
+    return ok(name, f"{used} of {most} in use")
+
+
+# -- check-config ----------------------------------------------------------------------------------
+
+
+def online_checks(config: Config) -> list[Check]:
+    """The database as ``run`` would meet it; nothing is created."""
+    checks: list[Check] = []
+    src = config.source
+    try:
+        conn = connect_sql(src.dsn.reveal(), src.connect_timeout_s)
+    except Wal2HttpError as e:
+        checks.append(failed("database", str(e), "check the DSN, the network and pg_hba.conf",
+                             ExitStatus.DATABASE))
+    else:
+        try:
+            facts = admin.server_facts(conn)
+            checks.append(connection_check(facts))
+            checks.extend(stream_checks(conn, src, facts))
+            checks.append(wal_keep_check(facts))
+            http = _endpoint(config)
+            if http is not None:
+                checks.append(http_timeout_check(http.read_timeout_s, facts.wal_sender_timeout_ms))
+        except DatabaseError as e:
+            checks.append(failed("database", str(e), None, ExitStatus.DATABASE))
+        finally:
+            conn.close()
+    return checks
+
+
+def connection_check(facts: admin.ServerFacts) -> Check:
+    where = f"{facts.host}:{facts.port}, database {facts.database}, role {facts.user}"
+    if facts.ssl_in_use:
+        return ok("database", f"connected to {where}, TLS {facts.ssl_protocol}")
+    if facts.host.startswith("/") or facts.host == "local socket" or is_loopback(facts.host):
+        return ok("database", f"connected to {where}, without TLS (local connection)")
+    return warning("database", f"connected to {where} without TLS",
+                   "add sslmode=verify-full and sslrootcert=... to the DSN")
+
+
+def wal_keep_check(facts: admin.ServerFacts) -> Check:
+    name = "max_slot_wal_keep_size"
+    if facts.max_slot_wal_keep_size_mb < 0:
+        return warning(name, "unlimited: a stopped or failing consumer makes the slot keep WAL until "
+                             "the disk is full",
+                       "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();")
+    return ok(name, f"{facts.max_slot_wal_keep_size_mb} MB")
+
+
+def http_timeout_check(read_timeout_s: float, wal_sender_timeout_ms: int) -> Check:
+    name = "http timeout"
+    if wal_sender_timeout_ms > 0 and read_timeout_s * 1000 >= wal_sender_timeout_ms / 2:
+        return warning(name, f"--http-timeout {read_timeout_s:g} s is not below half of the server's "
+                             f"wal_sender_timeout ({wal_sender_timeout_ms / 1000:g} s): one slow request "
+                             "can make the server end the stream",
+                       f"use --http-timeout {max(0.1, wal_sender_timeout_ms / 4000):g}, "
+                       "or raise wal_sender_timeout")
+    return ok(name, f"{read_timeout_s:g} s, below half of wal_sender_timeout")
+
+
+def _endpoint(config: Config) -> HttpConfig | None:
+    """Where the http or hook0 sink sends requests; None for the other sinks."""
+    sink = config.sink
+    if sink.kind == "http":
+        return sink.http
+    if sink.kind == "hook0" and sink.hook0 is not None:
+        return sink.hook0.http
+    return None
+
+
+def sink_check(config: Config) -> Check:
+    """The receiver accepts connections, or the file can be written; the settings must be valid."""
+    sink = config.sink
+    http = _endpoint(config)
+    if http is not None:
+        option = "--hook0-api-url" if sink.kind == "hook0" else "--http-url"
+        try:
+            return ok("sink", probe(http.url, http.connect_timeout_s))
+        except ConfigError as e:
+            return failed("sink", str(e), f"check {option} and that the receiver is running")
+    if sink.kind == "file" and sink.file_path:
+        return _file_check(sink.file_path)
+    return ok("sink", "standard output")
+
+
+def _file_check(path: str) -> Check:
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        if not os.path.isfile(path) or not os.access(path, os.W_OK):
+            return failed("sink", f"{path} is not a writable file",
+                          "fix its permissions or choose another --file-path")
+        return ok("sink", f"{path} exists and is writable")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        return failed("sink", f"cannot create {path}: {directory} is not a writable directory",
+                      "create the directory or choose another --file-path")
+    return ok("sink", f"{path} can be created")
+
+
+def check_config(config: Config, offline: bool) -> list[Check]:
+    """The whole checklist: offline always, then the database and the sink unless ``offline``."""
+    checks = offline_checks(config)
+    if offline:
+        return checks
+    valid = {c.name for c in checks if c.status is Status.OK}
+    if "dsn" in valid:
+        checks.extend(online_checks(config))
+    if "sink settings" in valid:
+        checks.append(sink_check(config))
+    return checks

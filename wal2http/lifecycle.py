@@ -1,0 +1,323 @@
+"""The slot as a managed object: prepared by ``run``, created and dropped by ``slot create/drop``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wal2http.checks import (
+    Status,
+    publication_check,
+    replica_identity_check,
+    require,
+    server_checks,
+    slot_capacity_check,
+    slot_check,
+    stream_checks,
+)
+from wal2http.config import SourceConfig
+from wal2http.errors import ConfigError, DatabaseError, SlotInUse
+from wal2http.lsn import format_lsn
+from wal2http.pg import admin
+from wal2http.pg.connection import connect_sql
+from wal2http.pg.slot import (
+    Consumer,
+    SlotInfo,
+    consumer,
+    create_slot,
+    drop_slot,
+    find_slot,
+    in_use,
+    slot_statuses,
+    terminate,
+)
+from wal2http.slots import Report, Thresholds, evaluate
+
+logger = logging.getLogger(__name__)
+
+DROP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``run`` learns at start: the slot, and what the publication streams from which database."""
+
+    slot: SlotInfo
+    database: str
+    tables: tuple[tuple[str, str], ...]  # (schema, table)
+
+
+def prepare_stream(source: SourceConfig) -> Prepared:
+    """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
+    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    try:
+        facts = admin.server_facts(conn)
+        # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
+        # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
+        for note in require(stream_checks(conn, source, facts), advisory=("replica identity", "wal senders")):
+            logger.warning("%s", note)
+        info = find_slot(conn, source.slot)
+        if info is None:
+            create_slot(conn, source.slot)
+            info = find_slot(conn, source.slot)
+            assert info is not None
+        return Prepared(info, facts.database, tuple(admin.published_tables(conn, source.publication)))
+    finally:
+        conn.close()
+
+
+def status(source: SourceConfig, thresholds: Thresholds, all_slots: bool) -> Report:
+    """``slot status``: the configured slot (or every logical slot of the database), judged."""
+    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    try:
+        database = conn.get_dsn_parameters().get("dbname", "")
+        found = slot_statuses(conn, None if all_slots else source.slot)
+    finally:
+        conn.close()
+    return evaluate(found, thresholds, None if all_slots else source.slot, database)
+
+
+# -- slot create -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublicationRequest:
+    """What ``slot create`` publishes when the publication does not exist yet."""
+
+    tables: tuple[str, ...] = ()
+    schemas: tuple[str, ...] = ()
+    all_tables: bool = False
+    operations: tuple[str, ...] = admin.OPERATIONS
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.tables or self.schemas or self.all_tables)
+
+    def describe(self, tables: list[str]) -> str:
+        if self.all_tables:
+            what = "all tables"
+        else:
+            what = ", ".join([*tables, *(f"tables in schema {s}" for s in self.schemas)])
+        return f"{', '.join(self.operations)} for {what}"
+
+
+def parse_operations(text: str) -> tuple[str, ...]:
+    """``"insert,update"`` → ``("insert", "update")``, in PostgreSQL's order; ConfigError otherwise."""
+    chosen = {part.strip().lower() for part in text.split(",") if part.strip()}
+    unknown = chosen - set(admin.OPERATIONS)
+    if unknown or not chosen:
+        raise ConfigError(f"--publish takes a comma-separated list of {', '.join(admin.OPERATIONS)}")
+    return tuple(op for op in admin.OPERATIONS if op in chosen)
+
+
+@dataclass(frozen=True)
+class Created:
+    slot: SlotInfo
+    slot_created: bool
+    consistent_lsn: int | None
+    publication: admin.Publication
+    publication_created: bool
+    warnings: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        p, s = self.publication, self.slot
+        pub = "created" if self.publication_created else "already exists"
+        if self.slot_created and self.consistent_lsn is not None:
+            lsn = format_lsn(self.consistent_lsn)
+            slot = f"created: plugin {s.plugin}, database {s.database}, consistent LSN {lsn}"
+        else:
+            confirmed = "nothing" if s.confirmed_flush_lsn is None else format_lsn(s.confirmed_flush_lsn)
+            slot = f"already exists: plugin {s.plugin}, database {s.database}, confirmed up to {confirmed}"
+        return [f"publication {p.name} {pub}: {p.describe()}", f"slot {s.name} {slot}"]
+
+    def as_json(self) -> dict[str, Any]:
+        p, s = self.publication, self.slot
+        def lsn(value: int | None) -> str | None:
+            return None if value is None else format_lsn(value)
+
+        return {
+            "slot": {"name": s.name, "plugin": s.plugin, "database": s.database, "created": self.slot_created,
+                     "consistent_lsn": lsn(self.consistent_lsn),
+                     "confirmed_flush_lsn": lsn(s.confirmed_flush_lsn)},
+            "publication": {"name": p.name, "created": self.publication_created, "all_tables": p.all_tables,
+                            "operations": list(p.operations), "schemas": list(p.schemas),
+                            "tables": list(p.tables)},
+            "warnings": list(self.warnings),
+        }
+
+
+def create(source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
+    """Create the publication when missing and asked for, then the slot; say what already existed."""
+    if request.all_tables and (request.tables or request.schemas):
+        raise ConfigError("--all-tables cannot be combined with --table or --schema")
+    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    try:
+        return _create(conn, source, request, if_not_exists)
+    finally:
+        conn.close()
+
+
+def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
+    facts = admin.server_facts(conn)
+    warnings = require(server_checks(facts, source.messages))
+    slot = find_slot(conn, source.slot)
+    if slot is not None:
+        if not if_not_exists:
+            raise ConfigError(f"replication slot {source.slot!r} already exists (plugin {slot.plugin}, "
+                              f"database {slot.database}); pass --if-not-exists to accept an existing slot")
+        require([slot_check(conn, slot, source, facts.database)])
+    else:
+        require([slot_capacity_check(facts, creating=True)])
+    publication = admin.find_publication(conn, source.publication)
+    publication_created = False
+    if publication is None:
+        if not request.wanted:
+            # A slot made before its publication cannot decode what was written in between (PG 15).
+            raise publication_check(None, source.publication, facts.database).error()
+        tables = admin.resolve_tables(conn, list(request.tables))
+        admin.create_publication(conn, source.publication, tables=list(request.tables),
+                                 schemas=list(request.schemas), all_tables=request.all_tables,
+                                 operations=list(request.operations))
+        publication_created = True
+        publication = admin.find_publication(conn, source.publication)
+        assert publication is not None
+        if slot is not None:
+            warnings.append(
+                f"slot {source.slot} is older than publication {source.publication}: if anything was "
+                "written in between, run fails with 'publication does not exist'; then drop and create "
+                "the slot again")
+    elif request.wanted:
+        tables = admin.resolve_tables(conn, list(request.tables))
+        if _differs(publication, request, tables):
+            warnings.append(
+                f"publication {source.publication} already exists and was not changed: it "
+                f"{publication.describe()}; requested {request.describe(tables)}; change it with "
+                "ALTER PUBLICATION if needed")
+    identity = replica_identity_check(conn, publication)
+    if identity.status is not Status.OK:
+        warnings.append(identity.message)
+    consistent_lsn = None
+    if slot is None:
+        try:
+            consistent_lsn = create_slot(conn, source.slot)
+        except DatabaseError:
+            if publication_created:  # leave nothing half made: a retry starts clean
+                admin.drop_publication(conn, source.publication)
+            raise
+        slot = find_slot(conn, source.slot)
+        assert slot is not None
+    return Created(slot, consistent_lsn is not None, consistent_lsn, publication, publication_created,
+                   tuple(warnings))
+
+
+def _differs(publication: admin.Publication, request: PublicationRequest, tables: list[str]) -> bool:
+    if set(request.operations) != set(publication.operations) or request.all_tables != publication.all_tables:
+        return True
+    if request.all_tables:
+        return False
+    if set(request.schemas) != set(publication.schemas):
+        return True
+    published = set(publication.tables)
+    return not set(tables) <= published if request.schemas else set(tables) != published
+
+
+# -- slot drop -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dropped:
+    slot: str
+    slot_dropped: bool
+    terminated: tuple[Consumer, ...]
+    publication: str | None  # when asked to drop it
+    publication_dropped: bool
+
+    def lines(self) -> list[str]:
+        lines = [f"terminated {c.describe()}" for c in self.terminated]
+        lines.append(f"slot {self.slot} dropped" if self.slot_dropped else f"slot {self.slot} does not exist")
+        if self.publication is not None:
+            state = "dropped" if self.publication_dropped else "does not exist"
+            lines.append(f"publication {self.publication} {state}")
+        return lines
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot, "slot_dropped": self.slot_dropped,
+            "terminated": [
+                {"pid": c.pid, "application_name": c.application_name, "client_addr": c.client_addr}
+                for c in self.terminated
+            ],
+            "publication": self.publication, "publication_dropped": self.publication_dropped,
+        }
+
+
+def drop(source: SourceConfig, *, force: bool, if_exists: bool, with_publication: bool,
+         confirm: Callable[[str], None]) -> Dropped:
+    """Drop the slot (terminating its consumer when ``force``), and the publication if asked.
+
+    ``confirm`` gets the question to ask and raises to refuse; it is called only when there is
+    something to drop.
+    """
+    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    try:
+        return _drop(conn, source, force, if_exists, with_publication, confirm)
+    finally:
+        conn.close()
+
+
+def _drop(conn: Any, source: SourceConfig, force: bool, if_exists: bool, with_publication: bool,
+          confirm: Callable[[str], None]) -> Dropped:
+    name = source.slot
+    database = conn.get_dsn_parameters().get("dbname", "")
+    info = find_slot(conn, name)
+    if info is None and not if_exists:
+        raise ConfigError(f"replication slot {name!r} does not exist; pass --if-exists to accept that")
+    if info is not None and info.database != database:
+        raise ConfigError(f"replication slot {name!r} belongs to database {info.database!r}, "
+                          f"but the DSN connects to {database!r}; connect to that database to drop it")
+    holder = consumer(conn, info.active_pid) if info is not None and info.active_pid else None
+    if holder is not None and not force:
+        raise in_use(name, holder)
+    publication = source.publication if with_publication else None
+    has_publication = publication is not None and admin.find_publication(conn, publication) is not None
+    targets = []
+    if info is not None:
+        stop = f" after terminating its consumer, {holder.describe()}" if holder else ""
+        targets.append(f"replication slot {name} (database {database}, plugin {info.plugin}){stop}")
+    if has_publication:
+        targets.append(f"publication {publication}")
+    if targets:
+        confirm("Drop " + " and ".join(targets) + "? Changes the slot has not delivered are lost.")
+    terminated: list[Consumer] = []
+    if info is not None:
+        terminated = _drop_slot(conn, name, force)
+    dropped_publication = admin.drop_publication(conn, publication) if publication is not None else False
+    return Dropped(name, info is not None, tuple(terminated), publication, dropped_publication)
+
+
+def _drop_slot(conn: Any, name: str, force: bool) -> list[Consumer]:
+    """Drop, terminating consumers when ``force``; a consumer restarted by its supervisor is ended again."""
+    terminated: list[Consumer] = []
+    deadline = time.monotonic() + DROP_TIMEOUT_S
+    while True:
+        info = find_slot(conn, name)
+        if info is None:
+            return terminated
+        if info.active_pid and force:
+            if not terminated or terminated[-1].pid != info.active_pid:
+                terminated.append(consumer(conn, info.active_pid))
+                terminate(conn, info.active_pid)
+        else:
+            try:
+                drop_slot(conn, name)
+                return terminated
+            except SlotInUse:
+                if not force:
+                    raise
+        if time.monotonic() > deadline:
+            raise DatabaseError(f"replication slot {name!r} is still in use after {DROP_TIMEOUT_S:g} s of "
+                                "terminating its consumers; stop the service that restarts them, then retry")
+        time.sleep(0.1)

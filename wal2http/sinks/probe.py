@@ -1,0 +1,45 @@
+"""Is the receiver reachable? Resolve its host, open TCP (and TLS for https), send nothing."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+from wal2http.errors import ConfigError
+
+
+def probe(url: str, timeout: float) -> str:
+    """Describe a successful connection to ``url``'s host and port; ConfigError saying what failed."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"{host}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ConfigError(f"cannot resolve {host!r}: {e.strerror}") from None
+    errors = []
+    for family, kind, proto, _name, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError as e:
+            sock.close()
+            errors.append(f"{address[0]}: {e.strerror or e}")
+            continue
+        with sock:
+            tls = _handshake(sock, host, where) if parts.scheme == "https" else ""
+        return f"{where} ({address[0]}) accepts TCP connections{tls}; no request sent"
+    raise ConfigError(f"cannot connect to {where}: {'; '.join(errors)}")
+
+
+def _handshake(sock: socket.socket, host: str, where: str) -> str:
+    context = ssl.create_default_context()
+    try:
+        with context.wrap_socket(sock, server_hostname=host) as tls:
+            return f", TLS {tls.version()} with a valid certificate for {host}"
+    except (ssl.SSLError, ssl.CertificateError, OSError) as e:
+        reason = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
+        raise ConfigError(f"TLS handshake with {where} failed: {reason}") from None
