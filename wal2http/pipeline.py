@@ -296,7 +296,7 @@ class Pipeline:
 def run(config: Config) -> None:
     """``wal2http run``: prepare the slot, stream until stopped."""
     src = config.source
-    conn = connect_sql(src.dsn.reveal(), src.connect_timeout_s)
+    conn = connect_sql(src.dsn.reveal(), src.connect_timeout_s, src.require_tls)
     try:
         info = prepare(conn, src.slot, src.publication, src.create_slot)
         source = SourceInfo(conn.get_dsn_parameters().get("dbname", ""),
@@ -310,7 +310,7 @@ def run(config: Config) -> None:
     sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=src.messages,
                                status_interval_s=src.status_interval_s,
-                               connect_timeout_s=src.connect_timeout_s)
+                               connect_timeout_s=src.connect_timeout_s, require_tls=src.require_tls)
     breaker = Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s)
     deliverer = Deliverer(sink, breaker, time.sleep, on_reject=d.on_reject, dead_letters=dead_letters)
     pipeline = Pipeline(config, stream, deliverer, start_lsn)
