@@ -110,8 +110,9 @@ PASSWORD = "Pw-" + secrets.token_hex(6) + "@:/ %é"
 TOKEN = "tok-" + secrets.token_hex(12)
 SIGNING = new_secret()
 HEADER_VALUE = "hdr-" + secrets.token_hex(12)
+HOOK0_TOKEN = "hook0-" + secrets.token_hex(12)
 # Every form in which a secret could be printed: as given, URL-encoded, the key part of whsec_.
-FORBIDDEN = [PASSWORD, quote(PASSWORD, safe=""), TOKEN, SIGNING, SIGNING[6:], HEADER_VALUE]
+FORBIDDEN = [PASSWORD, quote(PASSWORD, safe=""), TOKEN, SIGNING, SIGNING[6:], HEADER_VALUE, HOOK0_TOKEN]
 
 # Fault injection for the crash case: an unexpected exception whose message holds every secret,
 # as a careless library might raise. Loaded through PYTHONPATH; wal2http itself is unchanged.
@@ -141,6 +142,7 @@ def leak_env(db: Database, receiver: Receiver, fmt: str, port: int | None = None
         "WAL2HTTP_SINK": "http",
         "WAL2HTTP_HTTP_URL": receiver.url,
         "WAL2HTTP_HEADER": "X-Api-Key: env:LEAK_HEADER",
+        "HOOK0_API_TOKEN": HOOK0_TOKEN,
     }
 
 
@@ -174,6 +176,34 @@ def test_no_secret_leaks_through_a_401(
     (request,) = receiver.requests
     assert request.headers["authorization"] == f"Bearer {TOKEN}"  # the secrets were really in use
     assert "receiver answered 401" in wal2http.stderr and "invalid credentials: Bearer ***" in wal2http.stderr
+    assert_no_secret(wal2http.stdout, wal2http.stderr)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_no_secret_leaks_when_hook0_refuses_the_token(
+    db: Database, receiver: Receiver, start_wal2http: Start, fmt: str
+) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
+    receiver.set_status(
+        401, body=f'{{"id": "AuthInvalidBiscuit", "detail": "bad token {HOOK0_TOKEN}"}}'.encode()
+    )
+    hook0 = [
+        "--sink",
+        "hook0",
+        "--hook0-api-url",
+        f"{receiver.url}/api/v1",
+        "--hook0-mode",
+        "changes",
+        "--hook0-application-id",
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    ]
+    wal2http = start_wal2http("--create-slot", *hook0, env=leak_env(db, receiver, fmt))
+    db.execute("INSERT INTO t VALUES (1)")
+    assert wal2http.wait() == 4
+    (request,) = receiver.requests
+    assert request.path.endswith("/api/v1/event")
+    assert request.headers["authorization"] == f"Bearer {HOOK0_TOKEN}"
+    assert "Hook0 refused the API token" in wal2http.stderr
     assert_no_secret(wal2http.stdout, wal2http.stderr)
 
 

@@ -10,6 +10,8 @@ from tests.support.process import run_once
 DSN = "host=127.0.0.1 port=1 dbname=app user=app"  # never reached: validation comes first
 HTTP = ("--sink", "http", "--http-url", "http://127.0.0.1:9/hook")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+APP = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+HOOK0 = ("--sink", "hook0", "--hook0-api-url", "https://hook0.example/api/v1", "--hook0-application-id", APP)
 
 
 def run(wal2http_bin: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -76,6 +78,28 @@ CASES = {
     ),
     "dsn twice": (["--dsn-file", "/etc/hostname"], {}, "both WAL2HTTP_DSN and --dsn-file are set"),
     "dsn missing": ([], {"WAL2HTTP_DSN": "", "DATABASE_URL": ""}, "no database given"),
+    # Hook0
+    "hook0 uuid": (
+        [*HOOK0, "--hook0-application-id", "not-a-uuid"],
+        {"HOOK0_API_TOKEN": "tok"},
+        "--hook0-application-id must be a UUID",
+    ),
+    "hook0 token twice": (
+        [*HOOK0, "--hook0-api-token-file", "/etc/hostname"],
+        {"WAL2HTTP_HOOK0_API_TOKEN": "tok"},
+        "both WAL2HTTP_HOOK0_API_TOKEN and --hook0-api-token-file are set",
+    ),
+    "hook0 token spaces": (
+        list(HOOK0),
+        {"HOOK0_API_TOKEN": "two words"},
+        "the Hook0 API token (WAL2HTTP_HOOK0",
+    ),
+    "hook0 token missing": (list(HOOK0), {}, "--sink hook0 needs an API token"),
+    "hook0 url credentials": (
+        ["--sink", "hook0", "--hook0-api-url", "https://u:p@h/api/v1", "--hook0-application-id", APP],
+        {"HOOK0_API_TOKEN": "tok"},
+        "--hook0-api-url must not contain credentials",
+    ),
     # receiver TLS files
     "client key alone": ([*HTTP, "--client-key", "/etc/hostname"], {}, "--client-key needs --client-cert"),
     "ca not pem": ([*HTTP, "--ca-file", "/etc/hostname"], {}, "--ca-file '/etc/hostname': holds no PEM"),

@@ -1,15 +1,15 @@
-"""Validation rules shared by options that other commands and sinks add (tables, Hook0 ids)."""
+"""Validation rules shared by options: identifiers, UUIDs, loopback hosts."""
 
 from __future__ import annotations
 
 import pytest
 
-from wal2http.config import is_loopback, validate_identifier, validate_uuid
 from wal2http.errors import ConfigError
+from wal2http.validation import is_loopback, validate_identifier, validate_uuid
 
 
-def test_identifier_and_uuid_rules_for_options_to_come() -> None:
-    """No option takes a table name or a UUID yet (Hook0 will); the shared rules are checked here."""
+def test_identifier_and_uuid_rules() -> None:
+    """The shared rules, also for options that do not exist yet (a table name)."""
     assert (
         validate_uuid("3FA85F64-5717-4562-B3FC-2C963F66AFA6", "--x") == "3fa85f64-5717-4562-b3fc-2c963f66afa6"
     )

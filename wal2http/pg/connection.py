@@ -12,9 +12,10 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from wal2http.config import is_loopback, redact_dsn
+from wal2http.config import redact_dsn
 from wal2http.dsn import is_url
 from wal2http.errors import ConfigError, DatabaseError
+from wal2http.validation import is_loopback
 
 logger = logging.getLogger(__name__)
 

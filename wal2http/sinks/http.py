@@ -15,9 +15,10 @@ from urllib3.util.retry import Retry
 
 from wal2http import __version__
 from wal2http.batch import Batch
-from wal2http.config import HttpConfig, Secret, is_loopback, signing_keys
+from wal2http.config import HttpConfig, Secret, signing_keys
 from wal2http.errors import DeliveryConfigError, RejectedError, TransientDeliveryError
 from wal2http.signing import Signer
+from wal2http.validation import is_loopback
 
 logger = logging.getLogger(__name__)
 
