@@ -305,7 +305,8 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
     except ValueError:
         raise ConfigError(f"--hook0-application-id must be a UUID, not {hook0.application_id!r}") from None
     if not hook0.token:
-        raise ConfigError(f"--sink hook0 needs an API token: set {HOOK0_API_TOKEN.describe()}")
+        raise ConfigError("--sink hook0 needs an API token: set HOOK0_API_TOKEN "
+                          "(or WAL2HTTP_HOOK0_API_TOKEN) or pass --hook0-api-token-file")
     if not BEARER_TOKEN_RE.match(hook0.token.reveal()):
         raise ConfigError(
             f"the Hook0 API token ({HOOK0_API_TOKEN.describe()}) must be 1-4096 printable ASCII "
