@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from wal2http.config import Config, HttpConfig, SourceConfig, dsn_password, is_loopback, problems, public_url
+from wal2http.config import Config, HttpConfig, SourceConfig, problems, redact_dsn
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
 from wal2http.lsn import format_lsn
 from wal2http.pg import admin
-from wal2http.pg.connection import connect_sql, connection_params
+from wal2http.pg.connection import connect_source, connection_params
 from wal2http.pg.slot import SlotInfo, consumer, find_slot
 from wal2http.sinks.probe import probe
+from wal2http.validation import public_url
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def offline_checks(config: Config) -> list[Check]:
     http = _endpoint(config)
     if http is not None:
         sink_detail = (f"{sink.kind} to {public_url(http.url)}, timeouts {http.connect_timeout_s:g} s "
-                       f"(connect) and {http.read_timeout_s:g} s (read)")
+                       f"(connect) and {http.read_timeout_s:g} s (read){_protection(http)}")
         if sink.hook0 is not None:
             sink_detail += (f", application {sink.hook0.application_id}, --hook0-mode {sink.hook0.mode}, "
                             "API token given (hidden)")
@@ -140,6 +141,23 @@ def offline_checks(config: Config) -> list[Check]:
     ]
 
 
+def _protection(http: HttpConfig) -> str:
+    """How requests are authenticated and TLS set up, naming no secret."""
+    parts = []
+    if http.bearer_token is not None:
+        parts.append("bearer token given (hidden)")
+    if http.signing_secrets:
+        n = len(http.signing_secrets)
+        parts.append(f"signed with {n} secret{'s' if n > 1 else ''} (hidden)")
+    if http.headers:
+        parts.append("headers " + ", ".join(h.name for h in http.headers))
+    if http.ca_file:
+        parts.append(f"CAs of {http.ca_file}")
+    if http.client_cert:
+        parts.append(f"client certificate {http.client_cert}")
+    return "".join(f", {p}" for p in parts)
+
+
 def _delivery_detail(config: Config) -> str:
     d = config.delivery
     policy = f"--on-reject {d.on_reject}"
@@ -152,16 +170,20 @@ def _delivery_detail(config: Config) -> str:
 def _dsn_check(src: SourceConfig, messages: list[str] | None) -> Check:
     if messages:
         return failed("dsn", "; ".join(messages))
+    dsn = src.dsn.reveal()
     try:
-        params = connection_params(src.dsn.reveal())
+        params = connection_params(dsn, require_tls=src.require_tls)
     except ConfigError as e:
         return failed("dsn", str(e))
     host = params.get("host") or params.get("hostaddr") or "local socket"
     where = [f"host {host}", f"port {params.get('port', '5432')}",
              f"database {params.get('dbname', '(default)')}", f"user {params.get('user', '(default)')}"]
-    if dsn_password(src.dsn.reveal()):
-        where.append("password in the DSN (hidden)")
-    return ok("dsn", ", ".join(where))
+    sslmode = params.get("sslmode") or os.environ.get("PGSSLMODE")
+    if sslmode:
+        where.append(f"sslmode {sslmode}")
+    if src.require_tls:
+        where.append("TLS required (--require-tls)")
+    return ok("dsn", f"{', '.join(where)}: {redact_dsn(dsn)}")
 
 
 # -- database --------------------------------------------------------------------------------------
@@ -296,7 +318,7 @@ def online_checks(config: Config) -> list[Check]:
     checks: list[Check] = []
     src = config.source
     try:
-        conn = connect_sql(src.dsn.reveal(), src.connect_timeout_s)
+        conn = connect_source(src)
     except Wal2HttpError as e:
         checks.append(failed("database", str(e), "check the DSN, the network and pg_hba.conf",
                              ExitStatus.DATABASE))
@@ -318,12 +340,12 @@ def online_checks(config: Config) -> list[Check]:
 
 def connection_check(facts: admin.ServerFacts) -> Check:
     where = f"{facts.host}:{facts.port}, database {facts.database}, role {facts.user}"
-    if facts.ssl_in_use:
-        return ok("database", f"connected to {where}, TLS {facts.ssl_protocol}")
-    if facts.host.startswith("/") or facts.host == "local socket" or is_loopback(facts.host):
+    if facts.tls.in_use:
+        return ok("database", f"connected to {where}, {facts.tls}")
+    if facts.local:
         return ok("database", f"connected to {where}, without TLS (local connection)")
     return warning("database", f"connected to {where} without TLS",
-                   "add sslmode=verify-full and sslrootcert=... to the DSN")
+                   "add sslmode=verify-full and sslrootcert=... to the DSN, or pass --require-tls")
 
 
 def wal_keep_check(facts: admin.ServerFacts) -> Check:

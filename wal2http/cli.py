@@ -10,13 +10,18 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from wal2http import __version__, checks, lifecycle, slots
 from wal2http import log as log_setup
 from wal2http.config import (
+    DSN,
+    HOOK0_API_TOKEN,
+    HTTP_BEARER_TOKEN,
+    SIGNING_SECRET,
     BatchConfig,
     Config,
     DeliveryConfig,
@@ -24,12 +29,15 @@ from wal2http.config import (
     HttpConfig,
     LogConfig,
     Secret,
+    SecretSource,
     SinkConfig,
     SourceConfig,
-    read_secret_file,
+    load_dsn,
+    split_signing_secrets,
     validate,
 )
 from wal2http.errors import ConfigError, ExitStatus, Wal2HttpError
+from wal2http.headers import parse_headers
 from wal2http.sizes import parse_size
 
 logger = logging.getLogger("wal2http")
@@ -42,12 +50,28 @@ def env(name: str, *legacy: str) -> list[str]:
     return [f"WAL2HTTP_{name}", *legacy]
 
 
+def secret_file_option(source: SecretSource, help: str) -> Callable[..., Any]:
+    """``--x-file PATH`` (or ``WAL2HTTP_X_FILE``) for a secret that is never a flag itself."""
+    return click.option(source.file_option, envvar=source.file_env, metavar="PATH",
+                        help=f"{help} Or set {' or '.join(source.env)}.")
+
+
+class _Lines(click.ParamType):  # type: ignore[type-arg]
+    """A repeatable option whose environment variable holds one value per line."""
+
+    name = "text"
+    envvar_list_splitter = "\n"
+
+
 def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options naming the database, slot and publication, shared by every command."""
     for decorator in reversed([
         click.option("--dsn", envvar=env("DSN", "DATABASE_URL"), metavar="DSN",
-                     help="PostgreSQL connection string (URL or key=value); prefer the environment "
-                          "variable, which keeps a password out of the process list."),
+                     help="PostgreSQL connection string (URL or key=value) without a password; a DSN "
+                          "with a password goes in WAL2HTTP_DSN or --dsn-file."),
+        secret_file_option(DSN, "File holding the PostgreSQL connection string."),
+        click.option("--require-tls", is_flag=True, envvar=env("REQUIRE_TLS"),
+                     help="Refuse database connections that do not use TLS (exit 3)."),
         click.option("--slot", envvar=env("SLOT", "SLOT_NAME"), default="wal2http",
                      help="Logical replication slot (pgoutput)."),
         click.option("--publication", envvar=env("PUBLICATION", "PUB_NAME"), default="wal2http",
@@ -79,9 +103,7 @@ hook0_options = options(
                  help="Hook0 API base URL for --sink hook0, e.g. https://app.hook0.com/api/v1."),
     click.option("--hook0-application-id", envvar=env("HOOK0_APPLICATION_ID", "HOOK0_APPLICATION_ID"),
                  metavar="UUID", help="Hook0 application that receives the events."),
-    click.option("--hook0-api-token-file", envvar=env("HOOK0_API_TOKEN_FILE"), metavar="PATH",
-                 help="File holding the Hook0 API token "
-                      "(else HOOK0_API_TOKEN or WAL2HTTP_HOOK0_API_TOKEN)."),
+    secret_file_option(HOOK0_API_TOKEN, "File holding the Hook0 API token."),
     click.option("--hook0-mode", type=click.Choice(["outbox", "changes"]), envvar=env("HOOK0_MODE"),
                  default="outbox",
                  help="outbox: rows inserted into the outbox table (and hook0 messages) are the "
@@ -109,12 +131,25 @@ sink_options = options(
                  help="Receiver URL for --sink http."),
     click.option("--http-timeout", type=click.FloatRange(0.1, 300), envvar=env("HTTP_TIMEOUT"), default=15.0,
                  metavar="SECONDS", help="Read timeout of one request; keep it below wal_sender_timeout/2."),
+    secret_file_option(HTTP_BEARER_TOKEN, "File holding the token sent as 'Authorization: Bearer'."),
+    secret_file_option(SIGNING_SECRET, "File holding the Standard Webhooks signing secret(s), whsec_..., "
+                                       "separated by white space to sign with several during a rotation."),
+    click.option("--header", "headers", multiple=True, type=_Lines(), envvar=env("HEADER"),
+                 metavar="'NAME: VALUE'",
+                 help="Add a header to every request (repeatable). A secret value is read from the "
+                      "environment with 'NAME: env:VARIABLE' or from a file with 'NAME: file:PATH'."),
+    click.option("--ca-file", envvar=env("CA_FILE"), metavar="PATH",
+                 help="PEM file of the CAs trusted for the receiver, instead of the default bundle."),
+    click.option("--client-cert", envvar=env("CLIENT_CERT"), metavar="PATH",
+                 help="PEM client certificate for mutual TLS with the receiver."),
+    click.option("--client-key", envvar=env("CLIENT_KEY"), metavar="PATH",
+                 help="Unencrypted PEM private key of --client-cert, if not in the same file."),
     click.option("--file-path", envvar=env("FILE_PATH"), metavar="PATH",
                  help="File that --sink file appends JSON lines to."),
     hook0_options,
     click.option("--batch-size", type=click.IntRange(1, 100_000), envvar=env("BATCH_SIZE"), default=1,
                  help="Events per request at most; above 1 the body is a JSON array."),
-    click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=click.IntRange(1024),
+    click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=click.IntRange(1024, 64 << 20),
                  envvar=env("BATCH_BYTES", "WAL2HTTP_MAX_BATCH_BYTES"), default=1_048_576,
                  help="Body bytes per request at most (a larger single event is sent alone)."),
 )
@@ -148,7 +183,8 @@ run_options = options(
                                       "or be skipped. 401, 403, 404 and 410 always stop."),
     click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
                  help="JSON-lines file for --on-reject dead-letter (see 'wal2http replay')."),
-    click.option("--max-event-bytes", type=click.IntRange(1024), envvar=env("MAX_EVENT_BYTES"), default=1_048_576,
+    click.option("--max-event-bytes", type=click.IntRange(1024, 64 << 20), envvar=env("MAX_EVENT_BYTES"),
+                 default=1_048_576,
                  help="Largest event sent; a larger one is refused and handled by --on-reject."),
     breaker_options,
     click.option("--reconnect-max-wait", type=click.FloatRange(0.1, 3600), envvar=env("RECONNECT_MAX_WAIT"),
@@ -230,24 +266,11 @@ def _run_pipeline(config: Config) -> None:
 
 
 def _config(o: dict[str, Any]) -> Config:
-    """The configuration the options describe, not validated yet."""
-    http = HttpConfig(url=o["http_url"], read_timeout_s=o["http_timeout"]) if o.get("http_url") else None
-    try:
-        hook0 = _hook0_config(o) if o.get("sink") == "hook0" else None
-    except Wal2HttpError as e:
-        _fail(str(e), e.exit_status)
-        raise  # unreachable: _fail exits
+    """The configuration the options describe, not validated yet; reading a secret may raise ConfigError."""
     return Config(
-        source=SourceConfig(
-            dsn=Secret(o.get("dsn") or ""),
-            slot=o.get("slot", "wal2http"),
-            publication=o.get("publication", "wal2http"),
-            create_slot=o.get("create_slot", False),
-            messages=o.get("messages", False),
-            reconnect_max_wait_s=o.get("reconnect_max_wait", 30.0),
-            replication_timeout_s=o.get("replication_timeout", 30.0),
-        ),
-        sink=SinkConfig(kind=o.get("sink", "stdout"), http=http, file_path=o.get("file_path"), hook0=hook0),
+        source=source_config(o),
+        sink=SinkConfig(kind=o.get("sink", "stdout"), http=_http_config(o), file_path=o.get("file_path"),
+                        hook0=_hook0_config(o) if o.get("sink") == "hook0" else None),
         batch=BatchConfig(o.get("batch_size", 1), o.get("batch_bytes", 1_048_576),
                           o.get("batch_wait_ms", 100)),
         delivery=DeliveryConfig(
@@ -262,20 +285,51 @@ def _config(o: dict[str, Any]) -> Config:
     )
 
 
-def _build_config(o: dict[str, Any], database: bool = True) -> Config:
-    config = _config(o)
+def _build_config(o: dict[str, Any], database: bool = True, *, validated: bool = True) -> Config:
+    """The configuration, validated unless ``validated`` is False (check-config lists the problems
+    itself); a problem ends the command with its exit code."""
     try:
-        return validate(config, database=database)
+        config = _config(o)
+        return validate(config, database=database) if validated else config
     except Wal2HttpError as e:
         _fail(str(e), e.exit_status)
-        raise  # unreachable: _fail exits
+    except Exception as e:
+        # Logging (and its secret filter) is not set up yet: the message could hold a secret.
+        _fail(f"unexpected error while reading the configuration ({type(e).__name__})", ExitStatus.ERROR)
+
+
+def source_config(o: dict[str, Any]) -> SourceConfig:
+    """The database settings of any command using ``source_options``; secrets from env or files."""
+    from_flag = click.get_current_context().get_parameter_source("dsn") is ParameterSource.COMMANDLINE
+    return SourceConfig(
+        dsn=load_dsn(o.get("dsn") if from_flag else None, o.get("dsn_file"), os.environ),
+        slot=o.get("slot", "wal2http"),
+        publication=o.get("publication", "wal2http"),
+        create_slot=o.get("create_slot", False),
+        messages=o.get("messages", False),
+        reconnect_max_wait_s=o.get("reconnect_max_wait", 30.0),
+        replication_timeout_s=o.get("replication_timeout", 30.0),
+        require_tls=o.get("require_tls", False),
+    )
+
+
+def _http_config(o: dict[str, Any]) -> HttpConfig | None:
+    if not o.get("http_url"):
+        return None
+    return HttpConfig(
+        url=o["http_url"],
+        read_timeout_s=o["http_timeout"],
+        bearer_token=HTTP_BEARER_TOKEN.load(o.get("http_bearer_token_file"), os.environ),
+        signing_secrets=split_signing_secrets(SIGNING_SECRET.load(o.get("signing_secret_file"), os.environ)),
+        headers=parse_headers(o.get("headers", ()), os.environ),
+        ca_file=o.get("ca_file"),
+        client_cert=o.get("client_cert"),
+        client_key=o.get("client_key"),
+    )
 
 
 def _hook0_config(o: dict[str, Any]) -> Hook0Config:
-    if o.get("hook0_api_token_file"):
-        token = read_secret_file(o["hook0_api_token_file"], "--hook0-api-token-file")
-    else:
-        token = Secret(os.environ.get("WAL2HTTP_HOOK0_API_TOKEN") or os.environ.get("HOOK0_API_TOKEN") or "")
+    token = HOOK0_API_TOKEN.load(o.get("hook0_api_token_file"), os.environ) or Secret("")
     labels = []
     for mapping in o.get("hook0_labels") or ():
         name, equals, column = mapping.partition("=")
@@ -283,7 +337,8 @@ def _hook0_config(o: dict[str, Any]) -> Hook0Config:
             raise ConfigError(f"--hook0-label must be NAME=COLUMN, not {mapping!r}")
         labels.append((name.strip(), column.strip()))
     return Hook0Config(
-        http=HttpConfig(url=o.get("hook0_api_url") or "", read_timeout_s=o.get("http_timeout", 15.0)),
+        http=HttpConfig(url=o.get("hook0_api_url") or "", read_timeout_s=o.get("http_timeout", 15.0),
+                        ca_file=o.get("ca_file"), client_cert=o.get("client_cert"), client_key=o.get("client_key")),
         application_id=(o.get("hook0_application_id") or "").strip(),
         token=token,
         mode=o.get("hook0_mode", "outbox"),
@@ -318,7 +373,8 @@ def _execute(config: Config, action: Callable[[], None], *, as_log: bool = True)
         sys.exit(int(ExitStatus.ERROR))
 
 
-def _fail(message: str, status: ExitStatus | int) -> None:
+def _fail(message: str, status: ExitStatus | int) -> NoReturn:
+    """Report a problem found before logging is set up (or by a one-shot command), and exit."""
     click.echo(f"wal2http: error: {message}", err=True)
     sys.exit(int(status))
 
@@ -347,7 +403,7 @@ def check_config(offline: bool, as_json: bool, **options: Any) -> None:
     Example (a CI smoke check):
       wal2http check-config --sink http --http-url https://hooks.example.com/pg
     """
-    config = _config(options)
+    config = _build_config(options, validated=False)  # the checklist lists every invalid setting
 
     def action() -> None:
         found = checks.check_config(config, offline)
@@ -484,14 +540,22 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
     Example (cron):
       wal2http slot status --warn-lag 512MB --crit-lag 2GB --warn-inactive
     """
-    config = _config(options)
-    log_setup.setup("WARNING", config.log.format, config.secrets())
+    logging_ready = False
     try:
+        config = _config(options)  # a --dsn-file that cannot be read is UNKNOWN too
+        log_setup.setup("WARNING", config.log.format, config.secrets())
+        logging_ready = True
         validate(config)
         thresholds = slots.Thresholds(warn_lag, crit_lag, warn_inactive)
         report = lifecycle.status(config.source, thresholds, all_slots)
     except Exception as e:  # whatever it is, a monitoring check must answer UNKNOWN, not crash
-        reason = str(e) if isinstance(e, Wal2HttpError) else f"unexpected error: {type(e).__name__}: {e}"
+        if isinstance(e, Wal2HttpError):
+            reason = str(e)
+        else:
+            # Its text may quote a secret: only the log record, scrubbed by the secret filter, shows it.
+            reason = f"unexpected error: {type(e).__name__}"
+            if logging_ready:
+                logger.warning("%s: %s", reason, e)
         line = slots.unknown(reason)
         _emit(as_json, {"status": "UNKNOWN", "exit_code": int(slots.Health.UNKNOWN), "summary": line}, [line])
         sys.exit(int(slots.Health.UNKNOWN))

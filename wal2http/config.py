@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 import re
-import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
+from wal2http import signing
+from wal2http.dsn import dsn_password, dsn_secret_values, redact_dsn
 from wal2http.errors import ConfigError
+from wal2http.validation import check_range, check_tls_files, validate_identifier, validate_url, validate_uuid
+
+if TYPE_CHECKING:
+    from wal2http.headers import Header
+
+__all__ = ["dsn_password", "redact_dsn"]  # re-exported: the DSN helpers live in wal2http.dsn
 
 SLOT_NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
-PUBLICATION_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 SINKS = ("stdout", "file", "http", "hook0")
+MAX_SECRET_FILE_BYTES = 65536
+BEARER_TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,4096}$")
 HOOK0_MODES = ("outbox", "changes")
 HOOK0_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,50}$")  # one part of a service.resource_type.verb
 HOOK0_MAX_LABELS = 10
@@ -46,6 +56,77 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class SecretSource:
+    """Where one secret may come from: a ``--*-file`` option or environment variables, never a flag.
+
+    Precedence: the file (``--x-file`` or ``WAL2HTTP_X_FILE``), then ``WAL2HTTP_X``, then the
+    earlier tool's variable. Setting both the file and ``WAL2HTTP_X`` is refused as ambiguous.
+    """
+
+    env: tuple[str, ...]  # WAL2HTTP_ name first, then legacy names
+    file_option: str  # "--signing-secret-file"
+
+    @property
+    def file_env(self) -> str:
+        return f"{self.env[0]}_FILE"
+
+    def describe(self) -> str:
+        return f"{self.env[0]} or {self.file_option}"
+
+    def load(self, file_path: str | None, environ: Mapping[str, str]) -> Secret | None:
+        """The secret, or None when no source is set."""
+        if file_path:
+            if environ.get(self.env[0]):
+                raise ConfigError(f"both {self.env[0]} and {self.file_option} are set: keep one of them")
+            return Secret(read_secret_file(file_path, self.file_option))
+        for name in self.env:
+            if environ.get(name):
+                return Secret(environ[name])
+        return None
+
+
+DSN = SecretSource(("WAL2HTTP_DSN", "DATABASE_URL"), "--dsn-file")
+HTTP_BEARER_TOKEN = SecretSource(("WAL2HTTP_HTTP_BEARER_TOKEN",), "--http-bearer-token-file")
+SIGNING_SECRET = SecretSource(("WAL2HTTP_SIGNING_SECRET",), "--signing-secret-file")
+HOOK0_API_TOKEN = SecretSource(("WAL2HTTP_HOOK0_API_TOKEN", "HOOK0_API_TOKEN"), "--hook0-api-token-file")
+# Every secret a command reads; the documentation test checks each is documented.
+SECRET_SOURCES = (DSN, HTTP_BEARER_TOKEN, SIGNING_SECRET, HOOK0_API_TOKEN)
+
+
+def read_secret_file(path: str, option: str) -> str:
+    """The text of a secret file, without its trailing newline; ConfigError never quotes the content."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {option} {path!r}: {e.strerror or e}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{option} {path!r} is over {MAX_SECRET_FILE_BYTES} bytes: not a secret file")
+    try:
+        text = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{option} {path!r} is not UTF-8 text") from None
+    if not text.strip():
+        raise ConfigError(f"{option} {path!r} is empty")
+    return text
+
+
+def load_dsn(flag: str | None, file_path: str | None, environ: Mapping[str, str]) -> Secret:
+    """The DSN from ``--dsn`` (refused if it holds a password), ``--dsn-file`` or the environment."""
+    if flag:
+        if file_path:
+            raise ConfigError("both --dsn and --dsn-file are set: keep one of them")
+        if dsn_secret_values(flag):
+            raise ConfigError(
+                "--dsn must not contain a password: anyone on this machine can read command lines; "
+                "put the DSN in WAL2HTTP_DSN or in a file named by --dsn-file, "
+                "or leave the password out and use PGPASSWORD or ~/.pgpass"
+            )
+        return Secret(flag)
+    return DSN.load(file_path, environ) or Secret("")
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     dsn: Secret
     slot: str = "wal2http"
@@ -57,6 +138,7 @@ class SourceConfig:
     reconnect_max_wait_s: float = 30.0
     # Silence from the server (no data, no keepalive) before asking it to answer.
     replication_timeout_s: float = 30.0
+    require_tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +167,12 @@ class HttpConfig:
     retries: int = 2  # quick retries inside one attempt (urllib3)
     retry_after_max_s: float = 5.0
     retry_max_wait_s: float = 30.0  # cap of the wait between attempts during an outage
+    bearer_token: Secret | None = None
+    signing_secrets: tuple[Secret, ...] = ()  # Standard Webhooks whsec_ secrets, newest first
+    headers: tuple[Header, ...] = ()
+    ca_file: str | None = None  # trust only these CAs instead of the default bundle
+    client_cert: str | None = None  # PEM certificate (may hold the key too) for mutual TLS
+    client_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,14 +223,31 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def secrets(self) -> list[str]:
-        """Every secret value, for the logging filter that scrubs them."""
-        values = [self.source.dsn.reveal()]
-        password = dsn_password(self.source.dsn.reveal())
-        if password:
-            values.append(password)
-        if self.sink.hook0 is not None:
-            values.append(self.sink.hook0.token.reveal())
-        return [v for v in values if v]
+        """Every secret value in every form it may be printed in, for the logging filter."""
+        values: list[str] = []
+        for secret in _secrets_in(self):
+            value = secret.reveal()
+            if secret is self.source.dsn:
+                # Only its passwords: a DSN without one is not secret, and shows in messages.
+                forms = dsn_secret_values(value)
+            else:
+                forms = [value, unquote(value)]
+                if value.startswith(signing.SECRET_PREFIX):
+                    forms.append(value[len(signing.SECRET_PREFIX) :])
+            values.extend(f for f in forms if f and f not in values)
+        return values
+
+
+def _secrets_in(value: object) -> Iterator[Secret]:
+    """Every Secret inside a tree of dataclasses and tuples, so a new secret field needs no registration."""
+    if isinstance(value, Secret):
+        yield value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _secrets_in(getattr(value, f.name))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _secrets_in(item)
 
 
 @dataclass(frozen=True)
@@ -155,7 +260,7 @@ class Problem:
 
 
 def validate(config: Config, database: bool = True) -> Config:
-    """Raise ConfigError naming the first invalid setting; return the config unchanged.
+    """Raise ConfigError naming the first invalid setting and what is allowed; return the config.
 
     ``database`` is False for commands that never connect (``replay``).
     """
@@ -168,60 +273,56 @@ def validate(config: Config, database: bool = True) -> Config:
 def problems(config: Config, database: bool = True) -> list[Problem]:
     """Every invalid setting, in the order ``validate`` reports them (``check-config`` lists all)."""
     found: list[Problem] = []
+
+    def check(setting: str, rule: Callable[..., object], *args: Any) -> None:
+        """Run one rule that raises ConfigError; its message becomes a Problem of ``setting``."""
+        try:
+            rule(*args)
+        except ConfigError as e:
+            found.append(Problem(setting, str(e)))
+
     src = config.source
     if database and not src.dsn:
-        found.append(Problem("dsn", "no database given: set --dsn, WAL2HTTP_DSN or DATABASE_URL"))
+        found.append(Problem("dsn", "no database given: set WAL2HTTP_DSN (or DATABASE_URL), --dsn-file or --dsn"))
     if not SLOT_NAME_RE.match(src.slot):
         found.append(Problem(
-            "slot", f"invalid slot name {src.slot!r}: use 1-63 lower-case letters, digits or underscores"
+            "slot", f"invalid --slot {src.slot!r}: use 1-63 lower-case letters, digits or underscores"
         ))
-    if not PUBLICATION_NAME_RE.match(src.publication):
-        found.append(Problem("publication", f"invalid publication name {src.publication!r}"))
-    found.extend(Problem("sink", message) for message in _sink_problems(config.sink))
+    check("publication", validate_identifier, src.publication, "--publication")
+    check("sink", validate_sink, config.sink)
     b = config.batch
-    if b.max_events < 1:
-        found.append(Problem("batch", "--batch-size must be at least 1"))
-    if b.max_bytes < 1024:
-        found.append(Problem("batch", "--batch-bytes must be at least 1024"))
-    if b.max_wait_ms < 0:
-        found.append(Problem("batch", "--batch-wait-ms must not be negative"))
-    found.extend(Problem("delivery", message) for message in _delivery_problems(config.delivery))
+    check("batch", check_range, "--batch-size", b.max_events, 1, 100_000)
+    check("batch", check_range, "--batch-bytes", b.max_bytes, 1024, 64 << 20)
+    check("batch", check_range, "--batch-wait-ms", b.max_wait_ms, 0, 60_000)
+    d = config.delivery
+    if d.on_reject not in ("halt", "dead-letter", "skip"):
+        found.append(Problem("delivery", f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}"))
+    if d.on_reject == "dead-letter" and not d.dead_letter_path:
+        found.append(Problem(
+            "delivery", "--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)"
+        ))
+    check("delivery", check_range, "--max-event-bytes", d.max_event_bytes, 1024, 64 << 20)
+    if d.breaker_failures < 1:
+        found.append(Problem("delivery", "--breaker-failures must be at least 1"))
+    if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
+        found.append(Problem(
+            "delivery", "--breaker-cooldown must be positive and --shutdown-timeout not negative"
+        ))
     return found
 
 
-def _sink_problems(sink: SinkConfig) -> list[str]:
+def validate_sink(sink: SinkConfig) -> None:
+    """The first problem of the chosen sink's settings, as ConfigError."""
     if sink.kind not in SINKS:
-        return [f"unknown sink {sink.kind!r}: choose one of {', '.join(SINKS)}"]
+        raise ConfigError(f"unknown sink {sink.kind!r}: choose one of {', '.join(SINKS)}")
     if sink.kind == "http":
         if sink.http is None or not sink.http.url:
-            return ["--sink http needs --http-url (or WAL2HTTP_HTTP_URL, HTTP_ENDPOINT_URL)"]
-        try:
-            validate_url(sink.http.url, "--http-url")
-        except ConfigError as e:
-            return [str(e)]
+            raise ConfigError("--sink http needs --http-url (or WAL2HTTP_HTTP_URL, HTTP_ENDPOINT_URL)")
+        validate_http(sink.http)
     if sink.kind == "file" and not sink.file_path:
-        return ["--sink file needs --file-path (or WAL2HTTP_FILE_PATH)"]
+        raise ConfigError("--sink file needs --file-path (or WAL2HTTP_FILE_PATH)")
     if sink.kind == "hook0":
-        try:
-            validate_hook0(sink.hook0)
-        except ConfigError as e:
-            return [str(e)]
-    return []
-
-
-def _delivery_problems(d: DeliveryConfig) -> list[str]:
-    found = []
-    if d.on_reject not in ("halt", "dead-letter", "skip"):
-        found.append(f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}")
-    if d.on_reject == "dead-letter" and not d.dead_letter_path:
-        found.append("--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)")
-    if d.max_event_bytes < 1024:
-        found.append("--max-event-bytes must be at least 1024")
-    if d.breaker_failures < 1:
-        found.append("--breaker-failures must be at least 1")
-    if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
-        found.append("--breaker-cooldown must be positive and --shutdown-timeout not negative")
-    return found
+        validate_hook0(sink.hook0)
 
 
 def validate_hook0(hook0: Hook0Config | None) -> None:
@@ -236,6 +337,11 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
     if not hook0.token:
         raise ConfigError("--sink hook0 needs an API token: set HOOK0_API_TOKEN "
                           "(or WAL2HTTP_HOOK0_API_TOKEN) or pass --hook0-api-token-file")
+    if not BEARER_TOKEN_RE.match(hook0.token.reveal()):
+        raise ConfigError(
+            f"the Hook0 API token ({HOOK0_API_TOKEN.describe()}) must be 1-4096 printable ASCII "
+            "characters without spaces (the value is not shown)"
+        )
     if hook0.mode not in HOOK0_MODES:
         raise ConfigError(f"unknown --hook0-mode {hook0.mode!r}: choose one of {', '.join(HOOK0_MODES)}")
     schema, table = hook0.outbox_schema_table
@@ -262,84 +368,44 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
     if len(names) > HOOK0_MAX_LABELS - len(HOOK0_FIXED_LABELS):
         raise ConfigError(f"at most {HOOK0_MAX_LABELS - len(HOOK0_FIXED_LABELS)} --hook0-label mappings: "
                           f"Hook0 takes {HOOK0_MAX_LABELS} labels and schema and table are two of them")
+    check_tls_files(hook0.http.ca_file, hook0.http.client_cert, hook0.http.client_key)
 
 
-def validate_uuid(value: str, option: str) -> None:
-    """ConfigError unless ``value`` is a UUID (any case, with or without hyphens or braces)."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        raise ConfigError(f"{option} must be a UUID, not {value!r}") from None
+def validate_http(http: HttpConfig) -> None:
+    """The receiver URL, credentials, signing secrets and TLS files of the http sink."""
+    validate_url(http.url, "--http-url")
+    check_range("--http-timeout", http.read_timeout_s, 0.1, 300)
+    if http.bearer_token is not None and not BEARER_TOKEN_RE.match(http.bearer_token.reveal()):
+        raise ConfigError(
+            f"the bearer token ({HTTP_BEARER_TOKEN.describe()}) must be 1-4096 printable ASCII "
+            "characters without spaces (the value is not shown)"
+        )
+    signing_keys(http.signing_secrets)
+    if http.bearer_token is not None and any(h.name.lower() == "authorization" for h in http.headers):
+        raise ConfigError(
+            f"--header Authorization conflicts with the bearer token ({HTTP_BEARER_TOKEN.describe()}): "
+            "keep one of them"
+        )
+    check_tls_files(http.ca_file, http.client_cert, http.client_key)
 
 
-def read_secret_file(path: str, option: str) -> Secret:
-    """A secret kept in a file (one line; surrounding whitespace and the newline are dropped)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {option} {path!r}: {getattr(e, 'strerror', None) or e}") from None
-    if not value:
-        raise ConfigError(f"{option} {path!r} is empty")
-    return Secret(value)
+def signing_keys(secrets: tuple[Secret, ...]) -> list[bytes]:
+    """The HMAC keys of the signing secrets; ConfigError names the faulty one by position only."""
+    keys = []
+    for n, secret in enumerate(secrets, 1):
+        try:
+            keys.append(signing.decode_secret(secret.reveal()))
+        except ValueError as e:
+            which = f"secret {n} of {len(secrets)}" if len(secrets) > 1 else "the secret"
+            raise ConfigError(
+                f"signing secret ({SIGNING_SECRET.describe()}): {which} {e} "
+                f"(expected {signing.SECRET_PREFIX}<base64>, several separated by spaces)"
+            ) from None
+    return keys
 
 
-def validate_url(url: str, option: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"{option} must start with http:// or https://")
-    try:
-        host, _port = parts.hostname, parts.port
-    except ValueError:
-        raise ConfigError(f"{option} has an invalid port") from None
-    if not host:
-        raise ConfigError(f"{option} has no host")
-    if parts.username or parts.password:
-        raise ConfigError(f"{option} must not contain credentials; use a bearer token or header")
+def split_signing_secrets(secret: Secret | None) -> tuple[Secret, ...]:
+    """Several secrets, separated by white space, sign each request with all of them (rotation)."""
+    return tuple(Secret(s) for s in secret.reveal().split()) if secret is not None else ()
 
 
-def public_url(url: str) -> str:
-    """The URL without credentials, query or fragment (they may hold tokens), for showing."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    try:
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-    except ValueError:
-        pass
-    hidden = " (query hidden)" if parts.query else ""
-    return f"{parts.scheme}://{netloc}{parts.path}{hidden}"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def dsn_password(dsn: str) -> str | None:
-    """The password inside a DSN (URL or keyword form), for redaction."""
-    if "://" in dsn:
-        return urlsplit(dsn).password
-    match = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
-    if match is None:
-        return None
-    value = match.group(1)
-    return value[1:-1] if value.startswith("'") else value
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``***``."""
-    password = dsn_password(dsn)
-    if not password:
-        return dsn
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    return re.sub(r"((?:^|\s)password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)

@@ -22,7 +22,7 @@ from wal2http.config import SourceConfig
 from wal2http.errors import ConfigError, DatabaseError, SlotInUse
 from wal2http.lsn import format_lsn
 from wal2http.pg import admin
-from wal2http.pg.connection import connect_sql
+from wal2http.pg.connection import connect_source
 from wal2http.pg.slot import (
     Consumer,
     SlotInfo,
@@ -52,7 +52,7 @@ class Prepared:
 
 def prepare_stream(source: SourceConfig) -> Prepared:
     """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
-    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    conn = connect_source(source)
     try:
         facts = admin.server_facts(conn)
         # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
@@ -71,7 +71,7 @@ def prepare_stream(source: SourceConfig) -> Prepared:
 
 def status(source: SourceConfig, thresholds: Thresholds, all_slots: bool) -> Report:
     """``slot status``: the configured slot (or every logical slot of the database), judged."""
-    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    conn = connect_source(source)
     try:
         database = conn.get_dsn_parameters().get("dbname", "")
         found = slot_statuses(conn, None if all_slots else source.slot)
@@ -153,7 +153,7 @@ def create(source: SourceConfig, request: PublicationRequest, if_not_exists: boo
     """Create the publication when missing and asked for, then the slot; say what already existed."""
     if request.all_tables and (request.tables or request.schemas):
         raise ConfigError("--all-tables cannot be combined with --table or --schema")
-    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    conn = connect_source(source)
     try:
         return _create(conn, source, request, if_not_exists)
     finally:
@@ -261,7 +261,7 @@ def drop(source: SourceConfig, *, force: bool, if_exists: bool, with_publication
     ``confirm`` gets the question to ask and raises to refuse; it is called only when there is
     something to drop.
     """
-    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s)
+    conn = connect_source(source)
     try:
         return _drop(conn, source, force, if_exists, with_publication, confirm)
     finally:

@@ -29,6 +29,10 @@ class SecretFilter(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self._scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._scrub(record.stack_info)
         for key, value in list(vars(record).items()):
             if key not in _STANDARD_ATTRS and isinstance(value, str):
                 setattr(record, key, self._scrub(value))

@@ -305,7 +305,7 @@ def run(config: Config) -> None:
     sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=src.messages,
                                status_interval_s=src.status_interval_s,
-                               connect_timeout_s=src.connect_timeout_s)
+                               connect_timeout_s=src.connect_timeout_s, require_tls=src.require_tls)
     breaker = Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s)
     deliverer = Deliverer(sink, breaker, time.sleep, on_reject=d.on_reject, dead_letters=dead_letters)
     pipeline = Pipeline(config, stream, deliverer, start_lsn)

@@ -161,7 +161,7 @@ def test_hook0_application_id_must_be_a_uuid(db: Database, receiver: Receiver, w
     hook0 = ("--sink", "hook0", "--hook0-api-url", f"{receiver.url}/api/v1")
     result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", "app-42", env=token)
     assert result.code == 2 and failures(checks) == ["sink settings"] and "sink" not in checks
-    assert checks["sink settings"]["detail"] == "--hook0-application-id must be a UUID, not 'app-42'"
+    assert checks["sink settings"]["detail"].startswith("--hook0-application-id must be a UUID, not 'app-42'")
     application = "0b8e9c2e-5d2a-4f6e-9a51-3c1d7e0f4a12"
     result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", application, env=token)
     assert result.code == 0 and failures(checks) == []

@@ -7,6 +7,7 @@ import contextlib
 import json
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections import deque
@@ -108,11 +109,30 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, port: int, receiver: Receiver) -> None:
+    def __init__(self, port: int, receiver: Receiver, ssl_context: ssl.SSLContext | None = None) -> None:
         self.receiver = receiver
+        self.ssl_context = ssl_context
         self.connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__((HOST, port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.ssl_context is None:
+            return sock, address
+        # The handshake happens in the request's thread (finish_request), not in the accept loop.
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(10)
+                request.do_handshake()
+                request.settimeout(None)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                self.receiver._record_handshake_failure(e)
+                return
+        super().finish_request(request, client_address)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name, which can stall where DNS is missing.
@@ -142,14 +162,24 @@ class _Server(ThreadingHTTPServer):
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 recording requests; answers 200 unless told to fail, delay or go down."""
+    """An HTTP server on 127.0.0.1 recording requests; answers 200 unless told to fail, delay or go down.
+
+    With ``ssl_context`` (a server-side ``ssl.SSLContext``) it speaks HTTPS; a context that requires
+    client certificates makes it a mutual-TLS receiver. Failed handshakes are in ``tls_failures``.
+    """
 
     def __init__(
-        self, port: int = 0, path: str = "/hook", on_event: Callable[[Event], None] | None = None
+        self,
+        port: int = 0,
+        path: str = "/hook",
+        on_event: Callable[[Event], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.path = path
         self._port = port
         self._on_event = on_event
+        self._ssl_context = ssl_context
+        self._tls_failures: list[str] = []
         self._changed = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._events: list[Event] = []
@@ -169,7 +199,14 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}{self.path}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{HOST}:{self.port}{self.path}"
+
+    @property
+    def tls_failures(self) -> list[str]:
+        """Why each failed TLS handshake failed (e.g. a client without a certificate)."""
+        with self._changed:
+            return list(self._tls_failures)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -248,7 +285,7 @@ class Receiver:
         """Listen again, on the same port once one was chosen."""
         if self._server is not None:
             return
-        self._server = _Server(self._port, self)
+        self._server = _Server(self._port, self, self._ssl_context)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name=f"receiver:{self._port}", daemon=True
@@ -309,6 +346,16 @@ class Receiver:
             for event in events:
                 self._on_event(event)
         return answer
+
+    def _record_handshake_failure(self, error: BaseException) -> None:
+        with self._changed:
+            self._tls_failures.append(f"{type(error).__name__}: {error}")
+            self._changed.notify_all()
+
+    def wait_for_tls_failures(self, n: int, timeout: float = 30.0) -> list[str]:
+        """Block until at least ``n`` TLS handshakes failed and return why."""
+        self._wait(lambda: len(self._tls_failures) >= n, timeout, f"{n} failed TLS handshakes")
+        return self.tls_failures
 
     def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

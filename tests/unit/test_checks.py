@@ -15,9 +15,11 @@ from wal2http.config import (
     Secret,
     SinkConfig,
     SourceConfig,
-    validate_uuid,
+    problems,
+    validate,
 )
 from wal2http.errors import ConfigError, ExitStatus
+from wal2http.validation import validate_uuid
 
 DSN = "postgresql://app:s3cret-pw@db.example.com:5433/app"
 
@@ -89,3 +91,35 @@ def test_the_checklist_shows_the_fix_of_what_is_not_ok() -> None:
         "         fix: run 'wal2http slot create'",
         "1 failed, 0 warnings, 1 ok",
     ]
+
+
+def test_the_security_rules_are_listed_with_the_others() -> None:
+    """Every rule of validate() is a Problem: the first one is what run says, check-config lists all."""
+    http = HttpConfig("https://hooks.example.com/pg", signing_secrets=(Secret("whsec_not base64!"),))
+    cfg = Config(SourceConfig(Secret(DSN), publication="MyPub"), SinkConfig("http", http),
+                 BatchConfig(max_bytes=128 << 20), DeliveryConfig(max_event_bytes=1 << 30))
+    found = problems(cfg)
+    assert [p.setting for p in found] == ["publication", "sink", "batch", "delivery"]
+    assert found[0].message.startswith("invalid --publication 'MyPub': use 1-63 lower-case")
+    assert found[1].message.startswith("signing secret (WAL2HTTP_SIGNING_SECRET or --signing-secret-file)")
+    assert found[2].message == "--batch-bytes must be between 1024 and 6.71089e+07, not 1.34218e+08"
+    assert found[3].message.startswith("--max-event-bytes must be between 1024 and")
+    with pytest.raises(ConfigError) as raised:
+        validate(cfg)
+    assert str(raised.value) == found[0].message
+    checks = by_name(cfg)
+    assert checks["sink settings"][0] is Status.FAILED and "whsec_not" not in checks["sink settings"][1]
+
+
+def test_delivery_authentication_is_shown_without_its_secrets() -> None:
+    secrets = (Secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+               Secret("whsec_dGhlIHByZXZpb3VzIHNlY3JldCwgMzIgYnl0ZXMhISE="))
+    http = HttpConfig("https://hooks.example.com/pg", bearer_token=Secret("b3arer-value"), signing_secrets=secrets)
+    cfg = Config(SourceConfig(Secret(DSN), require_tls=True), SinkConfig("http", http), BatchConfig())
+    found = offline_checks(cfg)
+    assert all(c.status is Status.OK for c in found), found
+    text = "\n".join(render_text(found))
+    assert "bearer token given (hidden)" in text and "signed with 2 secrets (hidden)" in text
+    assert "b3arer-value" not in text and "MfKQ9r8" not in text and "s3cret-pw" not in text
+    dsn = {c.name: c.detail for c in found}["dsn"]
+    assert dsn.endswith("sslmode require, TLS required (--require-tls): postgresql://app:***@db.example.com:5433/app")

@@ -10,6 +10,7 @@ import click
 import pytest
 
 import wal2http.cli
+from wal2http.config import SECRET_SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
 MAN_PAGE = ROOT / "man" / "wal2http.1"
@@ -68,6 +69,9 @@ def mentions(text: str, word: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None
 
 
+# Secrets have no flag, so no click option names their variables: the registry does.
+SECRET_VARIABLES = sorted({name for source in SECRET_SOURCES for name in (*source.env, source.file_env)})
+
 COMMANDS = list(walk(wal2http.cli.main))
 OPTIONS = [(path, opt) for path, cmd in COMMANDS for opt in long_options(cmd)]
 ENVVARS = [(path, var) for path, cmd in COMMANDS for var in envvars(cmd)]
@@ -96,6 +100,12 @@ def test_every_environment_variable_is_documented(
     docs: dict[str, str], doc: str, path: str, name: str
 ) -> None:
     assert mentions(docs[doc], name), f"{name} (an option of {path}) is missing from {DOCS[doc].name}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+@pytest.mark.parametrize("name", SECRET_VARIABLES)
+def test_every_secret_variable_is_documented(docs: dict[str, str], doc: str, name: str) -> None:
+    assert mentions(docs[doc], name), f"secret variable {name} is missing from {DOCS[doc].name}"
 
 
 @pytest.mark.parametrize("doc", DOCS)

@@ -9,7 +9,7 @@ from typing import Any
 from psycopg2 import sql
 
 from wal2http.errors import ConfigError
-from wal2http.pg.connection import query
+from wal2http.pg.connection import TlsStatus, is_local, query, tls_status
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ class ServerFacts:
     database: str
     can_replicate: bool
     superuser: bool
-    ssl_in_use: bool
-    ssl_protocol: str | None
+    tls: TlsStatus
+    local: bool  # a Unix socket or loopback: nothing crosses a network
     host: str
     port: str
 
@@ -61,9 +61,7 @@ def server_facts(conn: Any) -> ServerFacts:
         max_wal_senders=row[5], used_wal_senders=row[6],
         max_slot_wal_keep_size_mb=row[7], wal_sender_timeout_ms=row[8],
         user=row[9], database=row[10], can_replicate=bool(row[11] or row[12]), superuser=bool(row[12]),
-        ssl_in_use=bool(conn.info.ssl_in_use),
-        ssl_protocol=conn.info.ssl_attribute("protocol") if conn.info.ssl_in_use else None,
-        host=host, port=params.get("port", "5432"),
+        tls=tls_status(conn), local=is_local(conn.info.host), host=host, port=params.get("port", "5432"),
     )
 
 
@@ -94,15 +92,17 @@ class Publication:
 
 def find_publication(conn: Any, name: str) -> Publication | None:
     # pg_publication_namespace (FOR TABLES IN SCHEMA) exists from PostgreSQL 15 on.
-    schemas = ("ARRAY(SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_namespace n"
-               " ON n.oid = pn.pnnspid WHERE pn.pnpubid = p.oid ORDER BY 1)"
-               if conn.server_version >= 150000 else "ARRAY[]::name[]")
+    schemas = sql.SQL("ARRAY(SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_namespace n"
+                      " ON n.oid = pn.pnnspid WHERE pn.pnpubid = p.oid ORDER BY 1)"
+                      if conn.server_version >= 150000 else "ARRAY[]::name[]")
     rows = query(
         conn,
-        "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, " + schemas + ","
-        " ARRAY(SELECT format('%%s.%%s', quote_ident(schemaname), quote_ident(tablename))"
-        "       FROM pg_publication_tables WHERE pubname = p.pubname ORDER BY 1)"
-        " FROM pg_publication p WHERE pubname = %s",
+        sql.SQL(
+            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, {},"
+            " ARRAY(SELECT format('%%s.%%s', quote_ident(schemaname), quote_ident(tablename))"
+            "       FROM pg_publication_tables WHERE pubname = p.pubname ORDER BY 1)"
+            " FROM pg_publication p WHERE pubname = %s"
+        ).format(schemas),
         (name,), what=f"read publication {name!r}",
     )
     if not rows:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from wal2http.config import SourceConfig, redact_dsn
+from wal2http.dsn import is_url
 from wal2http.errors import ConfigError, DatabaseError
+from wal2http.validation import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +40,35 @@ KEEPALIVE_PARAMS = {
 }
 
 
-def connection_params(dsn: str, connect_timeout: int = 10) -> dict[str, Any]:
-    """Merge the operator's DSN with wal2http's settings; the operator's own options are kept."""
+@dataclass(frozen=True)
+class TlsStatus:
+    """Whether a connection is encrypted, and how; for logs and ``check-config``."""
+
+    in_use: bool
+    protocol: str | None = None
+    cipher: str | None = None
+
+    def __str__(self) -> str:
+        return f"TLS {self.protocol}, cipher {self.cipher}" if self.in_use else "no TLS"
+
+
+def tls_status(conn: Any) -> TlsStatus:
+    info = conn.info
+    if not info.ssl_in_use:
+        return TlsStatus(False)
+    return TlsStatus(True, info.ssl_attribute("protocol"), info.ssl_attribute("cipher"))
+
+
+def connection_params(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> dict[str, Any]:
+    """Merge the operator's DSN with wal2http's settings; the operator's own options are kept.
+
+    With ``require_tls`` and no sslmode (in the DSN or PGSSLMODE), libpq is told ``sslmode=require``
+    so it never falls back to an unencrypted connection; a stricter sslmode is kept as it is.
+    """
     try:
         params: dict[str, Any] = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as e:
-        # The libpq message quotes no part of the DSN, so it is safe to show.
-        raise ConfigError(f"invalid database DSN: {e}") from None
+        raise ConfigError(f"invalid database DSN: {_without_dsn_text(_first_line(e))}") from None
     own = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
     params["options"] = f"{params['options']} {own}" if params.get("options") else own
     params.setdefault("application_name", APPLICATION_NAME)
@@ -48,28 +76,94 @@ def connection_params(dsn: str, connect_timeout: int = 10) -> dict[str, Any]:
     params["client_encoding"] = "UTF8"
     for name, value in KEEPALIVE_PARAMS.items():
         params.setdefault(name, value)
+    if require_tls and "sslmode" not in params and not os.environ.get("PGSSLMODE"):
+        params["sslmode"] = "require"
     return params
 
 
-def connect_sql(dsn: str, connect_timeout: int = 10) -> Any:
+def connect_sql(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> Any:
     """An autocommit SQL connection."""
     try:
-        conn = psycopg2.connect(**connection_params(dsn, connect_timeout))
+        conn = psycopg2.connect(**connection_params(dsn, connect_timeout, require_tls))
     except psycopg2.Error as e:
-        raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(e)}") from None
+        raise DatabaseError(f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): "
+                            f"{_tls_hint(_first_line(e), require_tls)}") from None
+    _check_tls(conn, "connection", require_tls)
     conn.autocommit = True
     return conn
 
 
-def connect_replication(dsn: str, connect_timeout: int = 10) -> Any:
+def connect_source(source: SourceConfig) -> Any:
+    """An autocommit SQL connection to the configured database, refused without TLS under --require-tls."""
+    return connect_sql(source.dsn.reveal(), source.connect_timeout_s, source.require_tls)
+
+
+def connect_replication(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> Any:
     """A logical replication connection (``replication=database``)."""
     try:
-        return psycopg2.connect(
+        conn = psycopg2.connect(
             connection_factory=psycopg2.extras.LogicalReplicationConnection,
-            **connection_params(dsn, connect_timeout),
+            **connection_params(dsn, connect_timeout, require_tls),
         )
     except psycopg2.Error as e:
-        raise DatabaseError(f"cannot open a replication connection: {_first_line(e)}") from None
+        raise DatabaseError(f"cannot open a replication connection ({redact_dsn(dsn)}): "
+                            f"{_tls_hint(_first_line(e), require_tls)}") from None
+    _check_tls(conn, "replication connection", require_tls)
+    return conn
+
+
+def _check_tls(conn: Any, kind: str, require_tls: bool) -> None:
+    """Log how the connection is protected; refuse it unencrypted under --require-tls."""
+    tls = tls_status(conn)
+    info = conn.info
+    where = f"{info.user}@{info.host}:{info.port}/{info.dbname}"
+    if tls.in_use:
+        logger.info("%s to %s: %s", kind, where, tls)
+        return
+    if require_tls:
+        conn.close()
+        raise DatabaseError(
+            f"{kind} to {where} does not use TLS and --require-tls is set: set sslmode=verify-full "
+            "(with sslrootcert) or sslmode=require in the DSN, and ssl=on on the server"
+        )
+    if is_local(info.host):
+        logger.info("%s to %s: no TLS (local)", kind, where)
+    else:
+        logger.warning("%s to %s does not use TLS: passwords and changes cross the network in clear; "
+                       "set sslmode=verify-full in the DSN, or pass --require-tls", kind, where)
+
+
+def is_local(host: str) -> bool:
+    """A Unix socket or a loopback address: traffic that never crosses a network."""
+    return host.startswith("/") or is_loopback(host)
+
+
+def _tls_hint(reason: str, require_tls: bool) -> str:
+    if require_tls and "SSL" in reason:
+        return f"{reason} (--require-tls is set: the server must accept TLS connections, ssl=on)"
+    return reason
+
+
+_QUOTED_RE = re.compile(r'"([^"]*)"')
+_NAMES_AN_OPTION_RE = re.compile(r"(?:option|parameter:?) $")
+
+
+def _without_dsn_text(message: str) -> str:
+    """libpq's DSN parse error without the pieces of the DSN it quotes, which may hold a password.
+
+    It quotes option names (kept), a token missing its '=' (hidden: it may be a glued
+    ``password...``) or the whole URI (shown redacted).
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        quoted = match.group(1)
+        if len(quoted) <= 1 or _NAMES_AN_OPTION_RE.search(message, 0, match.start()):
+            return match.group(0)
+        if is_url(quoted):
+            return f'"{redact_dsn(quoted)}"'
+        return '"..."'
+
+    return _QUOTED_RE.sub(replace, message)
 
 
 def query(conn: Any, statement: Any, params: Any = None, *, what: str) -> list[tuple[Any, ...]]:

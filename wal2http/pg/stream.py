@@ -25,13 +25,14 @@ class ReplicationStream:
     """One ``START_REPLICATION`` session at a time on a pgoutput slot; ``open`` again to reconnect."""
 
     def __init__(self, dsn: str, slot: str, publication: str, *, messages: bool, status_interval_s: float,
-                 connect_timeout_s: int = 10) -> None:
+                 connect_timeout_s: int = 10, require_tls: bool = False) -> None:
         self._dsn = dsn
         self.slot = slot
         self.publication = publication
         self.messages = messages
         self.status_interval_s = status_interval_s
         self.connect_timeout_s = connect_timeout_s
+        self.require_tls = require_tls
         self._conn: Any = None
         self._cur: Any = None
         self._probed_at: float | None = None
@@ -46,7 +47,7 @@ class ReplicationStream:
         """Connect and start streaming; raises SlotInUse, SlotMissing or ReplicationLost."""
         self.close()
         try:
-            self._conn = connect_replication(self._dsn, self.connect_timeout_s)
+            self._conn = connect_replication(self._dsn, self.connect_timeout_s, self.require_tls)
         except Exception as e:
             raise ReplicationLost(str(e)) from None
         self._cur = self._conn.cursor()

@@ -22,7 +22,7 @@ from wal2http.errors import (
 from wal2http.events import Event
 from wal2http.sinks import SourceInfo
 from wal2http.sinks.hook0_events import Hook0Event, Hook0Mapper, Rejected, sanitize_name
-from wal2http.sinks.http import new_session, request, retry_after_seconds
+from wal2http.sinks.http import BearerAuth, new_session, request, retry_after_seconds, warn_if_plain_http
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class Hook0Sink:
         service = config.service or sanitize_name(source.database or "postgres")
         self.mapper = Hook0Mapper(config, service)
         self._session = new_session(config.http, statuses=QUICK_RETRY_STATUSES)
-        self._session.headers["Authorization"] = f"Bearer {config.token.reveal()}"
+        self._session.auth = BearerAuth(config.token)  # as auth, ~/.netrc cannot replace it
+        warn_if_plain_http(config.api_url, "--hook0-api-url", credentials=True)
         self._event_url = f"{config.api_url}/event"
         self._event_types_url = f"{config.api_url}/event_types"
         self._application_id = self.mapper.application_id

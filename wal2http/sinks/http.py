@@ -6,15 +6,19 @@ import email.utils
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.util.retry import Retry
 
 from wal2http import __version__
 from wal2http.batch import Batch
-from wal2http.config import HttpConfig
+from wal2http.config import HttpConfig, Secret, signing_keys
 from wal2http.errors import DeliveryConfigError, RejectedError, TransientDeliveryError
+from wal2http.signing import Signer
+from wal2http.validation import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,20 @@ class _CappedRetry(Retry):
         return None if value is None else min(value, self.retry_after_cap)
 
 
+class BearerAuth(AuthBase):
+    """``Authorization: Bearer``; being the session's auth also keeps ~/.netrc from replacing it."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth('***')"
+
+
 class HttpSink:
     """POSTs batches; quick retries inside an attempt, the pipeline retries the rest."""
 
@@ -46,15 +64,26 @@ class HttpSink:
         self._config = config
         self._as_array = as_array
         self._session = new_session(config)
+        self._session.headers.update({h.name: h.reveal() for h in config.headers})
+        if config.bearer_token is not None:
+            self._session.auth = BearerAuth(config.bearer_token)
+        keys = signing_keys(config.signing_secrets)
+        self._signer = Signer(keys) if keys else None
+        credentials = config.bearer_token is not None or any(isinstance(h.value, Secret) for h in config.headers)
+        warn_if_plain_http(config.url, "--http-url", credentials)
 
     def send(self, batch: Batch) -> None:
         body = batch.body(self._as_array)
         webhook_id = batch.batch_id
+        timestamp = int(time.time())
         headers = {
             "webhook-id": webhook_id,
-            "webhook-timestamp": str(int(time.time())),
+            "webhook-timestamp": str(timestamp),
             "Idempotency-Key": webhook_id,
         }
+        if self._signer is not None:
+            # Over the very bytes passed to requests, which sends bytes unchanged.
+            headers["webhook-signature"] = self._signer.sign(webhook_id, timestamp, body)
         response = request(self._session, self._config, "POST", self._config.url, body, headers)
         status = response.status_code
         if 200 <= status < 300:
@@ -121,11 +150,29 @@ def request(session: requests.Session, config: HttpConfig, method: str, url: str
             params=params,
             timeout=(config.connect_timeout_s, config.read_timeout_s),
             allow_redirects=False,
+            # Per request, so REQUESTS_CA_BUNDLE cannot replace an explicit --ca-file.
+            verify=config.ca_file or True,
+            cert=client_certificate(config),
         )
     except requests.Timeout as e:
         raise TransientDeliveryError(f"{peer} timed out: {_reason(e)}") from None
     except requests.RequestException as e:
         raise TransientDeliveryError(f"cannot reach {peer}: {_reason(e)}") from None
+
+
+def client_certificate(config: HttpConfig) -> str | tuple[str, str] | None:
+    if config.client_cert and config.client_key:
+        return (config.client_cert, config.client_key)
+    return config.client_cert
+
+
+def warn_if_plain_http(url: str, option: str, credentials: bool) -> None:
+    """Warn at start when requests (and any credentials) would cross the network unencrypted."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or is_loopback(parts.hostname or ""):
+        return
+    logger.warning("%s uses plain http:// to %s: events%s cross the network unencrypted; use https://",
+                   option, parts.hostname, " and credentials" if credentials else "")
 
 
 def retry_after_seconds(value: str | None) -> float | None:
