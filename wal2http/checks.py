@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
-from wal2http.config import Config, HttpConfig, SourceConfig, problems, redact_dsn
+from wal2http import hook0_checks
+from wal2http.checklist import Check, Status, failed, ident, ok, warning
+from wal2http.config import Config, Hook0Config, HttpConfig, SourceConfig, problems, redact_dsn
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
+from wal2http.hook0_checks import Published
 from wal2http.lsn import format_lsn
 from wal2http.pg import admin
 from wal2http.pg.connection import connect_source, connection_params
@@ -22,87 +21,6 @@ from wal2http.validation import public_url
 logger = logging.getLogger(__name__)
 
 TESTED_VERSION = 150000
-
-
-class Status(Enum):
-    OK = "ok"
-    WARNING = "warning"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the checklist; ``fix`` says what to do when it is not ok."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
-    exit_status: ExitStatus = ExitStatus.USAGE  # of a failure: 2 configuration, 3 database side
-
-    @property
-    def message(self) -> str:
-        """The detail and the fix, as ``run`` and ``slot create`` report a failure."""
-        return f"{self.detail}; {self.fix}" if self.fix else self.detail
-
-    def error(self) -> Wal2HttpError:
-        cls = ConfigError if self.exit_status == ExitStatus.USAGE else DatabaseError
-        return cls(self.message)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status.value, "detail": self.detail, "fix": self.fix}
-
-
-def ok(name: str, detail: str) -> Check:
-    return Check(name, Status.OK, detail)
-
-
-def warning(name: str, detail: str, fix: str | None = None) -> Check:
-    return Check(name, Status.WARNING, detail, fix)
-
-
-def failed(name: str, detail: str, fix: str | None = None,
-           exit_status: ExitStatus = ExitStatus.USAGE) -> Check:
-    return Check(name, Status.FAILED, detail, fix, exit_status)
-
-
-def ident(name: str) -> str:
-    """An SQL identifier as an operator would type it in a suggested fix."""
-    return name if re.match(r"^[a-z_][a-z0-9_$]*$", name) else '"' + name.replace('"', '""') + '"'
-
-
-def require(checks: Iterable[Check], advisory: Iterable[str] = ()) -> list[str]:
-    """Raise the first failure, except of the ``advisory`` checks; return their and the warnings' text."""
-    tolerated = set(advisory)
-    notes = []
-    for check in checks:
-        if check.status is Status.FAILED and check.name not in tolerated:
-            raise check.error()
-        if check.status is not Status.OK:
-            notes.append(check.message)
-    return notes
-
-
-def exit_status(checks: list[Check]) -> ExitStatus:
-    """0 when nothing failed, 2 when a configuration check failed, else 3 (the database side)."""
-    failures = {c.exit_status for c in checks if c.status is Status.FAILED}
-    if not failures:
-        return ExitStatus.OK
-    return ExitStatus.USAGE if ExitStatus.USAGE in failures else ExitStatus.DATABASE
-
-
-def render_text(checks: list[Check]) -> list[str]:
-    lines = []
-    for c in checks:
-        label = "FAILED" if c.status is Status.FAILED else c.status.value
-        lines.append(f"{label:<8} {c.name}: {c.detail}")
-        if c.fix and c.status is not Status.OK:
-            lines.append(f"{'':<8} fix: {c.fix}")
-    counts = {s: sum(c.status is s for c in checks) for s in Status}
-    warnings = counts[Status.WARNING]
-    lines.append(f"{counts[Status.FAILED]} failed, {warnings} warning{'' if warnings == 1 else 's'}, "
-                 f"{counts[Status.OK]} ok")
-    return lines
 
 
 # -- offline ---------------------------------------------------------------------------------------
@@ -313,10 +231,14 @@ def slot_capacity_check(facts: admin.ServerFacts, creating: bool) -> Check:
 # -- check-config ----------------------------------------------------------------------------------
 
 
-def online_checks(config: Config) -> list[Check]:
-    """The database as ``run`` would meet it; nothing is created."""
+def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[list[Check], Published | None]:
+    """The database as ``run`` would meet it, and the Hook0 outbox table; nothing is created.
+
+    Also returns, in Hook0 changes mode, what the publication streams (for the event types check).
+    """
     checks: list[Check] = []
     src = config.source
+    changes = None
     try:
         conn = connect_source(src)
     except Wal2HttpError as e:
@@ -331,11 +253,15 @@ def online_checks(config: Config) -> list[Check]:
             http = _endpoint(config)
             if http is not None:
                 checks.append(http_timeout_check(http.read_timeout_s, facts.wal_sender_timeout_ms))
+            if hook0 is not None and hook0.mode == "outbox":
+                checks.extend(hook0_checks.outbox_checks(conn, hook0, src))
+            elif hook0 is not None:
+                changes = hook0_checks.published(conn, src, facts.database)
         except DatabaseError as e:
             checks.append(failed("database", str(e), None, ExitStatus.DATABASE))
         finally:
             conn.close()
-    return checks
+    return checks, changes
 
 
 def connection_check(facts: admin.ServerFacts) -> Check:
@@ -412,8 +338,14 @@ def check_config(config: Config, offline: bool) -> list[Check]:
     if offline:
         return checks
     valid = {c.name for c in checks if c.status is Status.OK}
+    hook0 = config.sink.hook0 if config.sink.kind == "hook0" and "sink settings" in valid else None
+    changes = None
     if "dsn" in valid:
-        checks.extend(online_checks(config))
+        online, changes = online_checks(config, hook0)
+        checks.extend(online)
     if "sink settings" in valid:
-        checks.append(sink_check(config))
+        sink = sink_check(config)
+        checks.append(sink)
+        if hook0 is not None and sink.status is Status.OK:
+            checks.extend(hook0_checks.api_checks(hook0, changes))
     return checks

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from wal2http import __version__, checks, lifecycle, slots
+from wal2http import __version__, checklist, checks, lifecycle, slots
 from wal2http import log as log_setup
 from wal2http.config import (
     DSN,
@@ -33,6 +33,7 @@ from wal2http.config import (
     SinkConfig,
     SourceConfig,
     load_dsn,
+    outbox_schema_table,
     split_signing_secrets,
     validate,
 )
@@ -407,8 +408,8 @@ def check_config(offline: bool, as_json: bool, **options: Any) -> None:
 
     def action() -> None:
         found = checks.check_config(config, offline)
-        status = int(checks.exit_status(found))
-        _emit(as_json, {"exit_code": status, "checks": [c.as_dict() for c in found]}, checks.render_text(found))
+        status = int(checklist.exit_status(found))
+        _emit(as_json, {"exit_code": status, "checks": [c.as_dict() for c in found]}, checklist.render_text(found))
         sys.exit(status)
 
     _execute(config, action, as_log=False)
@@ -430,27 +431,39 @@ def slot() -> None:
               help="Publish every table of this schema (FOR TABLES IN SCHEMA); repeatable.")
 @click.option("--all-tables", is_flag=True, envvar=env("ALL_TABLES"),
               help="Publish every table of the database (FOR ALL TABLES; needs a superuser).")
-@click.option("--publish", envvar=env("PUBLISH"), default="insert,update,delete,truncate", metavar="OPS",
-              help="Operations the created publication publishes.")
-@click.option("--if-not-exists", is_flag=True, help="An existing slot is a success, not an error.")
+@click.option("--publish", envvar=env("PUBLISH"), metavar="OPS", show_default=False,
+              help="Operations the created publication publishes [default: insert,update,delete,truncate; "
+                   "insert for --hook0-outbox alone].")
+@click.option("--hook0-outbox", is_flag=True,
+              help="Also create the Hook0 outbox table and publish it, adding it to an existing "
+                   "publication if needed.")
+@click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default="public.hook0_outbox",
+              metavar="[SCHEMA.]TABLE", help="The outbox table of --hook0-outbox.")
+@click.option("--if-not-exists", is_flag=True,
+              help="An existing slot (or outbox table) is a success, not an error.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: bool, publish: str,
-                if_not_exists: bool, as_json: bool, **options: Any) -> None:
+def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: bool, publish: str | None,
+                hook0_outbox: bool, hook0_outbox_table: str, if_not_exists: bool, as_json: bool,
+                **options: Any) -> None:
     """Create the pgoutput slot, and first the publication when it is missing.
 
-    The publication is created only from --table, --schema or --all-tables, and only
-    when it does not exist; an existing one is never changed. Warns about published
+    The publication is created only from --table, --schema, --all-tables or
+    --hook0-outbox, and only when it does not exist; an existing one is never changed,
+    except that --hook0-outbox adds the outbox table to it. Warns about published
     tables without a replica identity.
 
     \b
-    Example:
+    Examples:
       wal2http slot create --table public.orders --table public.customers
+      wal2http slot create --hook0-outbox
     """
     config = _build_config(options)
 
     def action() -> None:
-        operations = lifecycle.parse_operations(publish)
-        request = lifecycle.PublicationRequest(tables, schemas, all_tables, operations)
+        outbox = outbox_schema_table(hook0_outbox_table) if hook0_outbox else None
+        only_outbox = outbox is not None and not (tables or schemas or all_tables)
+        operations = lifecycle.parse_operations(publish, outbox_only=only_outbox)
+        request = lifecycle.PublicationRequest(tables, schemas, all_tables, operations, outbox)
         created = lifecycle.create(config.source, request, if_not_exists)
         for text in created.warnings:
             click.echo(f"wal2http: warning: {text}", err=True)

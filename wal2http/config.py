@@ -196,8 +196,20 @@ class Hook0Config:
     @property
     def outbox_schema_table(self) -> tuple[str, str]:
         """The outbox table as (schema, table); a bare name is in ``public``."""
-        schema, dot, table = self.outbox_table.partition(".")
-        return (schema, table) if dot else ("public", schema)
+        return _split_table(self.outbox_table)
+
+
+def _split_table(name: str) -> tuple[str, str]:
+    schema, dot, table = name.partition(".")
+    return (schema, table) if dot else ("public", schema)
+
+
+def outbox_schema_table(name: str) -> tuple[str, str]:
+    """``--hook0-outbox-table`` as (schema, table), a bare name in ``public``; ConfigError if malformed."""
+    schema, table = _split_table(name)
+    if not schema or not table or "." in table:
+        raise ConfigError(f"--hook0-outbox-table must be TABLE or SCHEMA.TABLE, not {name!r}")
+    return schema, table
 
 
 @dataclass(frozen=True)
@@ -344,9 +356,7 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
         )
     if hook0.mode not in HOOK0_MODES:
         raise ConfigError(f"unknown --hook0-mode {hook0.mode!r}: choose one of {', '.join(HOOK0_MODES)}")
-    schema, table = hook0.outbox_schema_table
-    if not schema or not table or "." in table:
-        raise ConfigError(f"--hook0-outbox-table must be TABLE or SCHEMA.TABLE, not {hook0.outbox_table!r}")
+    outbox_schema_table(hook0.outbox_table)
     if not hook0.message_prefix:
         raise ConfigError("--hook0-message-prefix must not be empty")
     if hook0.service is not None and not HOOK0_NAME_RE.match(hook0.service):

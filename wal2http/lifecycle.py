@@ -8,11 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wal2http.checklist import Status, require
 from wal2http.checks import (
-    Status,
     publication_check,
     replica_identity_check,
-    require,
     server_checks,
     slot_capacity_check,
     slot_check,
@@ -20,8 +19,10 @@ from wal2http.checks import (
 )
 from wal2http.config import SourceConfig
 from wal2http.errors import ConfigError, DatabaseError, SlotInUse
+from wal2http.hook0_outbox import Outbox, existing_outbox, outbox_into, outbox_report
 from wal2http.lsn import format_lsn
 from wal2http.pg import admin
+from wal2http.pg import outbox as outbox_sql
 from wal2http.pg.connection import connect_source
 from wal2http.pg.slot import (
     Consumer,
@@ -91,10 +92,16 @@ class PublicationRequest:
     schemas: tuple[str, ...] = ()
     all_tables: bool = False
     operations: tuple[str, ...] = admin.OPERATIONS
+    outbox: tuple[str, str] | None = None  # (schema, table) of --hook0-outbox
+
+    @property
+    def listed(self) -> bool:
+        """Tables asked for besides the outbox."""
+        return bool(self.tables or self.schemas or self.all_tables)
 
     @property
     def wanted(self) -> bool:
-        return bool(self.tables or self.schemas or self.all_tables)
+        return self.listed or self.outbox is not None
 
     def describe(self, tables: list[str]) -> str:
         if self.all_tables:
@@ -104,8 +111,14 @@ class PublicationRequest:
         return f"{', '.join(self.operations)} for {what}"
 
 
-def parse_operations(text: str) -> tuple[str, ...]:
-    """``"insert,update"`` → ``("insert", "update")``, in PostgreSQL's order; ConfigError otherwise."""
+def parse_operations(text: str | None, outbox_only: bool = False) -> tuple[str, ...]:
+    """``"insert,update"`` → ``("insert", "update")``, in PostgreSQL's order; ConfigError otherwise.
+
+    None is the default: every operation, but only inserts for a publication of the Hook0 outbox
+    alone (the sink reads nothing else, and deleting delivered rows then streams nothing).
+    """
+    if text is None:
+        return ("insert",) if outbox_only else admin.OPERATIONS
     chosen = {part.strip().lower() for part in text.split(",") if part.strip()}
     unknown = chosen - set(admin.OPERATIONS)
     if unknown or not chosen:
@@ -121,9 +134,10 @@ class Created:
     publication: admin.Publication
     publication_created: bool
     warnings: tuple[str, ...]
+    outbox: Outbox | None = None
 
     def lines(self) -> list[str]:
-        p, s = self.publication, self.slot
+        p, s, o = self.publication, self.slot, self.outbox
         pub = "created" if self.publication_created else "already exists"
         if self.slot_created and self.consistent_lsn is not None:
             lsn = format_lsn(self.consistent_lsn)
@@ -131,7 +145,14 @@ class Created:
         else:
             confirmed = "nothing" if s.confirmed_flush_lsn is None else format_lsn(s.confirmed_flush_lsn)
             slot = f"already exists: plugin {s.plugin}, database {s.database}, confirmed up to {confirmed}"
-        return [f"publication {p.name} {pub}: {p.describe()}", f"slot {s.name} {slot}"]
+        lines = []
+        if o is not None:
+            lines.append(f"outbox table {o.table} {'created' if o.created else 'already exists'}")
+        lines.append(f"publication {p.name} {pub}: {p.describe()}")
+        if o is not None and o.added_to_publication:
+            lines.append(f"outbox table {o.table} added to publication {p.name}, which did not publish it")
+        lines.append(f"slot {s.name} {slot}")
+        return lines
 
     def as_json(self) -> dict[str, Any]:
         p, s = self.publication, self.slot
@@ -145,6 +166,7 @@ class Created:
             "publication": {"name": p.name, "created": self.publication_created, "all_tables": p.all_tables,
                             "operations": list(p.operations), "schemas": list(p.schemas),
                             "tables": list(p.tables)},
+            "outbox": None if self.outbox is None else self.outbox.as_json(),
             "warnings": list(self.warnings),
         }
 
@@ -171,31 +193,14 @@ def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not
         require([slot_check(conn, slot, source, facts.database)])
     else:
         require([slot_capacity_check(facts, creating=True)])
+    existing = existing_outbox(conn, source, request.outbox, facts, if_not_exists, warnings)
+    done = _publish(conn, source, request, existing, slot is not None, facts.database, warnings)
     publication = admin.find_publication(conn, source.publication)
-    publication_created = False
-    if publication is None:
-        if not request.wanted:
-            # A slot made before its publication cannot decode what was written in between (PG 15).
-            raise publication_check(None, source.publication, facts.database).error()
-        tables = admin.resolve_tables(conn, list(request.tables))
-        admin.create_publication(conn, source.publication, tables=list(request.tables),
-                                 schemas=list(request.schemas), all_tables=request.all_tables,
-                                 operations=list(request.operations))
-        publication_created = True
-        publication = admin.find_publication(conn, source.publication)
-        assert publication is not None
-        if slot is not None:
-            warnings.append(
-                f"slot {source.slot} is older than publication {source.publication}: if anything was "
-                "written in between, run fails with 'publication does not exist'; then drop and create "
-                "the slot again")
-    elif request.wanted:
-        tables = admin.resolve_tables(conn, list(request.tables))
-        if _differs(publication, request, tables):
-            warnings.append(
-                f"publication {source.publication} already exists and was not changed: it "
-                f"{publication.describe()}; requested {request.describe(tables)}; change it with "
-                "ALTER PUBLICATION if needed")
+    assert publication is not None
+    outbox = None
+    if request.outbox is not None:
+        outbox = outbox_report(conn, source, publication, request.outbox, done.outbox_created,
+                               done.outbox_added, warnings)
     identity = replica_identity_check(conn, publication)
     if identity.status is not Status.OK:
         warnings.append(identity.message)
@@ -204,13 +209,66 @@ def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not
         try:
             consistent_lsn = create_slot(conn, source.slot)
         except DatabaseError:
-            if publication_created:  # leave nothing half made: a retry starts clean
-                admin.drop_publication(conn, source.publication)
+            done.undo(conn, source.publication, request.outbox)  # a retry starts clean
             raise
         slot = find_slot(conn, source.slot)
         assert slot is not None
-    return Created(slot, consistent_lsn is not None, consistent_lsn, publication, publication_created,
-                   tuple(warnings))
+    return Created(slot, consistent_lsn is not None, consistent_lsn, publication, done.publication_created,
+                   tuple(warnings), outbox)
+
+
+@dataclass
+class _Done:
+    """What ``slot create`` changed before creating the slot, to take back if that fails."""
+
+    publication_created: bool = False
+    outbox_created: bool = False
+    outbox_added: bool = False  # to an existing publication
+
+    def undo(self, conn: Any, publication: str, outbox: tuple[str, str] | None) -> None:
+        if self.publication_created:
+            admin.drop_publication(conn, publication)
+        if outbox is not None and (self.outbox_created or self.outbox_added):
+            outbox_sql.undo(conn, *outbox, created=self.outbox_created,
+                            publication=publication if self.outbox_added else None)
+
+
+def _publish(conn: Any, source: SourceConfig, request: PublicationRequest, existing: outbox_sql.Table | None,
+             slot_exists: bool, database: str, warnings: list[str]) -> _Done:
+    """Create the publication when missing (with the outbox table when asked), or add the outbox to it."""
+    done = _Done()
+    publication = admin.find_publication(conn, source.publication)
+    if publication is not None:
+        if request.listed:
+            tables = admin.resolve_tables(conn, list(request.tables))
+            if _differs(publication, request, tables):
+                warnings.append(
+                    f"publication {source.publication} already exists and was not changed: it "
+                    f"{publication.describe()}; requested {request.describe(tables)}; change it with "
+                    "ALTER PUBLICATION if needed")
+        if request.outbox is not None:
+            done.outbox_created, done.outbox_added = outbox_into(conn, publication, request.outbox, existing)
+        return done
+    if not request.wanted:
+        # A slot made before its publication cannot decode what was written in between (PG 15).
+        raise publication_check(None, source.publication, database).error()
+    admin.resolve_tables(conn, list(request.tables))
+    listed, before = list(request.tables), None
+    if request.outbox is not None:
+        schema, table = request.outbox
+        if not request.all_tables and schema not in request.schemas:
+            listed.append(f"{schema}.{table}")
+        if existing is None:
+            before, done.outbox_created = outbox_sql.create_statement(schema, table), True
+    admin.create_publication(conn, source.publication, tables=listed, schemas=list(request.schemas),
+                             all_tables=request.all_tables, operations=list(request.operations), before=before)
+    done.publication_created = True
+    if slot_exists:
+        warnings.append(
+            f"slot {source.slot} is older than publication {source.publication}: if anything was "
+            "written in between, run fails with 'publication does not exist'; then drop and create "
+            "the slot again")
+    return done
 
 
 def _differs(publication: admin.Publication, request: PublicationRequest, tables: list[str]) -> bool:

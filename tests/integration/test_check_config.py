@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.conftest import publish
 from tests.integration.test_slot_commands import Result, cli, slot_row
+from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database, PgCluster
 from tests.support.receiver import Receiver
 
@@ -155,20 +156,23 @@ def test_invalid_url_offline_and_online(db: Database, wal2http_bin: str) -> None
     assert "must not contain credentials" in checks["sink settings"]["detail"]
 
 
-def test_hook0_application_id_must_be_a_uuid(db: Database, receiver: Receiver, wal2http_bin: str) -> None:
+def test_hook0_application_id_must_be_a_uuid(db: Database, wal2http_bin: str) -> None:
     ready(db)
-    token = {"HOOK0_API_TOKEN": "hook0-s3cret-token"}
-    hook0 = ("--sink", "hook0", "--hook0-api-url", f"{receiver.url}/api/v1")
-    result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", "app-42", env=token)
-    assert result.code == 2 and failures(checks) == ["sink settings"] and "sink" not in checks
-    assert checks["sink settings"]["detail"].startswith("--hook0-application-id must be a UUID, not 'app-42'")
     application = "0b8e9c2e-5d2a-4f6e-9a51-3c1d7e0f4a12"
-    result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", application, env=token)
-    assert result.code == 0 and failures(checks) == []
-    assert f"application {application}" in checks["sink settings"]["detail"]
-    assert "accepts TCP connections" in checks["sink"]["detail"]  # the API host, probed without a request
-    assert receiver.requests == []
-    assert "hook0-s3cret-token" not in result.out + result.err
+    with FakeHook0(application_id=application, token="hook0-s3cret-token") as fake:
+        token = {"HOOK0_API_TOKEN": fake.token}
+        hook0 = ("--sink", "hook0", "--hook0-api-url", fake.url, "--hook0-mode", "changes",
+                 "--hook0-ensure-event-types")
+        result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", "app-42", env=token)
+        assert result.code == 2 and failures(checks) == ["sink settings"] and "sink" not in checks
+        assert checks["sink settings"]["detail"].startswith("--hook0-application-id must be a UUID, not 'app-42'")
+        assert fake.requests == []  # an invalid setting: nothing is asked of Hook0
+        result, checks = check(wal2http_bin, db.dsn, *hook0, "--hook0-application-id", application, env=token)
+        assert result.code == 0 and failures(checks) == []
+        assert f"application {application}" in checks["sink settings"]["detail"]
+        assert "accepts TCP connections" in checks["sink"]["detail"]
+        assert {r.method for r in fake.requests} == {"GET"} and fake.events() == []  # reads only
+        assert "hook0-s3cret-token" not in result.out + result.err
 
 
 def test_unreachable_database(wal2http_bin: str) -> None:

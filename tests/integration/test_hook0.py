@@ -28,7 +28,7 @@ def readme_sql(start: str, end: str) -> str:
     return text[begin:text.index(end, begin) + len(end)]
 
 
-OUTBOX_DDL = readme_sql("CREATE TABLE public.hook0_outbox (", "Deleting rows never affects delivery.';")
+OUTBOX_DDL = readme_sql("CREATE TABLE public.hook0_outbox (", "table small).';")
 MARK_DDL = readme_sql("CREATE TABLE public.hook0_outbox_mark (", ");")
 CLEANUP = readme_sql("BEGIN;\n    DELETE FROM public.hook0_outbox o", "COMMIT;")
 

@@ -1,4 +1,4 @@
-"""A local fake of Hook0's API: event ingestion and event types, checked with the official SDK's models."""
+"""A local fake of Hook0's API (ingestion, event types, instance), checked with the official SDK's models."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hook0.generated.models import EventPost, EventTypePost
+from hook0.generated.models import EventPost, EventTypePost, InstanceConfig
 from hook0.runtime import DecodeError
 
 __all__ = ["FakeHook0", "HookRequest"]
@@ -27,6 +27,7 @@ HOST = "127.0.0.1"
 API = "/api/v1"
 PAYLOAD_MAX_CHARS = 699_050
 CONTENT_TYPES = ("text/plain", "application/json", "application/octet-stream+base64")
+ROUTES = frozenset({("POST", f"{API}/event"), ("GET", f"{API}/event_types"), ("POST", f"{API}/event_types")})
 
 PROBLEMS: dict[str, tuple[int, str]] = {
     "EventAlreadyIngested": (409, "Event already Ingested"),
@@ -141,7 +142,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeHook0:
-    """Hook0's ingestion and event type endpoints for one application and one token, on 127.0.0.1."""
+    """Hook0's ingestion, event type and instance endpoints for one application and one token, on 127.0.0.1."""
 
     def __init__(self, application_id: str | None = None, token: str = "hook0-test-token-5d1f0c") -> None:
         self.application_id = application_id or str(uuid.uuid4())
@@ -255,14 +256,12 @@ class FakeHook0:
         path = parts.path.rstrip("/")
         extra: dict[str, str] = {}
         try:
-            self._authorize(headers)
-            if (method, path) == ("POST", f"{API}/event"):
-                status, answer, extra = self._ingest(body)
-            elif (method, path) == ("GET", f"{API}/event_types"):
-                status, answer = self._list_event_types(parse_qs(parts.query))
-            elif (method, path) == ("POST", f"{API}/event_types"):
-                status, answer = self._create_event_type(body)
-            else:
+            if (method, path) == ("GET", f"{API}/instance"):  # public, as in Hook0: no token needed
+                status, answer = 200, self._instance()
+            elif (method, path) in ROUTES:
+                self._authorize(headers)
+                status, answer, extra = self._route(method, path, parse_qs(parts.query), body)
+            else:  # Hook0 routes before it authenticates: an unknown path is 404 with or without a token
                 raise Problem("NotFound", f"no route for {method} {path}")
             problem = None
         except Problem as p:
@@ -272,6 +271,25 @@ class FakeHook0:
             self._requests.append(HookRequest(method, target, headers, body, status, problem, received_at))
             self._lock.notify_all()
         return status, answer, extra, problem
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]],
+               body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """The endpoints that need the token."""
+        if (method, path) == ("POST", f"{API}/event"):
+            return self._ingest(body)
+        if (method, path) == ("GET", f"{API}/event_types"):
+            return (*self._list_event_types(query), {})
+        assert (method, path) == ("POST", f"{API}/event_types")
+        return (*self._create_event_type(body), {})
+
+    def _instance(self) -> bytes:
+        """Hook0's instance configuration (``GET /instance``), in the shape the SDK's model reads."""
+        answer = {"application_secret_compatibility": True, "auto_db_migration": True,
+                  "biscuit_public_key": "a1" * 32, "password_minimum_length": 12,
+                  "quota_enforcement": True, "registration_disabled": True,
+                  "support_email_address": "support@hook0.test"}
+        InstanceConfig.from_json(answer)  # the official SDK reads it: the shape is Hook0's
+        return json.dumps(answer).encode()
 
     def _authorize(self, headers: dict[str, str]) -> None:
         value = headers.get("authorization")

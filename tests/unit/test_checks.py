@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from wal2http.checks import Status, exit_status, failed, offline_checks, ok, render_text, warning
+from wal2http.checklist import Status, exit_status, failed, ok, render_text, warning
+from wal2http.checks import offline_checks
 from wal2http.config import (
     BatchConfig,
     Config,

@@ -144,8 +144,11 @@ def resolve_tables(conn: Any, names: list[str]) -> list[str]:
 
 
 def create_publication(conn: Any, name: str, *, tables: list[str], schemas: list[str], all_tables: bool,
-                       operations: list[str]) -> None:
-    """``CREATE PUBLICATION`` for the tables, the schemas, or all tables, publishing ``operations``."""
+                       operations: list[str], before: sql.Composable | None = None) -> None:
+    """``CREATE PUBLICATION`` for the tables, the schemas, or all tables, publishing ``operations``.
+
+    ``before`` runs first in the same transaction (creating a table to publish): both or neither.
+    """
     if all_tables:
         target = sql.SQL("FOR ALL TABLES")
     else:
@@ -158,6 +161,9 @@ def create_publication(conn: Any, name: str, *, tables: list[str], schemas: list
         target = sql.SQL("FOR ") + sql.SQL(", ").join(parts)
     statement = sql.SQL("CREATE PUBLICATION {} {} WITH (publish = {})").format(
         sql.Identifier(name), target, sql.Literal(", ".join(operations)))
+    if before is not None:
+        # One simple query: PostgreSQL runs its statements as one transaction.
+        statement = sql.SQL("{}; {}").format(before, statement)
     query(conn, statement, what=f"create publication {name!r}")
     logger.info("created publication %s", name)
 

@@ -6,6 +6,7 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -69,9 +70,9 @@ class Hook0Mapper:
         self.service = service
         self.labels = config.labels
 
-    def event_types_for(self, table: str) -> list[str]:
-        """The changes-mode event types of one table."""
-        return [f"{self.service}.{sanitize_name(table)}.{verb}" for verb in VERBS.values()]
+    def event_types_for(self, table: str, operations: Iterable[str] = tuple(VERBS)) -> list[str]:
+        """The changes-mode event types of one table, for the ``operations`` published."""
+        return [f"{self.service}.{sanitize_name(table)}.{VERBS[op]}" for op in operations if op in VERBS]
 
     def map(self, event: Event) -> Hook0Event | None:
         """The Hook0 event for a change; None when this mode ignores it. Raises Rejected."""

@@ -1,0 +1,66 @@
+"""Read-only Hook0 API calls for ``check-config``: is this Hook0, and does it accept the token."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from wal2http.config import Hook0Config
+from wal2http.sinks.hook0 import PEER, Problem
+from wal2http.sinks.http import BearerAuth, new_session, request
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one GET got back, naming no secret."""
+
+    url: str  # without the query
+    status: int
+    reason: str
+    problem: Problem
+    value: Any  # the JSON answer; None when the body is not JSON
+    location: str | None  # of a redirect
+
+    def describe(self) -> str:
+        text = f"{self.status} {self.problem.id or self.reason}"
+        return f"{text}: {self.problem.detail}" if self.problem.id and self.problem.detail else text
+
+
+class Hook0Api:
+    """One session, no retries: a check reports what the API answers now."""
+
+    def __init__(self, config: Hook0Config) -> None:
+        self._config = config
+        self._http = dataclasses.replace(config.http, retries=0)
+        self._session = new_session(self._http, statuses=frozenset())
+
+    def instance(self) -> Answer:
+        """``GET /instance``: Hook0's public instance configuration; no token is sent."""
+        return self._get("instance", None)
+
+    def event_types(self) -> Answer:
+        """``GET /event_types?application_id=``: an authenticated read of the application."""
+        self._session.auth = BearerAuth(self._config.token)
+        return self._get("event_types", {"application_id": self._config.application_id})
+
+    def _get(self, path: str, params: dict[str, str] | None) -> Answer:
+        """Raises TransientDeliveryError when the API cannot be reached."""
+        url = f"{self._config.api_url}/{path}"
+        response = request(self._session, self._http, "GET", url, params=params, peer=PEER)
+        return Answer(url, response.status_code, response.reason or "", Problem.of(response), _json(response),
+                      response.headers.get("Location"))
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _json(response: requests.Response) -> Any:
+    if "json" not in response.headers.get("Content-Type", ""):
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
