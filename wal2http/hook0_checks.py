@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wal2http.checklist import Check, Status, failed, ident, ok, warning
 from wal2http.config import HOOK0_API_TOKEN, Hook0Config, SourceConfig
 from wal2http.errors import Wal2HttpError
 from wal2http.pg import admin
 from wal2http.pg import outbox as outbox_sql
-from wal2http.sinks.hook0_api import Answer, Hook0Api
 from wal2http.sinks.hook0_events import Hook0Mapper, sanitize_name
 from wal2http.validation import public_url
+
+if TYPE_CHECKING:
+    from wal2http.sinks.hook0_api import Answer, Hook0Api
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +176,7 @@ def outbox_checks(conn: Any, hook0: Hook0Config, source: SourceConfig) -> list[C
 
 
 def published(conn: Any, source: SourceConfig, database: str) -> Published | None:
+    """What changes mode would turn into events; None without a publication (a check of its own)."""
     publication = admin.find_publication(conn, source.publication)
     if publication is None:
         return None
@@ -185,6 +188,8 @@ def published(conn: Any, source: SourceConfig, database: str) -> Published | Non
 
 def api_checks(hook0: Hook0Config, changes: Published | None) -> list[Check]:
     """The API answers, accepts the token for the application, and (changes mode) knows the event types."""
+    from wal2http.sinks.hook0_api import Hook0Api  # requests: only when a check talks to Hook0
+
     api = Hook0Api(hook0)
     try:
         checks = [_instance_check(api, hook0)]

@@ -127,6 +127,19 @@ def test_hook0_outbox_is_added_to_an_existing_publication(db: Database, wal2http
     assert published(db, "deletes") == ["public.hook0_outbox", "public.orders"]
 
 
+def test_hook0_outbox_with_other_tables_publishes_every_operation(db: Database, wal2http_bin: str) -> None:
+    db.execute("CREATE SCHEMA app")
+    db.execute("CREATE TABLE app.orders (id int PRIMARY KEY)")
+    created = cli(wal2http_bin, "slot", "create", "--schema", "app", "--hook0-outbox", "--hook0-outbox-table",
+                  "app.outbox", dsn=db.dsn)
+    assert created.code == 0, created.err
+    assert created.out.splitlines()[:2] == [
+        "outbox table app.outbox created",
+        "publication wal2http created: publishes insert, update, delete, truncate for tables in schema app "
+        "(2 now): app.orders, app.outbox"]
+    assert publishes(db) == (True, True, True, True)  # other tables: the default stays all four
+
+
 def test_hook0_outbox_without_the_columns_the_sink_reads_is_refused(db: Database, wal2http_bin: str) -> None:
     db.execute("CREATE TABLE hook0_outbox (event_id uuid PRIMARY KEY, event_type text NOT NULL, payload text)")
     refused = cli(wal2http_bin, "slot", "create", "--hook0-outbox", "--if-not-exists", dsn=db.dsn)

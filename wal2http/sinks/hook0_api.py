@@ -50,7 +50,11 @@ class Hook0Api:
         """Raises TransientDeliveryError when the API cannot be reached."""
         url = f"{self._config.api_url}/{path}"
         response = request(self._session, self._http, "GET", url, params=params, peer=PEER)
-        return Answer(url, response.status_code, response.reason or "", Problem.of(response), _json(response),
+        problem = Problem.of(response)
+        token = self._config.token.reveal()
+        if token and token in problem.detail:  # a proxy echoing the request: the token is never shown
+            problem = Problem(problem.id, problem.detail.replace(token, "***"))
+        return Answer(url, response.status_code, response.reason or "", problem, _json(response),
                       response.headers.get("Location"))
 
     def close(self) -> None:
