@@ -18,22 +18,27 @@ from click.core import ParameterSource
 from wal2http import __version__, checklist, checks, lifecycle, slots
 from wal2http import log as log_setup
 from wal2http.config import (
+    ADMIN_TOKEN,
     DSN,
     HOOK0_API_TOKEN,
     HTTP_BEARER_TOKEN,
     SIGNING_SECRET,
+    SMTP_PASSWORD,
     BatchConfig,
     Config,
     DeliveryConfig,
     Hook0Config,
     HttpConfig,
     LogConfig,
+    MetricsConfig,
+    NotifyConfig,
     Secret,
     SecretSource,
     SinkConfig,
     SourceConfig,
     load_dsn,
     outbox_schema_table,
+    parse_listen_address,
     split_signing_secrets,
     validate,
 )
@@ -168,6 +173,49 @@ log_options = options(
                  help="Log record format on standard error."),
     click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
                  envvar=env("LOG_LEVEL"), default="info", help="Least severe level logged."),
+    click.option("--log-file", envvar=env("LOG_FILE"), metavar="PATH",
+                 help="Write log records to this file instead of standard error."),
+    click.option("--log-max-bytes", type=click.IntRange(0), envvar=env("LOG_MAX_BYTES"), default=104_857_600,
+                 metavar="BYTES", help="Rotate --log-file at this size; 0: never (rotate it with logrotate, "
+                                       "then send SIGHUP to reopen it)."),
+    click.option("--log-backups", type=click.IntRange(0, 1000), envvar=env("LOG_BACKUPS"), default=5,
+                 help="Rotated log files kept (PATH.1 ... PATH.N)."),
+)
+
+observability_options = options(
+    click.option("--progress-seconds", type=click.FloatRange(0, 86400), envvar=env("PROGRESS_SECONDS"),
+                 default=60.0, metavar="SECONDS", help="Log a progress line this often; 0: never."),
+    click.option("--metrics-addr", envvar=env("METRICS_ADDR"), metavar="HOST:PORT",
+                 help="Serve /metrics, /healthz and /readyz here (a port alone binds 127.0.0.1). Off by "
+                      "default. Set WAL2HTTP_ADMIN_TOKEN to require a bearer token."),
+    secret_file_option(ADMIN_TOKEN, "File holding the bearer token every admin path then requires."),
+    click.option("--health-stall-seconds", type=click.FloatRange(1, 86400), envvar=env("HEALTH_STALL_SECONDS"),
+                 default=120.0, metavar="SECONDS",
+                 help="/healthz fails when the main loop made no progress for this long."),
+    click.option("--slot-poll-seconds", type=click.FloatRange(0, 86400), envvar=env("SLOT_POLL_SECONDS"),
+                 default=15.0, metavar="SECONDS",
+                 help="How often the slot's lag and retained WAL are read (SQL connection); 0: never."),
+    click.option("--metrics-table-labels", is_flag=True, envvar=env("METRICS_TABLE_LABELS"),
+                 help="Label wal2http_events_total with schema and table (one series per table)."),
+    click.option("--smtp-host", envvar=env("SMTP_HOST", "SMTP_HOST"), metavar="HOST",
+                 help="Mail server for failure notifications; none are sent without it."),
+    click.option("--smtp-port", type=click.IntRange(1, 65535), envvar=env("SMTP_PORT", "SMTP_PORT"),
+                 show_default="587, or 25 with --no-smtp-starttls", help="Mail server port."),
+    click.option("--smtp-username", envvar=env("SMTP_USERNAME", "SMTP_USERNAME"), metavar="NAME",
+                 help="Mail server login; the password comes from WAL2HTTP_SMTP_PASSWORD, SMTP_PASSWORD "
+                      "or --smtp-password-file."),
+    secret_file_option(SMTP_PASSWORD, "File holding the mail server password."),
+    click.option("--smtp-from", envvar=env("SMTP_FROM", "SMTP_FROM"), metavar="ADDRESS",
+                 help="Sender address of notifications."),
+    click.option("--smtp-to", envvar=env("SMTP_TO", "SMTP_TO"), metavar="ADDRESSES",
+                 help="Recipients of notifications, separated by commas."),
+    click.option("--smtp-starttls/--no-smtp-starttls", envvar=env("SMTP_STARTTLS", "SMTP_STARTTLS"), default=True,
+                 help="Encrypt the mail connection with STARTTLS (certificate verified)."),
+    click.option("--notify-after", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_AFTER"), default=300.0,
+                 metavar="SECONDS", help="Email when the circuit breaker stays open this long."),
+    click.option("--notify-interval", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_INTERVAL"),
+                 default=900.0, metavar="SECONDS",
+                 help="At most one dead-letter email this often; the dead letters in between are summarised."),
 )
 
 # Every option of run; check-config takes them too, to check them.
@@ -197,6 +245,7 @@ run_options = options(
                  default=30.0, metavar="SECONDS",
                  help="How long a stop may wait to finish the open transaction."),
     log_options,
+    observability_options,
 )
 
 
@@ -217,7 +266,8 @@ def run(**options: Any) -> None:
       wal2http run --sink http --http-url https://hooks.example.com/pg --batch-size 100
     """
     config = _build_config(options)
-    _execute(config, lambda: _run_pipeline(config))
+    run_id = log_setup.new_run_id()
+    _execute(config, lambda: _run_pipeline(config, run_id), run_id=run_id)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
@@ -260,10 +310,10 @@ def _replay(config: Config, path: str, dry_run: bool, keep: bool) -> None:
     click.echo(f"replayed {result.delivered} of {result.total} events from {path} ({kind})")
 
 
-def _run_pipeline(config: Config) -> None:
+def _run_pipeline(config: Config, run_id: str) -> None:
     from wal2http.pipeline import run as run_pipeline
 
-    run_pipeline(config)
+    run_pipeline(config, run_id)
 
 
 def _config(o: dict[str, Any]) -> Config:
@@ -282,7 +332,11 @@ def _config(o: dict[str, Any]) -> Config:
             breaker_cooldown_s=o.get("breaker_cooldown", 10.0),
             shutdown_timeout_s=o.get("shutdown_timeout", 30.0),
         ),
-        log=LogConfig(format=o.get("log_format", "text"), level=o.get("log_level", "info").upper()),
+        log=LogConfig(format=o.get("log_format", "text"), level=o.get("log_level", "info").upper(),
+                      file=o.get("log_file"), max_bytes=o.get("log_max_bytes", 104_857_600),
+                      backups=o.get("log_backups", 5), progress_s=o.get("progress_seconds", 60.0)),
+        metrics=_metrics_config(o),
+        notify=_notify_config(o),
     )
 
 
@@ -351,14 +405,45 @@ def _hook0_config(o: dict[str, Any]) -> Hook0Config:
     )
 
 
-def _execute(config: Config, action: Callable[[], None], *, as_log: bool = True) -> None:
+def _metrics_config(o: dict[str, Any]) -> MetricsConfig:
+    return MetricsConfig(
+        address=parse_listen_address(o["metrics_addr"]) if o.get("metrics_addr") else None,
+        token=ADMIN_TOKEN.load(o.get("admin_token_file"), os.environ),
+        health_stall_s=o.get("health_stall_seconds", 120.0),
+        slot_poll_s=o.get("slot_poll_seconds", 15.0),
+        table_labels=o.get("metrics_table_labels", False),
+    )
+
+
+def _notify_config(o: dict[str, Any]) -> NotifyConfig:
+    if not o.get("smtp_host"):
+        return NotifyConfig()
+    return NotifyConfig(
+        smtp_host=o["smtp_host"],
+        smtp_port=o.get("smtp_port"),
+        username=o.get("smtp_username"),
+        password=SMTP_PASSWORD.load(o.get("smtp_password_file"), os.environ),
+        sender=o.get("smtp_from") or "",
+        recipients=tuple(a.strip() for a in (o.get("smtp_to") or "").split(",") if a.strip()),
+        starttls=o.get("smtp_starttls", True),
+        notify_after_s=o.get("notify_after", 300.0),
+        interval_s=o.get("notify_interval", 900.0),
+    )
+
+
+def _execute(config: Config, action: Callable[[], None], *, as_log: bool = True, run_id: str = "") -> None:
     """Run ``action`` with logging set up; turn every failure into a message and an exit code.
 
     ``run`` reports failures as log records; the one-shot commands (``as_log=False``) as one
-    ``wal2http: error:`` line, and log only warnings.
+    ``wal2http: error:`` line, and log only warnings. Every record carries ``slot`` and ``run_id``.
     """
     level = config.log.level if as_log else "WARNING"
-    log_setup.setup(level, config.log.format, config.secrets())
+    try:
+        log_setup.setup(level, config.log.format, config.secrets(), file=config.log.file,
+                        max_bytes=config.log.max_bytes, backups=config.log.backups,
+                        context={"slot": config.source.slot, "run_id": run_id or log_setup.new_run_id()})
+    except Wal2HttpError as e:
+        _fail(str(e), e.exit_status)
     try:
         action()
     except (click.ClickException, click.Abort):

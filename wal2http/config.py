@@ -12,7 +12,14 @@ from urllib.parse import unquote
 from wal2http import signing
 from wal2http.dsn import dsn_password, dsn_secret_values, redact_dsn
 from wal2http.errors import ConfigError
-from wal2http.validation import check_range, check_tls_files, validate_identifier, validate_url, validate_uuid
+from wal2http.validation import (
+    check_range,
+    check_tls_files,
+    is_loopback,
+    validate_identifier,
+    validate_url,
+    validate_uuid,
+)
 
 if TYPE_CHECKING:
     from wal2http.headers import Header
@@ -89,8 +96,10 @@ DSN = SecretSource(("WAL2HTTP_DSN", "DATABASE_URL"), "--dsn-file")
 HTTP_BEARER_TOKEN = SecretSource(("WAL2HTTP_HTTP_BEARER_TOKEN",), "--http-bearer-token-file")
 SIGNING_SECRET = SecretSource(("WAL2HTTP_SIGNING_SECRET",), "--signing-secret-file")
 HOOK0_API_TOKEN = SecretSource(("WAL2HTTP_HOOK0_API_TOKEN", "HOOK0_API_TOKEN"), "--hook0-api-token-file")
+ADMIN_TOKEN = SecretSource(("WAL2HTTP_ADMIN_TOKEN",), "--admin-token-file")
+SMTP_PASSWORD = SecretSource(("WAL2HTTP_SMTP_PASSWORD", "SMTP_PASSWORD"), "--smtp-password-file")
 # Every secret a command reads; the documentation test checks each is documented.
-SECRET_SOURCES = (DSN, HTTP_BEARER_TOKEN, SIGNING_SECRET, HOOK0_API_TOKEN)
+SECRET_SOURCES = (DSN, HTTP_BEARER_TOKEN, SIGNING_SECRET, HOOK0_API_TOKEN, ADMIN_TOKEN, SMTP_PASSWORD)
 
 
 def read_secret_file(path: str, option: str) -> str:
@@ -224,6 +233,43 @@ class SinkConfig:
 class LogConfig:
     format: str = "text"
     level: str = "INFO"
+    file: str | None = None
+    max_bytes: int = 104_857_600  # 0: no rotation by wal2http (logrotate, then SIGHUP)
+    backups: int = 5
+    progress_s: float = 60.0  # 0: no progress lines
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The admin endpoint (/metrics, /healthz, /readyz) and the slot polling that feeds it."""
+
+    address: tuple[str, int] | None = None  # --metrics-addr; None: no endpoint
+    token: Secret | None = None  # WAL2HTTP_ADMIN_TOKEN: every admin path wants it as a bearer token
+    health_stall_s: float = 120.0
+    slot_poll_s: float = 15.0  # 0: never polled
+    table_labels: bool = False
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Failure notifications by email; off unless ``smtp_host`` is set."""
+
+    smtp_host: str | None = None
+    smtp_port: int | None = None  # None: 587 with STARTTLS, else 25
+    username: str | None = None
+    password: Secret | None = None
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    starttls: bool = True
+    notify_after_s: float = 300.0  # breaker open this long before an email
+    interval_s: float = 900.0  # at most one email of a kind this often; dead letters in between are summed
+    timeout_s: float = 5.0  # overall, per email
+
+    @property
+    def port(self) -> int:
+        if self.smtp_port:
+            return self.smtp_port
+        return 587 if self.starttls else 25
 
 
 @dataclass(frozen=True)
@@ -233,6 +279,8 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def secrets(self) -> list[str]:
         """Every secret value in every form it may be printed in, for the logging filter."""
@@ -320,6 +368,7 @@ def problems(config: Config, database: bool = True) -> list[Problem]:
         found.append(Problem(
             "delivery", "--breaker-cooldown must be positive and --shutdown-timeout not negative"
         ))
+    check("notify", validate_notify, config.notify)
     return found
 
 
@@ -419,3 +468,33 @@ def split_signing_secrets(secret: Secret | None) -> tuple[Secret, ...]:
     return tuple(Secret(s) for s in secret.reveal().split()) if secret is not None else ()
 
 
+def parse_listen_address(text: str, option: str = "--metrics-addr") -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT``; the host defaults to 127.0.0.1."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"{option} {text!r}: write an IPv6 address in brackets, e.g. [::1]:9187")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{option} {text!r}: expected HOST:PORT or PORT, with a port from 1 to 65535")
+    return host or "127.0.0.1", int(port_text)
+
+
+def validate_notify(n: NotifyConfig) -> None:
+    if not n.smtp_host:
+        return
+    if not n.recipients:
+        raise ConfigError("SMTP_HOST is set but no recipient: set --smtp-to (or WAL2HTTP_SMTP_TO, SMTP_TO)")
+    if not n.sender:
+        raise ConfigError("SMTP_HOST is set but no sender: set --smtp-from (or WAL2HTTP_SMTP_FROM, SMTP_FROM)")
+    for address in (n.sender, *n.recipients):
+        if "@" not in address or any(c.isspace() for c in address):
+            raise ConfigError(f"not an email address: {address!r} (--smtp-from, --smtp-to)")
+    if n.password and not n.username:
+        raise ConfigError("an SMTP password is set without --smtp-username")
+    if n.password and not n.starttls and not is_loopback(n.smtp_host):
+        raise ConfigError("the SMTP password would cross the network in clear text: keep STARTTLS on, "
+                          "or relay through a mail server on this host")

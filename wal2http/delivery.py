@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from wal2http.batch import Batch
 from wal2http.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from wal2http.deadletter import DeadLetterFile
-from wal2http.errors import ConfigError, RejectedError, TransientDeliveryError
+from wal2http.errors import ConfigError, DeliveryError, RejectedError, TransientDeliveryError
 from wal2http.events import Event
+from wal2http.lsn import format_lsn
+from wal2http.metrics import Metrics
 from wal2http.sinks import Sink
 
 logger = logging.getLogger(__name__)
@@ -26,7 +29,8 @@ class Deliverer:
     """
 
     def __init__(self, sink: Sink, breaker: Breaker, wait: Callable[[float], None], *,
-                 on_reject: str = "halt", dead_letters: DeadLetterFile | None = None) -> None:
+                 on_reject: str = "halt", dead_letters: DeadLetterFile | None = None,
+                 metrics: Metrics | None = None) -> None:
         if on_reject not in POLICIES:
             raise ConfigError(f"--on-reject must be one of {', '.join(POLICIES)}")
         if on_reject == "dead-letter" and dead_letters is None:
@@ -39,6 +43,7 @@ class Deliverer:
         self.delivered = 0
         self.dead_lettered = 0
         self.skipped = 0
+        self.metrics = metrics or Metrics()
 
     def deliver(self, batch: Batch) -> None:
         try:
@@ -75,31 +80,67 @@ class Deliverer:
             logger.warning("skipped %s (--on-reject skip): %s", event.id, reason)
 
     def _send_until_accepted(self, batch: Batch) -> None:
-        breaker = self.breaker
+        breaker, metrics = self.breaker, self.metrics
         attempt = 0
         failing_since = 0.0
         while True:
             attempt += 1
             breaker.before_attempt()
+            metrics.set_breaker(breaker.state)
+            started = time.perf_counter()
             try:
-                self.sink.send(batch)
+                status = self.sink.send(batch)
             except TransientDeliveryError as e:
+                took = time.perf_counter() - started
+                metrics.request("failure", took)
                 was = breaker.state
                 delay = breaker.failure(e.retry_after)
+                metrics.set_breaker(breaker.state)
+                fields = correlation(batch, attempt, e.status, took)
                 if attempt == 1 and was == CLOSED:
                     failing_since = time.monotonic()
-                    logger.warning("delivery of %s failed: %s; retrying until it succeeds", batch.batch_id, e)
+                    logger.warning("delivery of %s failed: %s; retrying until it succeeds", batch.batch_id, e,
+                                   extra=fields)
                 elif was == HALF_OPEN:
-                    logger.warning("probe failed: circuit breaker open again for %.0f s (%s)", delay, e)
+                    logger.warning("probe failed: circuit breaker open again for %.0f s (%s)", delay, e,
+                                   extra=fields)
                 elif breaker.state == OPEN:
                     logger.warning("circuit breaker open after %d failed attempts: no requests for %.0f s "
-                                   "(last error: %s)", breaker.consecutive_failures, delay, e)
+                                   "(last error: %s)", breaker.consecutive_failures, delay, e, extra=fields)
                 else:
-                    logger.debug("delivery of %s failed again (attempt %d): %s", batch.batch_id, attempt, e)
+                    logger.debug("delivery of %s failed again (attempt %d): %s", batch.batch_id, attempt, e,
+                                 extra=fields)
                 self.wait(delay)
                 continue
+            except DeliveryError as e:
+                took = time.perf_counter() - started
+                metrics.request("rejected" if isinstance(e, RejectedError) else "error", took)
+                logger.debug("%s refused %s: %s", "receiver" if e.status else "sink", batch.batch_id, e,
+                             extra=correlation(batch, attempt, e.status, took))
+                raise
+            took = time.perf_counter() - started
+            metrics.request("success", took)
+            metrics.delivered(batch.events, time.time_ns() // 1000)
             if attempt > 1 or breaker.state != CLOSED:
                 logger.info("delivery recovered: %s accepted after %d attempts in %.1f s; circuit breaker closed",
-                            batch.batch_id, attempt, time.monotonic() - failing_since)
+                            batch.batch_id, attempt, time.monotonic() - failing_since,
+                            extra=correlation(batch, attempt, status, took))
+            elif logger.isEnabledFor(logging.DEBUG):
+                logger.debug("delivered %s (%d events)", batch.batch_id, len(batch.events),
+                             extra=correlation(batch, attempt, status, took))
             breaker.success()
+            metrics.set_breaker(breaker.state)
             return
+
+
+def correlation(batch: Batch, attempt: int | None, status: int | None, seconds: float | None) -> dict[str, Any]:
+    """The fields that tie a log record to a request: the ``webhook-id`` sent, and where it came from."""
+    first = batch.events[0]
+    return {
+        "event_id" if len(batch.events) == 1 else "batch_id": batch.batch_id,
+        "xid": first.xid,
+        "commit_lsn": format_lsn(first.commit_lsn) if first.commit_lsn else None,
+        "attempt": attempt,
+        "status": status,
+        "duration_ms": None if seconds is None else round(seconds * 1000, 1),
+    }

@@ -1,12 +1,16 @@
-"""Logging set-up: text or JSON records on stderr, with secrets scrubbed from every record."""
+"""Logging set-up: text or JSON records on stderr or a rotated file, secrets scrubbed from every record."""
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import secrets as random_tokens
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pythonjsonlogger.json import JsonFormatter
+
+from wal2http.errors import ConfigError
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -47,9 +51,42 @@ class SecretFilter(logging.Filter):
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-def setup(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
-    """Configure the root logger once; the only place handlers are created."""
-    handler = logging.StreamHandler(sys.stderr)
+def new_run_id() -> str:
+    """A short random id for this process, carried by every record as ``run_id``."""
+    return random_tokens.token_hex(6)
+
+
+class ContextFilter(logging.Filter):
+    """Adds fixed fields (``slot``, ``run_id``) to every record, unless the record sets them itself."""
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        super().__init__()
+        self._fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self._fields.items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
+
+
+def setup(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (), *,
+          file: str | None = None, max_bytes: int = 0, backups: int = 0,
+          context: Mapping[str, str] | None = None) -> None:
+    """Configure the root logger once; the only place handlers are created.
+
+    With ``file``, records go to that file only, rotated at ``max_bytes`` keeping ``backups``
+    old files (``max_bytes`` 0: never rotated here; ``reopen()`` after an external rotation).
+    """
+    handler: logging.Handler
+    if file:
+        try:
+            handler = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups,
+                                                           encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot open --log-file {file!r}: {e.strerror or e}") from None
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
@@ -59,11 +96,30 @@ def setup(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    if context:
+        handler.addFilter(ContextFilter(context))
     handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     # urllib3 warns about every quick retry; wal2http reports delivery trouble once, itself.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def reopen() -> bool:
+    """Reopen the log file (after logrotate moved it); False when logging goes to no file."""
+    reopened = False
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()
+            reopened = True
+    return reopened

@@ -21,6 +21,8 @@ from wal2http.errors import DatabaseError, Interrupted, ReplicationLost, SlotInU
 from wal2http.events import EventBuilder
 from wal2http.lifecycle import prepare_stream
 from wal2http.lsn import format_lsn
+from wal2http.metrics import STANDBY, STOPPING, STREAMING
+from wal2http.observer import Observer
 from wal2http.pg.stream import ReplicationStream
 from wal2http.sinks import SourceInfo, make_sink
 
@@ -49,8 +51,10 @@ class Pipeline:
     """Drives source → decode → events → batch → sink → ack, on one thread."""
 
     def __init__(self, config: Config, stream: ReplicationStream, deliverer: Deliverer,
-                 start_lsn: int = 0) -> None:
+                 start_lsn: int = 0, observer: Observer | None = None) -> None:
         self.config = config
+        self.observer = observer or Observer(config, deliverer.metrics)
+        self.metrics = self.observer.metrics
         self.stream = stream
         self.deliverer = deliverer
         deliverer.wait = self.wait
@@ -84,6 +88,7 @@ class Pipeline:
                               "unconfirmed changes will be sent again on the next run")
         self.stop_requested = True
         self.stop_deadline = time.monotonic() + self.config.delivery.shutdown_timeout_s
+        self.metrics.set_state(STOPPING, self.stream.connected)
         logger.info("%s received: stopping after the current transaction (at most %.0f s)",
                     name, self.config.delivery.shutdown_timeout_s)
 
@@ -97,6 +102,7 @@ class Pipeline:
         while True:
             if self.stream.connected:
                 self.stream.keepalive()
+            self._tick()
             now = time.monotonic()
             if self.stop_requested and (now >= self.stop_deadline or not self.stream.connected):
                 raise StopRequested()
@@ -130,6 +136,7 @@ class Pipeline:
             try:
                 self.stream.open()
             except SlotInUse as e:
+                self.metrics.set_state(STANDBY, connected=False)
                 if not standby:
                     logger.warning("%s: standing by until it is free", e)
                     standby = True
@@ -141,6 +148,7 @@ class Pipeline:
                 raise DatabaseError(f"{e}: create it with 'wal2http slot create' or --create-slot") from None
             except ReplicationLost as e:
                 failures += 1
+                self.metrics.replication_lost()
                 if lost_since is None:
                     lost_since = time.monotonic()
                     logger.warning("cannot connect for replication: %s; retrying", e)
@@ -153,6 +161,7 @@ class Pipeline:
                 logger.info("replication reconnected after %.1f s (%d attempts)",
                             time.monotonic() - lost_since, failures)
             failures, lost_since, streamed = 0, None, True
+            self.metrics.set_state(STOPPING if self.stop_requested else STREAMING, connected=True)
             try:
                 self._stream()
                 return
@@ -160,6 +169,8 @@ class Pipeline:
                 self.stream.close()
                 self._forget_unconfirmed()
                 self.reconnects += 1
+                self.metrics.reconnects += 1
+                self.metrics.replication_lost()
                 failures, lost_since = 1, time.monotonic()
                 logger.warning("%s; reconnecting (confirmed up to %s)", e, format_lsn(self.ack.confirmed_lsn))
                 self.wait(self._reconnect_delay(failures))
@@ -263,6 +274,7 @@ class Pipeline:
             if force:
                 self._last_idle_confirm = now
             self.stream.confirm(self.ack.confirmed_lsn, force=force)
+        self._tick()
         self.stream.check_alive(self.config.source.replication_timeout_s)
         self.stream.wait(IDLE_WAIT_S, self.wakeup)
         self._drain_wakeup()
@@ -277,6 +289,7 @@ class Pipeline:
         if not self.builder.in_transaction:
             self.ack.idle(self.stream.wal_end)
         self.stream.confirm(self.ack.confirmed_lsn, force=True)
+        self._tick()
         d = self.deliverer
         logger.info("stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions "
                     "skipped after reconnects; confirmed %s", d.delivered, d.dead_lettered, d.skipped,
@@ -290,10 +303,32 @@ class Pipeline:
             self.ack.events_delivered(last.commit_lsn, last.seq)
         if batch.ack_lsn is not None and self.ack.delivered(batch.ack_lsn):
             self.stream.confirm(self.ack.confirmed_lsn, force=True)
+        self._tick()
+
+    def _tick(self) -> None:
+        """Publish positions for /metrics, then let the observer do what is due (cheap when nothing is)."""
+        stream, ack = self.stream, self.ack
+        self.metrics.set_positions(stream.wal_end if stream.connected else None, ack.confirmed_lsn,
+                                   ack.skipped_transactions)
+        self.observer.tick()
 
 
-def run(config: Config) -> None:
-    """``wal2http run``: prepare the slot, stream until stopped."""
+def run(config: Config, run_id: str = "") -> None:
+    """``wal2http run``: prepare the slot, stream until stopped; the operator hears of any error stop."""
+    observer = Observer(config, run_id=run_id)
+    try:
+        observer.start_admin()
+        _run(config, observer)
+    except (StopRequested, Interrupted, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        observer.halted(e)
+        raise
+    finally:
+        observer.close()
+
+
+def _run(config: Config, observer: Observer) -> None:
     src = config.source
     prepared = prepare_stream(src)
     info = prepared.slot
@@ -307,9 +342,12 @@ def run(config: Config) -> None:
                                status_interval_s=src.status_interval_s,
                                connect_timeout_s=src.connect_timeout_s, require_tls=src.require_tls)
     breaker = Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s)
-    deliverer = Deliverer(sink, breaker, time.sleep, on_reject=d.on_reject, dead_letters=dead_letters)
-    pipeline = Pipeline(config, stream, deliverer, start_lsn)
+    deliverer = Deliverer(sink, breaker, time.sleep, on_reject=d.on_reject, dead_letters=dead_letters,
+                          metrics=observer.metrics)
+    pipeline = Pipeline(config, stream, deliverer, start_lsn, observer)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
     previous_wakeup_fd = signal.set_wakeup_fd(pipeline.wakeup_fd(), warn_on_full_buffer=False)
     try:
         pipeline.run()

@@ -12,12 +12,13 @@ from wal2http.config import SinkConfig
 class Sink(Protocol):
     """Delivers one batch synchronously.
 
-    ``send`` returns once the receiver accepted the whole batch. It raises
+    ``send`` returns once the receiver accepted the whole batch, with the HTTP status when
+    there is one (for the logs). It raises
     ``TransientDeliveryError`` when trying again later may succeed, and ``DeliveryError``
     when it will not.
     """
 
-    def send(self, batch: Batch) -> None: ...
+    def send(self, batch: Batch) -> int | None: ...
 
     def close(self) -> None: ...
 

@@ -72,7 +72,7 @@ class HttpSink:
         credentials = config.bearer_token is not None or any(isinstance(h.value, Secret) for h in config.headers)
         warn_if_plain_http(config.url, "--http-url", credentials)
 
-    def send(self, batch: Batch) -> None:
+    def send(self, batch: Batch) -> int:
         body = batch.body(self._as_array)
         webhook_id = batch.batch_id
         timestamp = int(time.time())
@@ -87,7 +87,7 @@ class HttpSink:
         response = request(self._session, self._config, "POST", self._config.url, body, headers)
         status = response.status_code
         if 200 <= status < 300:
-            return
+            return status
         excerpt = response.text[:BODY_EXCERPT].strip()
         if status in RETRYABLE_STATUSES:
             raise TransientDeliveryError(

@@ -1,0 +1,75 @@
+"""Slot monitoring on a plain SQL connection: how far behind the slot is and how much WAL it keeps."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+
+from wal2http.errors import DatabaseError
+from wal2http.pg.connection import connect_sql
+
+logger = logging.getLogger(__name__)
+
+SLOT_SQL = """
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
+       safe_wal_size, wal_status
+  FROM pg_replication_slots WHERE slot_name = %s
+"""
+
+
+@dataclass(frozen=True)
+class SlotStats:
+    lag_bytes: int | None  # current WAL position minus confirmed_flush_lsn
+    retained_bytes: int | None  # current WAL position minus restart_lsn: what the slot keeps on disk
+    safe_wal_size: int | None  # NULL when max_slot_wal_keep_size is unlimited (-1) or the slot is lost
+    wal_status: str | None
+
+
+class SlotMonitor:
+    """Owns one autocommit connection (opened lazily, dropped on error) used only by the main thread.
+
+    Short connect and statement timeouts: a poll must not hold up the main loop for long.
+    """
+
+    def __init__(self, dsn: str, slot: str, connect_timeout_s: int = 3, statement_timeout_ms: int = 2000) -> None:
+        self._dsn = dsn
+        self.slot = slot
+        self.connect_timeout_s = connect_timeout_s
+        self.statement_timeout_ms = statement_timeout_ms
+        self._conn: Any = None
+
+    def poll(self) -> SlotStats | None:
+        """The slot's numbers, or None when it does not exist; raises DatabaseError when PostgreSQL fails."""
+        try:
+            if self._conn is None:
+                self._conn = connect_sql(self._dsn, self.connect_timeout_s)
+                with self._conn.cursor() as cur:
+                    cur.execute("SET statement_timeout = %s", (self.statement_timeout_ms,))
+            with self._conn.cursor() as cur:
+                cur.execute(SLOT_SQL, (self.slot,))
+                row = cur.fetchone()
+        except psycopg2.Error as e:
+            self.close()
+            raise DatabaseError(f"cannot read slot {self.slot!r}: {' '.join(str(e).split())}") from None
+        except DatabaseError:
+            self.close()
+            raise
+        if row is None:
+            return None
+        lag, retained, safe, status = row
+        return SlotStats(_int(lag), _int(retained), _int(safe), status)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+        self._conn = None
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
