@@ -70,14 +70,17 @@ class Deliverer:
         """Apply the reject policy to one event the receiver (or a size limit) refused."""
         if self.on_reject == "halt":
             raise error or RejectedError(reason, status=status, event_id=event.id, body=response)
+        fields = correlation(Batch.of(event), None, status, None)
         if self.on_reject == "dead-letter":
             assert self.dead_letters is not None
             self.dead_letters.append(event, reason, status, response)
             self.dead_lettered += 1
-            logger.warning("dead-lettered %s to %s: %s", event.id, self.dead_letters.path, reason)
+            self.metrics.rejected(event, True, reason)
+            logger.warning("dead-lettered %s to %s: %s", event.id, self.dead_letters.path, reason, extra=fields)
         else:
             self.skipped += 1
-            logger.warning("skipped %s (--on-reject skip): %s", event.id, reason)
+            self.metrics.rejected(event, False, reason)
+            logger.warning("skipped %s (--on-reject skip): %s", event.id, reason, extra=fields)
 
     def _send_until_accepted(self, batch: Batch) -> None:
         breaker, metrics = self.breaker, self.metrics

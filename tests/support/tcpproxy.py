@@ -19,6 +19,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket, threading.Event]] = []
         self._closed = False
+        self.refusing = False
         threading.Thread(target=self._accept, name="tcpproxy", daemon=True).start()
 
     def _accept(self) -> None:
@@ -27,6 +28,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()  # like a server that is down: the connection ends before a byte is read
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -77,6 +81,15 @@ class TcpProxy:
         for _, _, frozen in pairs:
             frozen.set()
         return len(pairs)
+
+    def refuse(self) -> int:
+        """Cut every connection and close new ones at once, until ``accept()``: the target looks down."""
+        self.refusing = True
+        return self.cut()
+
+    def accept(self) -> None:
+        """Forward new connections again after ``refuse()``."""
+        self.refusing = False
 
     def close(self) -> None:
         self._closed = True
