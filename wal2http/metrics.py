@@ -244,6 +244,9 @@ class _Collector(Collector):
         for name in WAL_STATUSES:
             status.add_metric([name], 1 if name == current else 0)
         yield status
+        yield _gauge("wal2http_main_loop_idle_seconds", "Seconds since the main loop last made progress or "
+                     "waited on purpose (/healthz fails past --health-stall-seconds).",
+                     max(0.0, time.monotonic() - m.heartbeat))
         yield _gauge("wal2http_replication_connected", "1 while the replication connection is streaming.",
                      1 if m.replication_connected else 0)
         yield _counter("wal2http_reconnects", "Replication connections lost and opened again.", m.reconnects)

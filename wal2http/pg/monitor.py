@@ -14,14 +14,6 @@ from wal2http.pg.connection import connect_sql
 
 logger = logging.getLogger(__name__)
 
-SLOT_SQL = """
-SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
-       safe_wal_size, wal_status
-  FROM pg_replication_slots WHERE slot_name = %s
-"""
-
-
 @dataclass(frozen=True)
 class SlotStats:
     lag_bytes: int | None  # current WAL position minus confirmed_flush_lsn
@@ -51,7 +43,12 @@ class SlotMonitor:
                 with self._conn.cursor() as cur:
                     cur.execute("SET statement_timeout = %s", (self.statement_timeout_ms,))
             with self._conn.cursor() as cur:
-                cur.execute(SLOT_SQL, (self.slot,))
+                cur.execute(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
+                    " pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, safe_wal_size, wal_status"
+                    " FROM pg_replication_slots WHERE slot_name = %s",
+                    (self.slot,),
+                )
                 row = cur.fetchone()
         except psycopg2.Error as e:
             self.close()
