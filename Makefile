@@ -9,7 +9,7 @@ PG_BINDIR ?= /usr/lib/postgresql/15/bin
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
 
-.PHONY: help venv postgres test unit integration demo bench lint man clean
+.PHONY: help venv postgres promtool test unit integration demo bench lint man clean
 
 help:
 	@echo "make demo    stream real changes from a throwaway PostgreSQL to a local receiver"
@@ -33,6 +33,17 @@ postgres:
 			postgresql-15 postgresql-client-15 >/dev/null; \
 	fi
 	@test -x $(PG_BINDIR)/initdb || { echo "PostgreSQL 15 not found in $(PG_BINDIR)"; exit 1; }
+
+# promtool alone, for the alert rule tests (tests/unit/test_observability.py): unpacked from Debian's
+# prometheus package into the venv, so no Prometheus server is installed or started. Not part of
+# `make test` (a 19 MB download); without it those tests check the rules' structure and metric names.
+promtool: venv
+	@if [ ! -x $(BIN)/promtool ]; then \
+		tmp=$$(mktemp -d) && cd $$tmp && \
+		{ apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; } && \
+		dpkg -x prometheus_*.deb root && cp root/usr/bin/promtool $(CURDIR)/$(BIN)/promtool && rm -rf $$tmp; \
+	fi
+	@$(BIN)/promtool --version | head -1
 
 test: venv postgres
 	$(BIN)/python -m pytest -q tests
