@@ -32,7 +32,8 @@ class Observer:
         self.metrics = metrics or Metrics(config.metrics.table_labels)
         m, lg, n = config.metrics, config.log, config.notify
         self.slot = config.source.slot
-        self.monitor = (SlotMonitor(config.source.dsn.reveal(), config.source.slot)
+        self.monitor = (SlotMonitor(config.source.dsn.reveal(), config.source.slot,
+                                    require_tls=config.source.require_tls)
                         if m.slot_poll_s > 0 and config.source.dsn else None)
         self.poll_s = m.slot_poll_s
         self.progress_s = lg.progress_s

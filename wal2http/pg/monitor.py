@@ -28,8 +28,10 @@ class SlotMonitor:
     Short connect and statement timeouts: a poll must not hold up the main loop for long.
     """
 
-    def __init__(self, dsn: str, slot: str, connect_timeout_s: int = 3, statement_timeout_ms: int = 2000) -> None:
+    def __init__(self, dsn: str, slot: str, connect_timeout_s: int = 3, statement_timeout_ms: int = 2000,
+                 require_tls: bool = False) -> None:
         self._dsn = dsn
+        self.require_tls = require_tls
         self.slot = slot
         self.connect_timeout_s = connect_timeout_s
         self.statement_timeout_ms = statement_timeout_ms
@@ -39,7 +41,7 @@ class SlotMonitor:
         """The slot's numbers, or None when it does not exist; raises DatabaseError when PostgreSQL fails."""
         try:
             if self._conn is None:
-                self._conn = connect_sql(self._dsn, self.connect_timeout_s)
+                self._conn = connect_sql(self._dsn, self.connect_timeout_s, self.require_tls)
                 with self._conn.cursor() as cur:
                     cur.execute("SET statement_timeout = %s", (self.statement_timeout_ms,))
             with self._conn.cursor() as cur:
