@@ -16,6 +16,7 @@ help:
 	@echo "make test    run the whole test suite (unit and integration)"
 	@echo "make bench   measure throughput, latency and memory against pg_recvlogical"
 	@echo "make lint    ruff and mypy --strict"
+	@echo "make promtool  unpack promtool into .venv so the alert rule tests run it"
 
 $(BIN)/wal2http: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)

@@ -44,6 +44,9 @@ class SlotMonitor:
                 self._conn = connect_sql(self._dsn, self.connect_timeout_s, self.require_tls)
                 with self._conn.cursor() as cur:
                     cur.execute("SET statement_timeout = %s", (self.statement_timeout_ms,))
+                    # Told apart from the replication connection in pg_stat_activity.
+                    cur.execute("SELECT set_config('application_name',"
+                                " left(current_setting('application_name'), 49) || ' slot monitor', false)")
             with self._conn.cursor() as cur:
                 cur.execute(
                     "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
