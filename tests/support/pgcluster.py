@@ -169,11 +169,14 @@ class PgCluster:
     def terminate_walsenders(self, slot_name: str | None = None, timeout: float = 10.0) -> int:
         """Kill the walsenders of ``slot_name`` (or all), wait until the slots are free; return how many."""
         active = "FROM pg_replication_slots WHERE active AND (%(slot)s::text IS NULL OR slot_name = %(slot)s)"
-        rows = self.execute(f"SELECT pg_terminate_backend(active_pid) {active}", {"slot": slot_name})
+        rows = self.execute(f"SELECT active_pid, pg_terminate_backend(active_pid) {active}", {"slot": slot_name})
+        killed = [row[0] for row in rows]
+        # Gone when no slot is held by a killed walsender: a client may have reconnected already.
         wait_until(
-            lambda: not self.execute(f"SELECT 1 {active}", {"slot": slot_name}),
+            lambda: not self.execute(f"SELECT 1 {active} AND active_pid = ANY(%(killed)s)",
+                                     {"slot": slot_name, "killed": killed}),
             timeout=timeout,
-            what=f"replication slot {slot_name or '(any)'} to become inactive",
+            what=f"the walsenders of replication slot {slot_name or '(any)'} to exit",
         )
         return len(rows)
 
