@@ -11,26 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Start, publish
-from tests.support import wait_until
+from tests.support import readme, wait_until
 from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database
 from tests.support.process import run_once
 from wal2http.lsn import parse_lsn
 from wal2http.sinks.hook0_events import NAMESPACE
 
-README = Path(__file__).resolve().parents[2] / "README.rst"
-
-
-def readme_sql(start: str, end: str) -> str:
-    """SQL exactly as README.rst shows it, from ``start`` up to and including ``end``."""
-    text = README.read_text()
-    begin = text.index(start)
-    return text[begin:text.index(end, begin) + len(end)]
-
-
-OUTBOX_DDL = readme_sql("CREATE TABLE public.hook0_outbox (", "table small).';")
-MARK_DDL = readme_sql("CREATE TABLE public.hook0_outbox_mark (", ");")
-CLEANUP = readme_sql("BEGIN;\n    DELETE FROM public.hook0_outbox o", "COMMIT;")
+# The SQL exactly as README.rst shows it (blocks marked name=... there); the publication is the test's.
+OUTBOX_DDL = [s for s in readme.block("hook0-outbox").statements() if not s.startswith("CREATE PUBLICATION")]
+MARK_DDL = readme.block("hook0-mark").text
+CLEANUP = readme.block("hook0-cleanup").text
 
 
 @pytest.fixture
@@ -55,7 +46,7 @@ def posted_events(fake: FakeHook0) -> list[dict[str, object]]:
 
 def test_outbox_rows_become_hook0_events_and_other_changes_are_ignored(
         db: Database, hook0: FakeHook0, start_wal2http: Start) -> None:
-    publish(db, OUTBOX_DDL, "CREATE TABLE orders (id int PRIMARY KEY, total numeric)",
+    publish(db, *OUTBOX_DDL, "CREATE TABLE orders (id int PRIMARY KEY, total numeric)",
             tables="public.hook0_outbox, orders")
     hook0.add_event_type("billing.invoice.paid")
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
@@ -152,7 +143,7 @@ def test_changes_mode_with_ensured_event_types_and_labels(db: Database, hook0: F
 
 def test_ensure_event_types_creates_outbox_types_on_first_sight(db: Database, hook0: FakeHook0,
                                                                 start_wal2http: Start) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     wal2http = start_wal2http(*hook0_args(hook0, "--hook0-ensure-event-types"), env=token_env(hook0))
     insert = ("INSERT INTO hook0_outbox (event_type, payload, labels) "
               "VALUES ('billing.invoice.paid', %s, '{\"a\": \"b\"}')")
@@ -171,7 +162,7 @@ def test_ensure_event_types_creates_outbox_types_on_first_sight(db: Database, ho
 @pytest.mark.parametrize("mode", ["outbox", "changes"])
 def test_kill_and_restart_redelivers_and_hook0_keeps_each_event_once(
         db: Database, hook0: FakeHook0, start_wal2http: Start, mode: str) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     args = hook0_args(hook0, "--hook0-mode", mode, "--hook0-service", "shop", "--hook0-ensure-event-types")
     first = start_wal2http(*args, env=token_env(hook0))
@@ -203,7 +194,7 @@ def test_kill_and_restart_redelivers_and_hook0_keeps_each_event_once(
 
 def test_invalid_outbox_row_halts_with_exit_4_after_the_rows_before_it(
         db: Database, hook0: FakeHook0, start_wal2http: Start) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     wal2http = start_wal2http(*hook0_args(hook0, "--batch-size", "10"), env=token_env(hook0))
     confirmed_before = db.cluster.confirmed_flush_lsn("wal2http")
@@ -222,7 +213,7 @@ def test_invalid_outbox_row_halts_with_exit_4_after_the_rows_before_it(
 
 def test_refused_events_are_dead_lettered_then_replayed_with_their_ids(
         db: Database, hook0: FakeHook0, start_wal2http: Start, wal2http_bin: str, tmp_path: Path) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     dead = tmp_path / "dead.jsonl"
     wal2http = start_wal2http(*hook0_args(hook0, "--batch-size", "10", "--on-reject", "dead-letter",
@@ -252,7 +243,7 @@ def test_refused_events_are_dead_lettered_then_replayed_with_their_ids(
 
 def test_hook0_problems_are_retried_until_delivered(db: Database, hook0: FakeHook0,
                                                     start_wal2http: Start) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     wal2http = start_wal2http(*hook0_args(hook0), env=token_env(hook0))
     hook0.fail_next(3, "ServiceUnavailable")
@@ -269,7 +260,7 @@ def test_hook0_problems_are_retried_until_delivered(db: Database, hook0: FakeHoo
 
 def test_daily_quota_stops_requests_for_the_cooldown(db: Database, hook0: FakeHook0,
                                                      start_wal2http: Start) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     hook0.set_quota(1)
     wal2http = start_wal2http(*hook0_args(hook0), env=token_env(hook0))
@@ -291,7 +282,7 @@ def test_daily_quota_stops_requests_for_the_cooldown(db: Database, hook0: FakeHo
 def test_hook0_refusals_stop_with_exit_4_and_hook0s_reason(db: Database, hook0: FakeHook0,
                                                            start_wal2http: Start, setup: str,
                                                            expected: str) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     if setup != "unknown-type":
         hook0.add_event_type("shop.order.created")
     if setup == "validation":
@@ -309,7 +300,7 @@ def test_hook0_refusals_stop_with_exit_4_and_hook0s_reason(db: Database, hook0: 
 
 def test_legacy_variables_and_token_file(db: Database, hook0: FakeHook0, start_wal2http: Start,
                                          tmp_path: Path) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     token_file = tmp_path / "token"
     token_file.write_text(hook0.token + "\n")
@@ -343,7 +334,7 @@ def test_hook0_configuration_mistakes_exit_2(wal2http_bin: str, db: Database, ar
 
 def test_deleting_outbox_rows_never_loses_their_events(db: Database, hook0: FakeHook0,
                                                      start_wal2http: Start) -> None:
-    publish(db, OUTBOX_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     wal2http = start_wal2http(*hook0_args(hook0), env=token_env(hook0))
     insert = ("INSERT INTO hook0_outbox (event_type, payload, labels) "
@@ -362,7 +353,7 @@ def test_deleting_outbox_rows_never_loses_their_events(db: Database, hook0: Fake
 
 def test_documented_cleanup_deletes_only_confirmed_rows(db: Database, hook0: FakeHook0,
                                                         start_wal2http: Start) -> None:
-    publish(db, OUTBOX_DDL, MARK_DDL, tables="public.hook0_outbox")
+    publish(db, *OUTBOX_DDL, MARK_DDL, tables="public.hook0_outbox")
     hook0.add_event_type("shop.order.created")
     wal2http = start_wal2http(*hook0_args(hook0), env=token_env(hook0))
     insert = ("INSERT INTO hook0_outbox (event_type, payload, labels) "

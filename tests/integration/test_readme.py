@@ -7,7 +7,7 @@ order. Shell blocks run in bash from a scratch directory with the example hosts,
 placeholder secrets of the README replaced by the test's (``SUBSTITUTIONS``); ``export`` lines
 carry over to the section's later blocks. A block ending in ``wal2http run`` starts in the
 background and must stream; before the next one starts, or at the end of the section, an event
-must have reached its sink (a row is inserted into ``orders`` when the section made no change),
+must have reached its sink (rows are inserted into ``customers`` and ``orders`` when the section made no change),
 then SIGTERM must stop it with exit status 0.
 """
 
@@ -20,6 +20,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,9 +41,10 @@ EXAMPLE_TABLES = """
     CREATE TABLE invoices (id int PRIMARY KEY, status text NOT NULL);
     INSERT INTO invoices VALUES (42, 'open');
 """
-PROBE = "INSERT INTO orders (status, total) VALUES ('probe from test_readme', 1.5)"
+PROBE = ("INSERT INTO customers (name) VALUES ('probe from test_readme');"
+         "INSERT INTO orders (status, total) VALUES ('probe from test_readme', 1.5)")
 RUNNABLE = ("shell", "sql", "cron")
-CRON_FIELDS = 5
+CRON_SCHEDULE_RE = r"^\s*(\S+\s+){5}"
 
 
 def scenarios() -> dict[str, list[readme.Block]]:
@@ -94,8 +96,14 @@ class Session:
 
     def substitute(self, text: str) -> str:
         for pattern, replacement in SUBSTITUTIONS:
-            text = re.sub(pattern, lambda _m, r=replacement: r(self), text)  # type: ignore[misc]
-        return text
+            value = replacement(self)
+            text = re.sub(pattern, lambda _, v=value: v, text)
+        return re.sub(PLACEHOLDER_RE, self._placeholder, text, flags=re.MULTILINE)
+
+    def _placeholder(self, found: re.Match[str]) -> str:
+        name = found.group(1)
+        assert name in PLACEHOLDERS, f"README placeholder {name}=... has no test value: add it to PLACEHOLDERS"
+        return f"export {name}={PLACEHOLDERS[name](self)}"
 
     def env(self) -> dict[str, str]:
         return {"PATH": f"{self.bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
@@ -110,20 +118,6 @@ class Session:
         return count
 
 
-def placeholder(name: str) -> Callable[[Session], str]:
-    values: dict[str, Callable[[Session], str]] = {
-        "HOOK0_API_TOKEN": lambda s: s.hook0.token,
-        "HOOKS_API_KEY": lambda s: "api-key-of-test-readme",
-    }
-
-    def value(s: Session) -> str:
-        if name not in values:
-            raise AssertionError(f"README placeholder {name}=... has no test value: add it to placeholder()")
-        return f"export {name}={values[name](s)}"
-
-    return value
-
-
 # README example values -> the test's. Keep README examples realistic; add a line here instead.
 SUBSTITUTIONS: list[tuple[str, Callable[[Session], str]]] = [
     (r"postgresql://[^\s'\"]+", lambda s: s.url),
@@ -133,18 +127,24 @@ SUBSTITUTIONS: list[tuple[str, Callable[[Session], str]]] = [
     (r"/var/lib/wal2http/", lambda s: f"{s.workdir}/state/"),
     (r"/run/secrets/", lambda s: f"{s.workdir}/secrets/"),
 ]
+# ``export NAME=...`` in the README: the secret the reader fills in.
 PLACEHOLDER_RE = r"export (\w+)='?\.\.\.'?(?=\s|$)"
+PLACEHOLDERS: dict[str, Callable[[Session], str]] = {
+    "HOOK0_API_TOKEN": lambda s: s.hook0.token,
+    "HOOKS_API_KEY": lambda s: "api-key-of-test-readme",
+}
 
 
 def write_dead_letters(session: Session) -> None:
     """'Replaying refused events' replays dead.jsonl: two events a receiver refused, as run writes them."""
     dead = DeadLetterFile(str(session.workdir / "dead.jsonl"))
     for seq in (1, 2):
-        record = {"id": f"0000000001A2B3C8-{seq}", "op": "insert", "schema": "public", "table": "orders",
+        event_id = f"0000000001A2B3C8-{seq}"
+        record: dict[str, Any] = {"id": event_id, "op": "insert", "schema": "public", "table": "orders",
                   "key": {"id": seq}, "new": {"id": seq, "status": "new"}, "old": None, "unchanged_toast": [],
                   "lsn": "0/1A2B300", "commit_lsn": "0/1A2B3C8", "commit_time": "2026-11-28T01:02:03.456789Z",
                   "xid": 1234, "seq": seq}
-        event = Event(record["id"], "insert", 1234, 0x1A2B3C8, 0, seq, record, encode(record))  # type: ignore[arg-type]
+        event = Event(event_id, "insert", 1234, 0x1A2B3C8, 0, seq, record, encode(record))
         dead.append(event, "receiver rejected it with 422 Unprocessable Entity", 422, "bad order")
     dead.close()
 
@@ -164,10 +164,10 @@ def test_readme_section_runs_as_written(cluster: PgCluster, wal2http_bin: str, t
             session = Session(db, tmp_path, receiver, hook0, Path(wal2http_bin).parent)
             db.execute(EXAMPLE_TABLES)
             if "fresh" not in blocks[0].flags:
-                for block in SETUP if section != SETUP[0].section else []:
+                for block in [b for b in SETUP if b.line < blocks[0].line]:
                     run_block(session, block)
-            (tmp_path / "secrets" / "dsn").write_text(session.url + "\n")
             (tmp_path / "secrets" / "hook0").write_text(hook0.token + "\n")
+            (tmp_path / "secrets" / "hooks-token").write_text("bearer-token-of-test-readme\n")
             PREPARE.get(section, lambda s: None)(session)
             try:
                 for block in blocks:
@@ -186,10 +186,8 @@ def run_block(session: Session, block: readme.Block) -> None:
         run_sql(session.db, block)
         return
     script = session.substitute(block.text)
-    if block.kind == "cron":
-        script = "\n".join(" ".join(x.split()[CRON_FIELDS:]) for x in script.splitlines()
-                           if x.strip() and not x.startswith("#"))
-    script = re.sub(PLACEHOLDER_RE, lambda m: placeholder(m.group(1))(session), script, flags=re.MULTILINE)
+    if block.kind == "cron":  # the command of each crontab line, without its schedule
+        script = re.sub(CRON_SCHEDULE_RE, "", script, flags=re.MULTILINE)
     commands = logical_lines(script)
     prefix = f"set -e\ncd {session.workdir}\n" + "".join(line + "\n" for line in session.exports)
     session.exports.extend(c for c in commands if c.startswith("export "))

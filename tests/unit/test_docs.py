@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import docutils.core
 import pytest
 
 import wal2http.cli
+from tests.support import readme
 from wal2http.config import SECRET_SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,3 +124,85 @@ def test_the_man_page_names_no_option_the_cli_lacks(docs: dict[str, str]) -> Non
     documented = set(LONG_OPTION_RE.findall(man_section(docs["man"], "OPTIONS")))
     unknown = sorted(documented - known)
     assert not unknown, f"{MAN_PAGE.name} OPTIONS names options the CLI does not have: {', '.join(unknown)}"
+
+
+# -- README code blocks: every command is run by tests/integration/test_readme.py, or says why not ----
+
+
+def test_every_command_block_of_the_readme_is_marked() -> None:
+    unmarked = [b.where + ": " + b.text.splitlines()[0] for b in readme.blocks() if b.is_command and not b.kind]
+    assert not unmarked, (
+        "README.rst blocks with commands need a '.. test: shell|sql|cron' comment before their paragraph "
+        "(or '.. test: not-run <reason>'):\n" + "\n".join(unmarked)
+    )
+
+
+def test_readme_block_names_are_unique() -> None:
+    names = [b.name for b in readme.blocks() if b.name]
+    assert len(names) == len(set(names))
+
+
+def test_the_readme_marks_runnable_blocks_and_set_up() -> None:
+    kinds = {b.kind for b in readme.blocks()}
+    assert {"shell", "sql", "not-run"} <= kinds
+    assert any("setup" in b.flags for b in readme.blocks())
+
+
+def test_the_readme_renders_without_warnings() -> None:
+    """PyPI shows README.rst (setup.cfg long_description): a markup error would show as raw text."""
+    warnings = io.StringIO()
+    docutils.core.publish_doctree(README.read_text(), settings_overrides={
+        "report_level": 2, "halt_level": 5, "warning_stream": warnings})
+    assert not warnings.getvalue(), warnings.getvalue()
+
+
+SAMPLE = """\
+Title
+=====
+
+.. test: shell exit=2 name=first
+
+Run this::
+
+    wal2http run --bogus
+
+- A list item whose block is indented::
+
+      SELECT 1;
+      SELECT 'a;b'; -- a comment; with a semicolon
+
+Second
+======
+
+.. test: not-run needs Docker
+
+Build::
+
+    docker build .
+
+::
+
+    {"not": "a command"}
+"""
+
+
+def test_markers_attach_to_the_next_literal_block() -> None:
+    first, second, third, fourth = readme.parse(SAMPLE)
+    assert (first.kind, first.exit, first.name, first.section) == ("shell", 2, "first", "Title")
+    assert first.text == "wal2http run --bogus" and first.line == 8
+    assert second.kind is None and second.is_command
+    assert second.statements() == ["SELECT 1;", "SELECT 'a;b';"]  # the trailing comment is no statement
+    assert (third.kind, third.reason, third.section) == ("not-run", "needs Docker", "Second")
+    assert fourth.kind is None and not fourth.is_command
+
+
+@pytest.mark.parametrize("bad", [
+    ".. test: shell\n\nNo literal block follows.\n",
+    ".. test: shell\n\n.. test: sql\n\nTwice::\n\n    SELECT 1;\n",
+    ".. test: python\n\nRun::\n\n    print()\n",
+    ".. test: shell exit=x\n\nRun::\n\n    true\n",
+    ".. test: not-run\n\nRun::\n\n    true\n",
+])
+def test_malformed_markers_are_errors(bad: str) -> None:
+    with pytest.raises(readme.ReadmeError):
+        readme.parse(bad)
