@@ -1,14 +1,15 @@
 """README.rst's examples, run as written against a throwaway cluster, so the documentation cannot rot.
 
 Each top-level README section with blocks marked ``.. test: shell``, ``sql`` or ``cron`` (see
-tests/support/readme.py) is one test: a new database holding the example tables, the set-up
-blocks of "PostgreSQL prerequisites" (unless the section starts ``fresh``), then its blocks in
-order. Shell blocks run in bash from a scratch directory with the example hosts, paths and
-placeholder secrets of the README replaced by the test's (``SUBSTITUTIONS``); ``export`` lines
-carry over to the section's later blocks. A block ending in ``wal2http run`` starts in the
-background and must stream; before the next one starts, or at the end of the section, an event
-must have reached its sink (rows are inserted into ``customers`` and ``orders`` when the section made no change),
-then SIGTERM must stop it with exit status 0.
+tests/support/readme.py) is one test: a new database holding the example tables, the earlier
+``setup`` blocks (of "PostgreSQL prerequisites" and "Running"; only the shell ones when the
+section starts ``fresh``), then its blocks in order. Shell blocks run in bash (``set -e``) from a
+scratch directory, with the README's example hosts, paths and placeholder secrets replaced by the
+test's (``SUBSTITUTIONS``, ``PLACEHOLDERS``); ``export`` lines carry over to the later blocks. A
+block ending in ``wal2http run`` starts in the background and must stream; before the next one
+starts, or at the end of the section, an event must have reached its sink (rows are inserted into
+``customers`` and ``orders`` when the section made no change), then SIGTERM must stop it with
+exit status 0.
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ class Session:
         return f"export {name}={PLACEHOLDERS[name](self)}"
 
     def env(self) -> dict[str, str]:
-        return {"PATH": f"{self.bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        """PATH finds the wal2http under test; CI's variables name the test database and receiver."""
+        return {"PATH": f"{self.bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "STAGING_DSN": self.url, "HOOK_URL": self.receiver.url}
 
     def delivered(self) -> int:
         """Events that reached any sink so far: receiver, Hook0, standard output, files."""
@@ -163,9 +166,9 @@ def test_readme_section_runs_as_written(cluster: PgCluster, wal2http_bin: str, t
         with Receiver() as receiver, FakeHook0() as hook0:
             session = Session(db, tmp_path, receiver, hook0, Path(wal2http_bin).parent)
             db.execute(EXAMPLE_TABLES)
-            if "fresh" not in blocks[0].flags:
-                for block in [b for b in SETUP if b.line < blocks[0].line]:
-                    run_block(session, block)
+            fresh = "fresh" in blocks[0].flags
+            for block in [b for b in SETUP if b.line < blocks[0].line and not (fresh and b.kind == "sql")]:
+                run_block(session, block)
             (tmp_path / "secrets" / "hook0").write_text(hook0.token + "\n")
             (tmp_path / "secrets" / "hooks-token").write_text("bearer-token-of-test-readme\n")
             PREPARE.get(section, lambda s: None)(session)
@@ -188,6 +191,8 @@ def run_block(session: Session, block: readme.Block) -> None:
     script = session.substitute(block.text)
     if block.kind == "cron":  # the command of each crontab line, without its schedule
         script = re.sub(CRON_SCHEDULE_RE, "", script, flags=re.MULTILINE)
+    elif re.search(r"^\$ ", script, flags=re.MULTILINE):  # a transcript: its commands, not its output
+        script = "\n".join(line[2:] for line in script.splitlines() if line.startswith("$ "))
     commands = logical_lines(script)
     prefix = f"set -e\ncd {session.workdir}\n" + "".join(line + "\n" for line in session.exports)
     session.exports.extend(c for c in commands if c.startswith("export "))

@@ -13,7 +13,9 @@ Kinds: ``shell`` (bash), ``sql`` (psycopg2, autocommit), ``cron`` (a crontab lin
 schedule fields are dropped and the command runs in bash), ``not-run`` (followed by the reason).
 Options: ``exit=N`` (expected exit status, default 0), ``name=NAME`` (tests fetch the block by
 name), ``setup`` (the block also runs before every later section, as an operator who followed the
-set-up would have), ``fresh`` (this section starts without the set-up blocks).
+set-up would have), ``fresh`` (on a section's first block: the section starts from a database
+without the set-up SQL; the set-up's shell exports still apply). A shell block that is a
+transcript (lines starting ``$ ``) runs those lines only; the others are output.
 """
 
 from __future__ import annotations
