@@ -9,7 +9,7 @@ PG_BINDIR ?= /usr/lib/postgresql/15/bin
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
 
-.PHONY: help venv postgres promtool test unit integration demo bench lint man clean
+.PHONY: help venv postgres promtool docs-tools test unit integration demo bench lint man clean
 
 help:
 	@echo "make demo    stream real changes from a throwaway PostgreSQL to a local receiver"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench   measure throughput, latency and memory against pg_recvlogical"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make promtool  unpack promtool into .venv so the alert rule tests run it"
+	@echo "make man     show the manual page as it renders at 80 columns"
 
 $(BIN)/wal2http: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -48,10 +49,18 @@ promtool: venv
 	fi
 	@test ! -x $(BIN)/promtool || $(BIN)/promtool --version 2>&1 | head -1
 
-test: venv postgres promtool
+# mandoc and man-db, so the manual page tests (tests/unit/test_docs.py) lint and render it.
+docs-tools:
+	@if ! command -v mandoc >/dev/null || ! command -v man >/dev/null; then \
+		echo "installing mandoc and man-db with apt"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			mandoc man-db >/dev/null; \
+	fi
+
+test: venv postgres promtool docs-tools
 	$(BIN)/python -m pytest -q tests
 
-unit: venv
+unit: venv docs-tools
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: venv postgres
@@ -62,6 +71,9 @@ demo: venv postgres
 
 bench: venv postgres
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+man: docs-tools
+	MANWIDTH=80 MANPAGER=cat man -l man/wal2http.1
 
 lint: venv
 	$(BIN)/ruff check $(RUFF_ARGS) wal2http tests

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import shlex
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +210,92 @@ def test_markers_attach_to_the_next_literal_block() -> None:
 def test_malformed_markers_are_errors(bad: str) -> None:
     with pytest.raises(readme.ReadmeError):
         readme.parse(bad)
+
+
+# -- the manual page: SYNOPSIS matches the commands, examples parse, mandoc and man accept it ----------
+
+SOURCE_OPTIONS = frozenset({"--dsn", "--dsn-file", "--require-tls", "--slot", "--publication"})
+EXAMPLE_COMMAND_RE = re.compile(r"(?:^|\$\(|&&|\|\|)\s*(?:[A-Z][A-Z0-9_]*=\S+\s+)*(wal2http\s+[^|;&)]*)")
+
+
+def synopsis_entries(text: str) -> dict[str, set[str]]:
+    """``wal2http slot create`` -> the options its SYNOPSIS entry shows."""
+    entries: dict[str, set[str]] = {}
+    current: set[str] | None = None
+    for line in man_section(text, "SYNOPSIS").splitlines():
+        found = re.match(r"^\.B (wal2http(?: [a-z][a-z-]*)*)\s*$", line)
+        if found:
+            current = entries.setdefault(found.group(1), set())
+        elif line.startswith((".br", ".PP")):
+            current = None
+        elif current is not None:
+            current.update(LONG_OPTION_RE.findall(line))
+    return entries
+
+
+def test_the_synopsis_shows_every_command_with_its_own_options(docs: dict[str, str]) -> None:
+    entries = synopsis_entries(docs["man"])
+    leaves = {path: cmd for path, cmd in COMMANDS if not isinstance(cmd, click.Group)}
+    assert set(entries) - {"wal2http"} == set(leaves), "SYNOPSIS and the CLI list different commands"
+    for path, shown in entries.items():
+        if path in leaves:
+            unknown = shown - set(long_options(leaves[path], hidden=True))
+            assert not unknown, f"SYNOPSIS shows {', '.join(sorted(unknown))} for '{path}', which lacks them"
+    for path in ("wal2http slot create", "wal2http slot drop", "wal2http slot status"):
+        if path in leaves:
+            assert set(long_options(leaves[path])) >= SOURCE_OPTIONS, f"{path}: [SOURCE] is not all there"
+
+
+def man_examples(text: str) -> list[str]:
+    """Every ``wal2http ...`` command of the EXAMPLES section, continuation lines joined."""
+    section = man_section(text, "EXAMPLES").replace("\\e", "\\").replace("\\(aq", "'")
+    commands = []
+    for block in re.findall(r"^\.nf\n(.*?)^\.fi", section, re.MULTILINE | re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            commands.extend(m.strip() for m in EXAMPLE_COMMAND_RE.findall(line))
+    return commands
+
+
+def parse_command_line(args: list[str]) -> click.Context:
+    """What click makes of a command line, without running it: raises click.UsageError if wrong."""
+    command: click.Command = wal2http.cli.main
+    context = command.make_context("wal2http", args)
+    while isinstance(command, click.Group):
+        name, found, rest = command.resolve_command(context, [*context._protected_args, *context.args])
+        assert name is not None and found is not None
+        command, context = found, found.make_context(name, rest, parent=context)
+    return context
+
+
+def test_the_man_examples_are_valid_command_lines(docs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("WAL2HTTP_")]:
+        monkeypatch.delenv(name)
+    examples = man_examples(docs["man"])
+    assert {"run", "replay", "check-config", "slot"} <= {shlex.split(x)[1] for x in examples}
+    for example in examples:
+        try:
+            parse_command_line(shlex.split(example)[1:])
+        except click.UsageError as e:
+            raise AssertionError(f"man page example '{example}': {e}") from None
+
+
+def test_the_man_page_passes_mandoc_lint() -> None:
+    """Nothing above style level (`make docs-tools` installs mandoc; CI runs it via `make test`)."""
+    if shutil.which("mandoc") is None:
+        pytest.skip("mandoc is not installed: `make docs-tools` installs it")
+    done = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", str(MAN_PAGE)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
+
+
+def test_the_man_page_renders_at_80_columns() -> None:
+    if shutil.which("man") is None:
+        pytest.skip("man is not installed: `make docs-tools` installs it")
+    env = {**os.environ, "MANWIDTH": "80", "MANPAGER": "cat", "PAGER": "cat", "LC_ALL": "C.UTF-8"}
+    done = subprocess.run(["man", "--warnings", "-l", str(MAN_PAGE)], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("WAL2HTTP(1)") and "EXAMPLES" in lines
+    wide = [x for x in lines if len(x) > 80]
+    assert not wide, "lines wider than 80 columns:\n" + "\n".join(wide)
