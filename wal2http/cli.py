@@ -69,42 +69,82 @@ class _Lines(click.ParamType):  # type: ignore[type-arg]
     envvar_list_splitter = "\n"
 
 
-def source_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Options naming the database, slot and publication, shared by every command."""
-    for decorator in reversed([
-        click.option("--dsn", envvar=env("DSN", "DATABASE_URL"), metavar="DSN",
-                     help="PostgreSQL connection string (URL or key=value) without a password; a DSN "
-                          "with a password goes in WAL2HTTP_DSN or --dsn-file."),
-        secret_file_option(DSN, "File holding the PostgreSQL connection string."),
-        click.option("--require-tls", is_flag=True, envvar=env("REQUIRE_TLS"),
-                     help="Refuse database connections that do not use TLS (exit 3)."),
-        click.option("--slot", envvar=env("SLOT", "SLOT_NAME"), default="wal2http",
-                     help="Logical replication slot (pgoutput)."),
-        click.option("--publication", envvar=env("PUBLICATION", "PUB_NAME"), default="wal2http",
-                     help="Publication whose changes are streamed."),
-    ]):
-        f = decorator(f)
-    return f
+# The --help heading of each option, by parameter name: set by the options() group declaring it.
+HEADINGS: dict[str, str] = {}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, prog_name="wal2http")
-def main() -> None:
-    """Stream PostgreSQL row changes to HTTP endpoints, in commit order, at least once."""
+def options(heading: str, *decorators: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Apply a group of click options in the order they are listed; --help shows them under ``heading``.
 
-
-def options(*decorators: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Apply a group of click options in the order they are listed (as --help shows them)."""
+    A group nested inside another keeps its own heading.
+    """
 
     def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        before = {id(p) for p in getattr(f, "__click_params__", ())}
         for decorator in reversed(decorators):
             f = decorator(f)
+        for param in getattr(f, "__click_params__", ()):
+            if id(param) not in before and param.name:
+                HEADINGS.setdefault(param.name, heading)
         return f
 
     return apply
 
 
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options under headings (Database, Sink, Delivery, ...)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Options": []}  # the command's own come first
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is not None:
+                sections.setdefault(HEADINGS.get(param.name or "", "Options"), []).append(record)
+        # One option column for every section: pad the first name to the widest (at most 30).
+        width = min(30, max((len(name) for rows in sections.values() for name, _ in rows), default=0))
+        for heading, records in sections.items():
+            if not records:
+                continue
+            records[0] = (records[0][0].ljust(width), records[0][1])
+            with formatter.section(heading):
+                formatter.write_dl(records)
+
+
+class Wal2httpGroup(click.Group):
+    command_class = SectionedCommand
+    group_class = type  # subgroups are Wal2httpGroups too
+
+
+@click.group(cls=Wal2httpGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="wal2http")
+def main() -> None:
+    """Stream PostgreSQL row changes to HTTP endpoints, in commit order, at least once.
+
+    \b
+    Example:
+      export WAL2HTTP_DSN=postgresql://wal2http@db.example.com/app
+      wal2http check-config && wal2http run
+
+    'wal2http COMMAND --help' shows a command's options; 'man wal2http' has it all.
+    """
+
+
+source_options = options(
+    "Database",
+    click.option("--dsn", envvar=env("DSN", "DATABASE_URL"), metavar="DSN",
+                 help="PostgreSQL connection string (URL or key=value) without a password; a DSN "
+                      "with a password goes in WAL2HTTP_DSN or --dsn-file."),
+    secret_file_option(DSN, "File holding the PostgreSQL connection string."),
+    click.option("--require-tls", is_flag=True, envvar=env("REQUIRE_TLS"),
+                 help="Refuse database connections that do not use TLS (exit 3)."),
+    click.option("--slot", envvar=env("SLOT", "SLOT_NAME"), default="wal2http", metavar="NAME",
+                 help="Logical replication slot (pgoutput)."),
+    click.option("--publication", envvar=env("PUBLICATION", "PUB_NAME"), default="wal2http", metavar="NAME",
+                 help="Publication whose changes are streamed."),
+)
+
 hook0_options = options(
+    "Hook0",
     click.option("--hook0-api-url", envvar=env("HOOK0_API_URL", "HOOK0_API_URL"), metavar="URL",
                  help="Hook0 API base URL for --sink hook0, e.g. https://app.hook0.com/api/v1."),
     click.option("--hook0-application-id", envvar=env("HOOK0_APPLICATION_ID", "HOOK0_APPLICATION_ID"),
@@ -131,6 +171,7 @@ hook0_options = options(
 )
 
 sink_options = options(
+    "Sink",
     click.option("--sink", type=click.Choice(["stdout", "file", "http", "hook0"]),
                  envvar=env("SINK", "EVENT_SINK"), default="stdout", help="Where events go."),
     click.option("--http-url", envvar=env("HTTP_URL", "HTTP_ENDPOINT_URL"), metavar="URL",
@@ -149,19 +190,24 @@ sink_options = options(
     click.option("--client-cert", envvar=env("CLIENT_CERT"), metavar="PATH",
                  help="PEM client certificate for mutual TLS with the receiver."),
     click.option("--client-key", envvar=env("CLIENT_KEY"), metavar="PATH",
-                 help="Unencrypted PEM private key of --client-cert, if not in the same file."),
+                 help="Unencrypted PEM private key of the client certificate, if not in the same file."),
     click.option("--file-path", envvar=env("FILE_PATH"), metavar="PATH",
                  help="File that --sink file appends JSON lines to."),
     hook0_options,
-    click.option("--batch-size", type=click.IntRange(1, 100_000), envvar=env("BATCH_SIZE"), default=1,
-                 help="Events per request at most; above 1 the body is a JSON array."),
-    click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=click.IntRange(1024, 64 << 20),
-                 envvar=env("BATCH_BYTES", "WAL2HTTP_MAX_BATCH_BYTES"), default=1_048_576,
-                 help="Body bytes per request at most (a larger single event is sent alone)."),
+    options(
+        "Delivery",
+        click.option("--batch-size", type=click.IntRange(1, 100_000), envvar=env("BATCH_SIZE"), default=1, metavar="N",
+                     help="Events per request at most; above 1 the body is a JSON array."),
+        click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=click.IntRange(1024, 64 << 20),
+                     envvar=env("BATCH_BYTES", "WAL2HTTP_MAX_BATCH_BYTES"), default=1_048_576, metavar="BYTES",
+                     help="Body bytes per request at most (a larger single event is sent alone)."),
+    ),
 )
 
 breaker_options = options(
+    "Delivery",
     click.option("--breaker-failures", type=click.IntRange(1, 1000), envvar=env("BREAKER_FAILURES"), default=5,
+                 metavar="N",
                  help="Consecutive failed attempts that open the circuit breaker."),
     click.option("--breaker-cooldown", type=click.FloatRange(0.1, 3600), envvar=env("BREAKER_COOLDOWN"),
                  default=10.0, metavar="SECONDS",
@@ -169,6 +215,7 @@ breaker_options = options(
 )
 
 log_options = options(
+    "Logging",
     click.option("--log-format", type=click.Choice(["text", "json"]), envvar=env("LOG_FORMAT"), default="text",
                  help="Log record format on standard error."),
     click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -220,12 +267,17 @@ observability_options = options(
 
 # Every option of run; check-config takes them too, to check them.
 run_options = options(
-    click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
-                 help="Create the slot when it does not exist (never a publication)."),
-    click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
-                 help="Also deliver pg_logical_emit_message() messages as 'message' events."),
+    "Delivery",
+    options(
+        "Database",
+        click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
+                     help="Create the slot when it does not exist (never a publication)."),
+        click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
+                     help="Also deliver pg_logical_emit_message() messages as 'message' events."),
+    ),
     sink_options,
     click.option("--batch-wait-ms", type=click.IntRange(0, 60_000), envvar=env("BATCH_WAIT_MS"), default=100,
+                 metavar="MS",
                  help="Longest time an event waits for its batch to fill while changes keep coming."),
     click.option("--on-reject", type=click.Choice(["halt", "dead-letter", "skip"]), envvar=env("ON_REJECT"),
                  default="halt", help="What a refused event does: stop (exit 4), go to the dead-letter file, "
@@ -233,14 +285,17 @@ run_options = options(
     click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
                  help="JSON-lines file for --on-reject dead-letter (see 'wal2http replay')."),
     click.option("--max-event-bytes", type=click.IntRange(1024, 64 << 20), envvar=env("MAX_EVENT_BYTES"),
-                 default=1_048_576,
+                 default=1_048_576, metavar="BYTES",
                  help="Largest event sent; a larger one is refused and handled by --on-reject."),
     breaker_options,
-    click.option("--reconnect-max-wait", type=click.FloatRange(0.1, 3600), envvar=env("RECONNECT_MAX_WAIT"),
-                 default=30.0, metavar="SECONDS", help="Longest pause between reconnection attempts."),
-    click.option("--replication-timeout", type=click.FloatRange(1, 3600), envvar=env("REPLICATION_TIMEOUT"),
-                 default=30.0, metavar="SECONDS",
-                 help="Silence from PostgreSQL after which it is asked to answer; no answer means reconnect."),
+    options(
+        "Database",
+        click.option("--reconnect-max-wait", type=click.FloatRange(0.1, 3600), envvar=env("RECONNECT_MAX_WAIT"),
+                     default=30.0, metavar="SECONDS", help="Longest pause between reconnection attempts."),
+        click.option("--replication-timeout", type=click.FloatRange(1, 3600), envvar=env("REPLICATION_TIMEOUT"),
+                     default=30.0, metavar="SECONDS",
+                     help="Silence from PostgreSQL after which it is asked to answer; no answer means reconnect."),
+    ),
     click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), envvar=env("SHUTDOWN_TIMEOUT"),
                  default=30.0, metavar="SECONDS",
                  help="How long a stop may wait to finish the open transaction."),
@@ -263,7 +318,8 @@ def run(**options: Any) -> None:
     \b
     Example:
       WAL2HTTP_DSN=postgresql://wal2http@db/app \\
-      wal2http run --sink http --http-url https://hooks.example.com/pg --batch-size 100
+      wal2http run --sink http --http-url https://hooks.example.com/pg \\
+          --batch-size 100
     """
     config = _build_config(options)
     run_id = log_setup.new_run_id()
@@ -279,16 +335,18 @@ def run(**options: Any) -> None:
                                            "they are delivered otherwise).")
 @log_options
 def replay(path: str, dry_run: bool, keep: bool, **options: Any) -> None:
-    """Send the events of a dead-letter file or a 'file' sink capture again.
+    """Send the events of a dead-letter file again.
 
-    Events go in file order with their original ids, so receivers can drop duplicates.
-    Delivered lines leave a dead-letter file one batch at a time (atomically: a crash
-    repeats at most one batch); a capture file is never changed. Exit 0 only when
-    every line was delivered; a refused event stops the replay with exit 4.
+    Or of a 'file' sink capture. Events go in file order with their original ids, so
+    receivers can drop duplicates. Delivered lines leave a dead-letter file one batch at
+    a time (atomically: a crash repeats at most one batch); a capture file is never
+    changed. Exit 0 only when every line was delivered; a refused event stops the
+    replay with exit 4.
 
     \b
     Example:
-      wal2http replay --sink http --http-url https://hooks.example.com/pg dead.jsonl
+      wal2http replay --sink http --http-url https://hooks.example.com/pg \\
+          dead.jsonl
     """
     config = _build_config(options, database=False)
     _execute(config, lambda: _replay(config, path, dry_run, keep))
@@ -479,7 +537,7 @@ def _emit(as_json: bool, data: Any, lines: list[str]) -> None:
 @click.option("--offline", is_flag=True, help="Check the options only; connect to nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checklist as JSON.")
 def check_config(offline: bool, as_json: bool, **options: Any) -> None:
-    """Check the configuration of 'run', the database and the sink, without streaming.
+    """Check what 'run' would meet, without streaming.
 
     Takes every option of 'run'. Prints one line per check (ok, warning or FAILED with
     the fix). Creates nothing and sends no event. Exit code 0 when nothing failed, 2 for
@@ -505,7 +563,14 @@ def check_config(offline: bool, as_json: bool, **options: Any) -> None:
 
 @main.group(context_settings=CONTEXT_SETTINGS)
 def slot() -> None:
-    """Create, drop and monitor the replication slot (and its publication)."""
+    """Create, drop and monitor the replication slot.
+
+    \b
+    Examples:
+      wal2http slot create --table public.orders --table public.customers
+      wal2http slot status --warn-lag 512MB --crit-lag 2GB
+      wal2http slot drop --with-publication --yes
+    """
 
 
 @slot.command("create", context_settings=CONTEXT_SETTINGS)
@@ -530,7 +595,7 @@ def slot() -> None:
 def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: bool, publish: str | None,
                 hook0_outbox: bool, hook0_outbox_table: str, if_not_exists: bool, as_json: bool,
                 **options: Any) -> None:
-    """Create the pgoutput slot, and first the publication when it is missing.
+    """Create the pgoutput slot (and its publication when missing).
 
     The publication is created only from --table, --schema, --all-tables or
     --hook0-outbox, and only when it does not exist; an existing one is never changed,
@@ -591,7 +656,7 @@ def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, *
     _execute(config, action, as_log=False)
 
 
-class MonitoringCommand(click.Command):
+class MonitoringCommand(SectionedCommand):
     """A command following the monitoring-plugin convention: a usage error is UNKNOWN (3)."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
@@ -628,11 +693,11 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON.")
 def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, warn_inactive: bool,
                 as_json: bool, **options: Any) -> None:
-    """Report the slot's activity, lag and WAL retention, for people and monitoring.
+    """Report the slot's activity, lag and WAL retention.
 
-    The first line is a Nagios/Icinga plugin summary with performance data. Exit code:
-    0 OK, 1 WARNING, 2 CRITICAL (a missing slot, wal_status unreserved or lost, lag past
-    --crit-lag), 3 UNKNOWN (cannot connect).
+    For people and for monitoring: the first line is a Nagios/Icinga plugin summary
+    with performance data. Exit code: 0 OK, 1 WARNING, 2 CRITICAL (a missing slot,
+    wal_status unreserved or lost, lag past --crit-lag), 3 UNKNOWN (cannot connect).
 
     \b
     Example (cron):

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import docutils.core
 import pytest
+from click.testing import CliRunner
 
 import wal2http.cli
 from tests.support import readme
@@ -299,3 +300,52 @@ def test_the_man_page_renders_at_80_columns() -> None:
     assert lines[0].startswith("WAL2HTTP(1)") and "EXAMPLES" in lines
     wide = [x for x in lines if len(x) > 80]
     assert not wide, "lines wider than 80 columns:\n" + "\n".join(wide)
+
+
+# -- --help: a one-line summary, an example, options under headings, 80 columns -----------------------
+
+HELP_HEADINGS = ("Database", "Sink", "Hook0", "Delivery", "Logging")
+
+
+def help_text(path: str) -> str:
+    result = CliRunner().invoke(wal2http.cli.main, [*path.split()[1:], "--help"], terminal_width=80,
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS])
+def test_help_has_a_summary_and_an_example_and_fits_80_columns(path: str) -> None:
+    text = help_text(path)
+    wide = [x for x in text.splitlines() if len(x) > 80]
+    assert not wide, f"'{path} --help' is wider than 80 columns:\n" + "\n".join(wide)
+    assert re.search(r"^  Examples?( \(.*\))?:$", text, re.MULTILINE), f"'{path} --help' shows no example"
+    listed = re.findall(r"^  [a-z-]+ {2,}(.*)$", text.partition("\nCommands:\n")[2], re.MULTILINE)
+    assert not [x for x in listed if x.endswith("...")], f"'{path} --help' truncates a summary: {listed}"
+
+
+def help_sections(text: str) -> dict[str, list[str]]:
+    """Heading -> the long options --help lists under it."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if re.match(r"^[A-Z][A-Za-z0-9 ]*:$", line):
+            current = sections.setdefault(line[:-1], [])
+        elif current is not None and (found := re.match(r"^  (?:-[a-z], )?(--[a-z][a-z-]*)", line)):
+            current.append(found.group(1))
+    return sections
+
+
+def test_run_help_lists_every_option_under_a_heading() -> None:
+    sections = help_sections(help_text("wal2http run"))
+    assert sections.pop("Options") == ["--help"], "an option of run has no heading: give its group one"
+    assert [h for h in sections if h in HELP_HEADINGS] == list(HELP_HEADINGS)
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS if p not in ("wal2http", "wal2http run", "wal2http slot")])
+def test_options_shared_with_run_keep_their_heading(path: str) -> None:
+    heading_in_run = {o: h for h, opts in help_sections(help_text("wal2http run")).items() for o in opts}
+    for heading, opts in help_sections(help_text(path)).items():
+        for option in opts:
+            if option in heading_in_run and option != "--help":
+                assert heading == heading_in_run[option], f"'{path} --help': {option} under {heading}"
