@@ -230,6 +230,7 @@ log_options = options(
 )
 
 observability_options = options(
+    "Monitoring",
     click.option("--progress-seconds", type=click.FloatRange(0, 86400), envvar=env("PROGRESS_SECONDS"),
                  default=60.0, metavar="SECONDS", help="Log a progress line this often; 0: never."),
     click.option("--metrics-addr", envvar=env("METRICS_ADDR"), metavar="HOST:PORT",
@@ -244,25 +245,28 @@ observability_options = options(
                  help="How often the slot's lag and retained WAL are read (SQL connection); 0: never."),
     click.option("--metrics-table-labels", is_flag=True, envvar=env("METRICS_TABLE_LABELS"),
                  help="Label wal2http_events_total with schema and table (one series per table)."),
-    click.option("--smtp-host", envvar=env("SMTP_HOST", "SMTP_HOST"), metavar="HOST",
-                 help="Mail server for failure notifications; none are sent without it."),
-    click.option("--smtp-port", type=click.IntRange(1, 65535), envvar=env("SMTP_PORT", "SMTP_PORT"),
-                 show_default="587, or 25 with --no-smtp-starttls", help="Mail server port."),
-    click.option("--smtp-username", envvar=env("SMTP_USERNAME", "SMTP_USERNAME"), metavar="NAME",
-                 help="Mail server login; the password comes from WAL2HTTP_SMTP_PASSWORD, SMTP_PASSWORD "
-                      "or --smtp-password-file."),
-    secret_file_option(SMTP_PASSWORD, "File holding the mail server password."),
-    click.option("--smtp-from", envvar=env("SMTP_FROM", "SMTP_FROM"), metavar="ADDRESS",
-                 help="Sender address of notifications."),
-    click.option("--smtp-to", envvar=env("SMTP_TO", "SMTP_TO"), metavar="ADDRESSES",
-                 help="Recipients of notifications, separated by commas."),
-    click.option("--smtp-starttls/--no-smtp-starttls", envvar=env("SMTP_STARTTLS", "SMTP_STARTTLS"), default=True,
-                 help="Encrypt the mail connection with STARTTLS (certificate verified)."),
-    click.option("--notify-after", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_AFTER"), default=300.0,
-                 metavar="SECONDS", help="Email when the circuit breaker stays open this long."),
-    click.option("--notify-interval", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_INTERVAL"),
-                 default=900.0, metavar="SECONDS",
-                 help="At most one dead-letter email this often; the dead letters in between are summarised."),
+    options(
+        "Notifications",
+        click.option("--smtp-host", envvar=env("SMTP_HOST", "SMTP_HOST"), metavar="HOST",
+                     help="Mail server for failure notifications; none are sent without it."),
+        click.option("--smtp-port", type=click.IntRange(1, 65535), envvar=env("SMTP_PORT", "SMTP_PORT"),
+                     show_default="587, or 25 with --no-smtp-starttls", help="Mail server port."),
+        click.option("--smtp-username", envvar=env("SMTP_USERNAME", "SMTP_USERNAME"), metavar="NAME",
+                     help="Mail server login; the password comes from WAL2HTTP_SMTP_PASSWORD, SMTP_PASSWORD "
+                          "or --smtp-password-file."),
+        secret_file_option(SMTP_PASSWORD, "File holding the mail server password."),
+        click.option("--smtp-from", envvar=env("SMTP_FROM", "SMTP_FROM"), metavar="ADDRESS",
+                     help="Sender address of notifications."),
+        click.option("--smtp-to", envvar=env("SMTP_TO", "SMTP_TO"), metavar="ADDRESSES",
+                     help="Recipients of notifications, separated by commas."),
+        click.option("--smtp-starttls/--no-smtp-starttls", envvar=env("SMTP_STARTTLS", "SMTP_STARTTLS"), default=True,
+                     help="Encrypt the mail connection with STARTTLS (certificate verified)."),
+        click.option("--notify-after", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_AFTER"), default=300.0,
+                     metavar="SECONDS", help="Email when the circuit breaker stays open this long."),
+        click.option("--notify-interval", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_INTERVAL"),
+                     default=900.0, metavar="SECONDS",
+                     help="At most one dead-letter email this often; the dead letters in between are summarised."),
+    ),
 )
 
 # Every option of run; check-config takes them too, to check them.
@@ -584,11 +588,14 @@ def slot() -> None:
 @click.option("--publish", envvar=env("PUBLISH"), metavar="OPS", show_default=False,
               help="Operations the created publication publishes [default: insert,update,delete,truncate; "
                    "insert for --hook0-outbox alone].")
-@click.option("--hook0-outbox", is_flag=True,
-              help="Also create the Hook0 outbox table and publish it, adding it to an existing "
-                   "publication if needed.")
-@click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default="public.hook0_outbox",
-              metavar="[SCHEMA.]TABLE", help="The outbox table of --hook0-outbox.")
+@options(
+    "Hook0",
+    click.option("--hook0-outbox", is_flag=True,
+                 help="Also create the Hook0 outbox table and publish it, adding it to an existing "
+                      "publication if needed."),
+    click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default="public.hook0_outbox",
+                 metavar="[SCHEMA.]TABLE", help="The outbox table of --hook0-outbox."),
+)
 @click.option("--if-not-exists", is_flag=True,
               help="An existing slot (or outbox table) is a success, not an error.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -173,7 +173,12 @@ def test_readme_section_runs_as_written(cluster: PgCluster, wal2http_bin: str, t
             (tmp_path / "secrets" / "hooks-token").write_text("bearer-token-of-test-readme\n")
             PREPARE.get(section, lambda s: None)(session)
             try:
-                for block in blocks:
+                for i, block in enumerate(blocks):
+                    if i and "fresh" in block.flags:  # a new database; the shell keeps its exports
+                        stop_running(session)
+                        session.db.drop()
+                        session.db = db = cluster.create_database(name)
+                        db.execute(EXAMPLE_TABLES)
                     run_block(session, block)
                 stop_running(session)
             finally:
@@ -192,7 +197,7 @@ def run_block(session: Session, block: readme.Block) -> None:
     if block.kind == "cron":  # the command of each crontab line, without its schedule
         script = re.sub(CRON_SCHEDULE_RE, "", script, flags=re.MULTILINE)
     elif re.search(r"^\$ ", script, flags=re.MULTILINE):  # a transcript: its commands, not its output
-        script = "\n".join(line[2:] for line in script.splitlines() if line.startswith("$ "))
+        script = "\n".join(transcript_commands(script))
     commands = logical_lines(script)
     prefix = f"set -e\ncd {session.workdir}\n" + "".join(line + "\n" for line in session.exports)
     session.exports.extend(c for c in commands if c.startswith("export "))
@@ -241,6 +246,17 @@ def stop_running(session: Session) -> None:
     code = process.wait()
     assert code == 0, f"{block.where}: wal2http run exited with {code} after SIGTERM\n{process.stderr}"
     session.running = session.running_block = None
+
+
+def transcript_commands(transcript: str) -> list[str]:
+    """The lines typed after ``$ `` prompts, with their continuation lines; the output left out."""
+    commands: list[str] = []
+    continued = False
+    for line in transcript.splitlines():
+        if line.startswith("$ ") or continued:
+            commands.append(line[2:] if line.startswith("$ ") else line)
+            continued = line.endswith("\\")
+    return commands
 
 
 def logical_lines(script: str) -> list[str]:

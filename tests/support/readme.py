@@ -13,8 +13,8 @@ Kinds: ``shell`` (bash), ``sql`` (psycopg2, autocommit), ``cron`` (a crontab lin
 schedule fields are dropped and the command runs in bash), ``not-run`` (followed by the reason).
 Options: ``exit=N`` (expected exit status, default 0), ``name=NAME`` (tests fetch the block by
 name), ``setup`` (the block also runs before every later section, as an operator who followed the
-set-up would have), ``fresh`` (on a section's first block: the section starts from a database
-without the set-up SQL; the set-up's shell exports still apply). A shell block that is a
+set-up would have), ``fresh`` (from this block on, a new database without the set-up SQL; the
+shell keeps its exports: on a section's first block, the set-up's). A shell block that is a
 transcript (lines starting ``$ ``) runs those lines only; the others are output.
 """
 

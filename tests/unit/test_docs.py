@@ -304,7 +304,7 @@ def test_the_man_page_renders_at_80_columns() -> None:
 
 # -- --help: a one-line summary, an example, options under headings, 80 columns -----------------------
 
-HELP_HEADINGS = ("Database", "Sink", "Hook0", "Delivery", "Logging")
+HELP_HEADINGS = ("Database", "Sink", "Hook0", "Delivery", "Logging", "Monitoring", "Notifications")
 
 
 def help_text(path: str) -> str:
@@ -331,7 +331,7 @@ def help_sections(text: str) -> dict[str, list[str]]:
     for line in text.splitlines():
         if re.match(r"^[A-Z][A-Za-z0-9 ]*:$", line):
             current = sections.setdefault(line[:-1], [])
-        elif current is not None and (found := re.match(r"^  (?:-[a-z], )?(--[a-z][a-z-]*)", line)):
+        elif current is not None and (found := re.match(r"^  (?:-[a-z], )?(--[a-z][a-z0-9-]*)", line)):
             current.append(found.group(1))
     return sections
 
