@@ -144,7 +144,7 @@ class Pipeline:
                 continue
             except SlotMissing as e:
                 if streamed:
-                    raise self._slot_lost() from None
+                    raise self._slot_lost(e) from None
                 raise DatabaseError(f"{e}: create it with 'wal2http slot create' or --create-slot") from None
             except ReplicationLost as e:
                 failures += 1
@@ -186,13 +186,14 @@ class Pipeline:
         self.builder.commit()
         self._skipping = False
 
-    def _slot_lost(self) -> SlotLost:
+    def _slot_lost(self, cause: SlotMissing) -> SlotLost:
         return SlotLost(
-            f"replication slot {self.stream.slot!r} disappeared while wal2http was streaming from it "
-            "(dropped, or lost in a failover to a server that did not have it). Changes committed after "
-            f"the last confirmed position {format_lsn(self.ack.confirmed_lsn)} may never reach the receiver. "
-            "To recover: create the slot again ('wal2http slot create'), then re-sync the receiver from "
-            "a snapshot of the published tables taken after the new slot's consistent point."
+            f"{cause} while wal2http was streaming from it (dropped, invalidated after it retained more "
+            "than max_slot_wal_keep_size, or lost in a failover to a server that did not have it). Changes "
+            f"committed after the last confirmed position {format_lsn(self.ack.confirmed_lsn)} may never "
+            "reach the receiver. To recover: drop it if it still exists, create it again ('wal2http slot "
+            "create'), then re-sync the receiver from a snapshot of the published tables taken after the "
+            "new slot's consistent point."
         )
 
     # -- the stream -------------------------------------------------------------

@@ -375,7 +375,7 @@ def test_slot_dropped_under_a_running_instance(db: Database, receiver: Receiver,
 
     wait_until(dropped, timeout=20, what="the slot to be dropped")
     assert process.wait(60) == 3
-    assert "disappeared while wal2http was streaming" in process.stderr
+    assert "does not exist while wal2http was streaming" in process.stderr
     assert "slot create" in process.stderr
     assert db.execute("SELECT count(*) FROM pg_replication_slots")[0][0] == 0  # not recreated
 
@@ -421,3 +421,29 @@ def test_second_signal_exits_130_at_once(db: Database, receiver: Receiver, start
     (event,) = receiver.wait_for_events(1)
     assert event["new"]["id"] == 1  # nothing lost
     assert again.stop() == 0
+
+
+def test_slot_invalidated_under_a_running_instance(db: Database, receiver: Receiver,
+                                                  start_wal2http: Start) -> None:
+    """A slot that retained more than max_slot_wal_keep_size is lost for good: exit 3, no endless retry."""
+    setup_table(db)
+    process = start_wal2http(*http_args(receiver, "--reconnect-max-wait", "1"))
+    receiver.down()  # nothing is confirmed, so the slot keeps retaining WAL
+    db.execute("INSERT INTO t VALUES (1, 'x')")
+    db.cluster.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    db.cluster.execute("SELECT pg_reload_conf()")
+    try:
+        def invalidated() -> bool:
+            db.execute("CREATE TABLE IF NOT EXISTS filler (v text)")
+            db.execute("INSERT INTO filler SELECT repeat('w', 1000) FROM generate_series(1, 2000)")
+            db.execute("SELECT pg_switch_wal()")
+            db.execute("CHECKPOINT")
+            return db.execute("SELECT wal_status FROM pg_replication_slots")[0][0] == "lost"
+
+        wait_until(invalidated, timeout=60, interval=0.5, what="the slot to be invalidated")
+        assert process.wait(60) == 3
+    finally:
+        db.cluster.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        db.cluster.execute("SELECT pg_reload_conf()")
+    assert "cannot be used" in process.stderr and "max_slot_wal_keep_size" in process.stderr
+    assert "Traceback" not in process.stderr

@@ -66,6 +66,10 @@ class ReplicationStream:
         except psycopg2.errors.UndefinedObject:
             self.close()
             raise SlotMissing(f"replication slot {self.slot!r} does not exist") from None
+        except psycopg2.errors.ObjectNotInPrerequisiteState as e:
+            self.close()
+            # An invalidated slot (wal_status 'lost') never streams again: retrying cannot help.
+            raise SlotMissing(f"replication slot {self.slot!r} cannot be used: {_text(e)}") from None
         except psycopg2.Error as e:
             self.close()
             raise ReplicationLost(f"cannot start replication on slot {self.slot!r}: {_text(e)}") from None
