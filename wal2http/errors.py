@@ -1,4 +1,4 @@
-"""The exception hierarchy: one root, an exit code per class, mapped once in cli.py."""
+"""The exception hierarchy: one root, an exit code per class, mapped once in wal2http.cli.app."""
 
 from __future__ import annotations
 
