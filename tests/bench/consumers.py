@@ -1,0 +1,146 @@
+"""The measured consumers: pg_recvlogical to /dev/null, and ``wal2http run`` posting to the fast receiver.
+
+Each run reads its own copy of a slot created before the workload was written, so every run of
+every consumer decodes exactly the same WAL, and workload generation is never part of a timing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.bench.receiver import FastReceiver
+from tests.support.pgcluster import Database
+from tests.support.process import Wal2http
+
+STREAMING_LINE = "streaming from slot"
+PG_BINDIR = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
+
+
+def pg_program(name: str) -> str:
+    """A PostgreSQL client program, from PATH or PG_BINDIR."""
+    found = shutil.which(name) or shutil.which(name, path=PG_BINDIR)
+    if found is None:
+        raise RuntimeError(f"{name} not found: install postgresql-client-15 (`make bench` does)")
+    return found
+
+
+def wal2http_binary() -> str:
+    found = shutil.which("wal2http", path=str(Path(sys.executable).parent)) or shutil.which("wal2http")
+    if found is None:
+        raise RuntimeError("wal2http is not installed: run `make bench` from the repository")
+    return found
+
+
+class Slots:
+    """A template slot created before a workload, copied once per run."""
+
+    def __init__(self, db: Database, template: str) -> None:
+        self.db = db
+        self.template = template
+        self._runs = 0
+        db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (template,))
+
+    def copy(self) -> str:
+        self._runs += 1
+        name = f"{self.template}_{self._runs}"
+        self.db.execute("SELECT pg_copy_logical_replication_slot(%s, %s)", (self.template, name))
+        return name
+
+    def drop(self, name: str) -> None:
+        self.db.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+    def close(self) -> None:
+        self.drop(self.template)
+
+
+def recvlogical_seconds(db: Database, slot: str, publication: str, end_lsn: str) -> float:
+    """Time pg_recvlogical streaming ``slot`` to /dev/null until ``end_lsn``."""
+    command = [
+        pg_program("pg_recvlogical"), "-d", db.dsn, "--slot", slot, "--start",
+        "-o", "proto_version=1", "-o", f"publication_names={publication}",
+        "-f", "/dev/null", "--no-loop", "--endpos", end_lsn,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"pg_recvlogical failed (exit {done.returncode}): {done.stderr.strip()}")
+    return seconds
+
+
+@dataclass
+class Wal2httpRun:
+    """One ``wal2http run`` process, and when it started streaming (``time.time()``)."""
+
+    process: Wal2http
+    streaming_at: float
+
+    @property
+    def pid(self) -> int:
+        assert self.process.proc is not None
+        return self.process.proc.pid
+
+
+def _wait_streaming(process: Wal2http, timeout: float = 30.0) -> float:
+    """Return the time the process logged that it streams (polled every 2 ms)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if STREAMING_LINE in process.stderr:
+            return time.time()
+        if not process.running:
+            raise RuntimeError(f"wal2http exited early:\n{process.stderr}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"wal2http did not start streaming in {timeout:g}s:\n{process.stderr}")
+        time.sleep(0.002)
+
+
+@contextmanager
+def wal2http(db: Database, slot: str, publication: str, receiver: FastReceiver, batch_size: int,
+             profile: Path | None = None) -> Iterator[Wal2httpRun]:
+    """Run ``wal2http run --sink http`` on ``slot``; stop it with SIGTERM and check it exited with 0.
+
+    With ``profile``, the process runs under cProfile and writes its statistics there.
+    """
+    args = ["run", "--slot", slot, "--publication", publication, "--sink", "http",
+            "--http-url", receiver.url, "--batch-size", str(batch_size)]
+    binary = wal2http_binary()
+    if profile is not None:
+        binary, args = sys.executable, ["-m", "cProfile", "-o", str(profile), "-m", "wal2http", *args]
+    process = Wal2http(binary, args, {"WAL2HTTP_DSN": db.dsn}).start()
+    try:
+        yield Wal2httpRun(process, _wait_streaming(process))
+        code = process.stop(timeout=120)
+        if code != 0:
+            raise RuntimeError(f"wal2http exited with {code}:\n{process.stderr}")
+    finally:
+        process.kill()
+
+
+def wal2http_seconds(db: Database, slot: str, publication: str, receiver: FastReceiver, events: int,
+                     batch_size: int, profile: Path | None = None) -> float:
+    """Time from wal2http streaming until the receiver got all ``events``."""
+    receiver.reset()
+    with wal2http(db, slot, publication, receiver, batch_size, profile) as run:
+        stats = receiver.wait_for_events(events, timeout=600, alive=lambda: run.process.running)
+    if stats["events"] != events:
+        raise RuntimeError(f"the receiver got {stats['events']} events, expected {events}")
+    return float(stats["last_at"]) - run.streaming_at
+
+
+def read_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in bytes."""
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) * 1024
+    return values
