@@ -22,8 +22,11 @@ from tests.bench.report import ScenarioResult, table, write_json
 from tests.support.pgcluster import PgCluster
 
 ALL = (1, 2, 3, 4, 5, 6)
-# A server tuned to measure replication, not checkpoints: no checkpoint during a run.
-SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+# A server tuned to measure replication: no checkpoint and no autovacuum competing with a run.
+# synchronous_commit=on as in production: with "off" the walsender sees a commit only once the
+# WAL writer flushed it, up to wal_writer_delay (200 ms) later, and latency would measure that.
+SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min", "autovacuum": "off",
+            "synchronous_commit": "on"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -125,9 +125,9 @@ def wal2http(db: Database, slot: str, publication: str, receiver: FastReceiver, 
 
 
 def wal2http_seconds(db: Database, slot: str, publication: str, receiver: FastReceiver, events: int,
-                     batch_size: int, profile: Path | None = None) -> float:
+                     batch_size: int, profile: Path | None = None, record_bodies: bool = False) -> float:
     """Time from wal2http streaming until the receiver got all ``events``."""
-    receiver.reset()
+    receiver.reset(record_bodies=record_bodies)
     with wal2http(db, slot, publication, receiver, batch_size, profile) as run:
         stats = receiver.wait_for_events(events, timeout=600, alive=lambda: run.process.running)
     if stats["events"] != events:

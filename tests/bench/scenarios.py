@@ -126,10 +126,8 @@ def one_event_per_request(bench: Bench) -> ScenarioResult:
     try:
         for run in range(bench.runs):
             slot = slots.copy()
-            if not bodies:
-                bench.receiver.reset(record_bodies=True)
             ours.append(wal2http_seconds(bench.db, slot, workload.publication, bench.receiver, count, 1,
-                                         bench.profile(f"scenario4-{run + 1}")))
+                                         bench.profile(f"scenario4-{run + 1}"), record_bodies=not bodies))
             slots.drop(slot)
             bodies = bodies or bench.receiver.bodies()
             bench.receiver.reset()

@@ -91,6 +91,8 @@ def insert_rows(db: Database, table: str, row: str, first: int, count: int, per_
 
 
 def end_lsn(db: Database) -> str:
+    """Where the workload ended; a checkpoint first, so none runs during the measured runs."""
+    db.execute("CHECKPOINT")
     return str(db.execute("SELECT pg_current_wal_insert_lsn()")[0][0])
 
 
