@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from binascii import b2a_base64
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache
 from itertools import product
 from math import isfinite
 from typing import TypeAlias
@@ -200,12 +200,20 @@ def converter_for(type_oid: int, type_name: str | None = None) -> Converter:
     element_oid = _ARRAY_ELEMENTS.get(type_oid)
     if element_oid is not None:
         delimiter = ";" if element_oid == _BOX_OID else ","
-        return partial(parse_array, element=_SCALARS.get(element_oid, str), delimiter=delimiter)
+        return _array_converter(_SCALARS.get(element_oid, str), delimiter)
     # PostgreSQL names an array type after its element with a leading underscore; the
     # element of a user-defined array (enum, composite, domain) is only known as text.
     if type_name is not None and type_name.startswith("_"):
-        return partial(parse_array, element=str)
+        return _array_converter(str, ",")
     return str
+
+
+def _array_converter(element: Converter, delimiter: str) -> Converter:
+    # A closure, not functools.partial with keywords: partial builds a kwargs dict per call.
+    def convert(text: str) -> JsonValue:
+        return parse_array(text, element, delimiter)
+
+    return convert
 
 
 # array_out quotes elements containing these (scanner_isspace), and array_in trims them
@@ -254,6 +262,8 @@ def parse_array(text: str, element: Converter, delimiter: str = ",") -> list[Jso
         if _NOT_PLAIN_RE.search(inner) is None:
             items = inner.split(delimiter)
             if "" not in items:
+                if _NULL_SPELLINGS.isdisjoint(items):
+                    return list(map(element, items))
                 return [None if item in _NULL_SPELLINGS else element(item) for item in items]
     start = 0
     if text.startswith("["):
