@@ -29,9 +29,9 @@ from wal2http.lsn import format_lsn
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, like the pgoutput records: one is built per row
 class Event:
-    """One change, encoded once: ``body`` is exactly what a sink sends."""
+    """One change, encoded once: ``body`` is exactly what a sink sends; read-only."""
 
     id: str
     op: str
@@ -100,6 +100,7 @@ class EventBuilder:
         self._xid: int | None = None
         self._commit_lsn = 0
         self._commit_lsn_text = format_lsn(0)
+        self._id_prefix = ""
         self._commit_time_us = 0
         self._commit_time = ""
         self._seq = 0
@@ -109,6 +110,7 @@ class EventBuilder:
         self._xid = msg.xid
         self._commit_lsn = msg.final_lsn
         self._commit_lsn_text = format_lsn(msg.final_lsn)
+        self._id_prefix = f"{msg.final_lsn:016X}-"  # event_id() of this transaction, less the seq
         self._commit_time_us = msg.commit_time_us
         self._commit_time = format_timestamp_us(msg.commit_time_us)
         self._seq = 0
@@ -238,7 +240,7 @@ class EventBuilder:
         extra: dict[str, Any] | None = None,
     ) -> Event:
         self._seq += 1
-        eid = event_id(self._commit_lsn, self._seq)
+        eid = f"{self._id_prefix}{self._seq}"  # event_id(), with the per-transaction part made once
         record: dict[str, Any] = {
             "id": eid,
             "op": op,

@@ -32,15 +32,19 @@ _BEGIN = struct.Struct(">QqI")
 _COMMIT = struct.Struct(">bQQq")
 _RELATION_COLUMN_TAIL = struct.Struct(">Ii")
 
+# Records built once per row or transaction (Begin, Commit, Insert, Update, Delete) are plain
+# slotted dataclasses, read-only by convention: a frozen dataclass's __init__ goes through
+# object.__setattr__ per field, which made parsing 20% slower (2.4 vs 1.9 us per row change).
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Begin:
     final_lsn: int  # start LSN of the transaction's commit record
     commit_time_us: int  # microseconds since the Unix epoch
     xid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     commit_lsn: int
     end_lsn: int  # the position to confirm once the transaction is delivered
@@ -77,13 +81,13 @@ class Type:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Insert:
     relation_oid: int
     new: tuple[ColumnValue, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Update:
     relation_oid: int
     old: tuple[ColumnValue, ...] | None  # present with REPLICA IDENTITY FULL ('O')
@@ -91,7 +95,7 @@ class Update:
     new: tuple[ColumnValue, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delete:
     relation_oid: int
     old: tuple[ColumnValue, ...] | None
