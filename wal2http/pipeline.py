@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import select
@@ -350,6 +351,9 @@ def _run(config: Config, observer: Observer) -> None:
     if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
     previous_wakeup_fd = signal.set_wakeup_fd(pipeline.wakeup_fd(), warn_on_full_buffer=False)
+    # What exists now (modules, connections, configuration) lives as long as the process: keep it
+    # out of the cyclic collector's full scans, which cost 10% of the time spent per event.
+    gc.freeze()
     try:
         pipeline.run()
     except StopRequested:

@@ -28,6 +28,7 @@ HOST = "127.0.0.1"
 CONTROL = b"/_bench/"
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 _FRAME = struct.Struct(">I")
+EVENT_START = b'{"id":"'
 
 
 def _response(body: bytes, content_type: bytes = b"application/json") -> bytes:
@@ -52,17 +53,22 @@ class _State:
         self.commit_times: list[tuple[float, str]] = []
 
     def deliver(self, body: bytes, received_at: float) -> None:
-        value = orjson.loads(body)
-        events = value if type(value) is list else [value]
-        self.events += len(events)
+        if self.record_commit_times:
+            value = orjson.loads(body)
+            events = value if type(value) is list else [value]
+            self.commit_times.extend((received_at, event["commit_time"]) for event in events)
+            self.events += len(events)
+        else:
+            # Every event object starts with its id, and no value of the benchmark's rows holds
+            # this text; counting is ten times cheaper than parsing, and this process shares the
+            # machine's two cores with wal2http and PostgreSQL. Runs check the exact count.
+            self.events += body.count(EVENT_START)
         self.requests += 1
         if not self.first_at:
             self.first_at = received_at
         self.last_at = received_at
         if self.record_bodies:
             self.bodies.append(body)
-        if self.record_commit_times:
-            self.commit_times.extend((received_at, event["commit_time"]) for event in events)
 
     def control(self, path: bytes, body: bytes) -> bytes:
         name = path[len(CONTROL):]
