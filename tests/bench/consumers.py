@@ -78,15 +78,33 @@ def recvlogical_seconds(db: Database, slot: str, publication: str, end_lsn: str)
 
 @dataclass
 class Wal2httpRun:
-    """One ``wal2http run`` process, and when it started streaming (``time.time()``)."""
+    """One ``wal2http run`` process, when it started streaming (``time.time()``) and its CPU time then."""
 
     process: Wal2http
     streaming_at: float
+    cpu_at_start: float = 0.0
 
     @property
     def pid(self) -> int:
         assert self.process.proc is not None
         return self.process.proc.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) used since streaming started."""
+        return cpu_seconds(self.pid) - self.cpu_at_start
+
+
+@dataclass(frozen=True)
+class Timing:
+    seconds: float  # from streaming start to the last event at the receiver
+    cpu_seconds: float  # wal2http's CPU time over the same span
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_streaming(process: Wal2http, timeout: float = 30.0) -> float:
@@ -116,7 +134,9 @@ def wal2http(db: Database, slot: str, publication: str, receiver: FastReceiver, 
         binary, args = sys.executable, ["-m", "cProfile", "-o", str(profile), "-m", "wal2http", *args]
     process = Wal2http(binary, args, {"WAL2HTTP_DSN": db.dsn}).start()
     try:
-        yield Wal2httpRun(process, _wait_streaming(process))
+        run = Wal2httpRun(process, _wait_streaming(process))
+        run.cpu_at_start = cpu_seconds(run.pid)
+        yield run
         code = process.stop(timeout=120)
         if code != 0:
             raise RuntimeError(f"wal2http exited with {code}:\n{process.stderr}")
@@ -125,14 +145,15 @@ def wal2http(db: Database, slot: str, publication: str, receiver: FastReceiver, 
 
 
 def wal2http_seconds(db: Database, slot: str, publication: str, receiver: FastReceiver, events: int,
-                     batch_size: int, profile: Path | None = None, record_bodies: bool = False) -> float:
-    """Time from wal2http streaming until the receiver got all ``events``."""
+                     batch_size: int, profile: Path | None = None, record_bodies: bool = False) -> Timing:
+    """Time from wal2http streaming until the receiver got all ``events``, and the CPU it used."""
     receiver.reset(record_bodies=record_bodies)
     with wal2http(db, slot, publication, receiver, batch_size, profile) as run:
         stats = receiver.wait_for_events(events, timeout=600, alive=lambda: run.process.running)
+        cpu = run.cpu_seconds()
     if stats["events"] != events:
         raise RuntimeError(f"the receiver got {stats['events']} events, expected {events}")
-    return float(stats["last_at"]) - run.streaming_at
+    return Timing(float(stats["last_at"]) - run.streaming_at, cpu)
 
 
 def read_status(pid: int) -> dict[str, int]:

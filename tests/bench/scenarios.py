@@ -14,6 +14,7 @@ import requests
 from tests.bench import workloads
 from tests.bench.consumers import (
     Slots,
+    Timing,
     pg_program,
     read_status,
     recvlogical_seconds,
@@ -49,9 +50,16 @@ def _rates(events: int, seconds: list[float]) -> list[float]:
     return [events / s for s in seconds]
 
 
-def _compare(bench: Bench, slots: Slots, workload: workloads.Workload, tag: str) -> tuple[list[float], list[float]]:
+def _cpu_per_event(events: int, timings: list[Timing]) -> list[float]:
+    """wal2http's CPU microseconds per event: what it costs, whatever else the machine runs."""
+    return [t.cpu_seconds / events * 1e6 for t in timings]
+
+
+def _compare(bench: Bench, slots: Slots, workload: workloads.Workload, tag: str,
+             ) -> tuple[list[float], list[Timing]]:
     """Interleaved runs of pg_recvlogical and ``wal2http --batch-size 500``: their seconds."""
-    reference, ours = [], []
+    reference: list[float] = []
+    ours: list[Timing] = []
     for run in range(bench.runs):
         slot = slots.copy()
         reference.append(recvlogical_seconds(bench.db, slot, workload.publication, workload.end_lsn))
@@ -78,8 +86,9 @@ def throughput(bench: Bench) -> tuple[ScenarioResult, ScenarioResult]:
     first = ScenarioResult(1, "pg_recvlogical, pgoutput to /dev/null (the reference)", shape)
     first.add("pg_recvlogical", "events/s", _rates(workload.events, reference))
     second = ScenarioResult(2, f"wal2http run --batch-size {BATCH}", shape)
-    second.add("wal2http", "events/s", _rates(workload.events, ours))
-    ratio = second.add("ratio to pg_recvlogical", "x", ratio_runs(reference, ours))
+    second.add("wal2http", "events/s", _rates(workload.events, [t.seconds for t in ours]))
+    second.add("wal2http CPU per event", "us", _cpu_per_event(workload.events, ours))
+    ratio = second.add("ratio to pg_recvlogical", "x", ratio_runs(reference, [t.seconds for t in ours]))
     second.check(f"ratio >= 0.9 (got {ratio.median:.2f})", ratio.median >= 0.9)
     return first, second
 
@@ -99,8 +108,9 @@ def wide_rows(bench: Bench) -> ScenarioResult:
         "row_text_bytes": workloads.wide_row_bytes(bench.db),
     })
     result.add("pg_recvlogical", "events/s", _rates(rows, reference))
-    result.add("wal2http", "events/s", _rates(rows, ours))
-    ratio = result.add("ratio to pg_recvlogical", "x", ratio_runs(reference, ours))
+    result.add("wal2http", "events/s", _rates(rows, [t.seconds for t in ours]))
+    result.add("wal2http CPU per event", "us", _cpu_per_event(rows, ours))
+    ratio = result.add("ratio to pg_recvlogical", "x", ratio_runs(reference, [t.seconds for t in ours]))
     result.check(f"ratio >= 0.6 (got {ratio.median:.2f})", ratio.median >= 0.6)
     return result
 
@@ -121,7 +131,8 @@ def one_event_per_request(bench: Bench) -> ScenarioResult:
     workloads.prepare_simple(bench.db, "bench_single")
     slots = Slots(bench.db, "bench_single")
     workload = workloads.fill_simple(bench.db, "bench_single", 0, count)
-    ours, loop = [], []
+    ours: list[Timing] = []
+    loop: list[float] = []
     bodies: list[bytes] = []
     try:
         for run in range(bench.runs):
@@ -140,8 +151,9 @@ def one_event_per_request(bench: Bench) -> ScenarioResult:
         "single_row_transactions": count, "body_bytes_mean": sum(map(len, bodies)) // len(bodies),
     })
     result.add("requests POST loop", "requests/s", _rates(count, loop))
-    result.add("wal2http", "events/s", _rates(count, ours))
-    ratio = result.add("ratio to the POST loop", "x", ratio_runs(loop, ours))
+    result.add("wal2http", "events/s", _rates(count, [t.seconds for t in ours]))
+    result.add("wal2http CPU per event", "us", _cpu_per_event(count, ours))
+    ratio = result.add("ratio to the POST loop", "x", ratio_runs(loop, [t.seconds for t in ours]))
     result.check(f"ratio >= 0.7 (got {ratio.median:.2f})", ratio.median >= 0.7)
     return result
 
