@@ -137,3 +137,19 @@ def test_quiet_publication_does_not_pin_wal(db: Database, receiver: Receiver, st
     assert (db.cluster.confirmed_flush_lsn("wal2http") or 0) > start
     assert receiver.events() == []
     assert wal2http.stop() == 0
+
+
+def test_proxy_variables_apply_to_every_request(db: Database, receiver: Receiver,
+                                                 start_wal2http: Start) -> None:
+    # The HTTP sink reads the environment once at start (not per request): HTTP_PROXY still applies.
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
+    proxy = receiver.url.rsplit("/", 1)[0]
+    env = {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", "http://hooks.invalid/pg",
+                              env=env)
+    db.execute("INSERT INTO t VALUES (1)")
+    db.execute("INSERT INTO t VALUES (2)")
+    events = receiver.wait_for_events(2)
+    assert wal2http.stop() == 0
+    assert [e["new"]["id"] for e in events] == [1, 2]
+    assert {r.path for r in receiver.requests} == {"http://hooks.invalid/pg"}
