@@ -102,7 +102,8 @@ class ReplicationStream:
             self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=force)
         except psycopg2.Error as e:
             raise ReplicationLost(f"cannot confirm {format_lsn(lsn)}: {_text(e)}") from None
-        logger.debug("confirmed %s", format_lsn(lsn))
+        if logger.isEnabledFor(logging.DEBUG):  # called after every delivery: format only when logged
+            logger.debug("confirmed %s", format_lsn(lsn))
 
     def keepalive(self) -> None:
         """Send a status update now, so ``wal_sender_timeout`` does not end the stream."""
