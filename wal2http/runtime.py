@@ -1,0 +1,43 @@
+"""Process-wide tuning for the streaming loop: the cyclic garbage collector and the C allocator."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+_M_TOP_PAD = -2  # from glibc's <malloc.h>
+HEAP_SLACK_BYTES = 2 * 1024 * 1024
+
+
+def tune_for_streaming() -> None:
+    """Call once, after start-up and before the first change is read."""
+    # What exists now (modules, connections, configuration) lives as long as the process: keep
+    # it out of the collector's full scans, which cost 10% of the CPU time per event.
+    gc.freeze()
+    _keep_heap_slack()
+
+
+def _keep_heap_slack() -> None:
+    """Let the heap keep 2 MB free instead of returning every freed byte to the kernel.
+
+    A batch's events are allocated together and freed together. By default glibc gives the
+    freed top of the heap back to the kernel and takes it again for the next batch: a dozen
+    ``brk`` calls and their page faults per request, 15% of the CPU time per event with
+    500-event batches (10 against 8.6 us, ``make bench`` scenario 2). Setting the slack also
+    fixes glibc's mmap threshold at 128 KB, so large values (TOASTed columns, batch bodies) get
+    their own mappings and are unmapped when freed: RSS after a burst of them returned to
+    within 3% of its steady level, against 10% without. ``MALLOC_TOP_PAD_`` in the environment
+    wins; allocators other than glibc's are left alone.
+    """
+    if "MALLOC_TOP_PAD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    if not mallopt(_M_TOP_PAD, HEAP_SLACK_BYTES):
+        logger.debug("the C allocator refused M_TOP_PAD; heap slack unchanged")
