@@ -34,7 +34,8 @@ class Measure:
         return f"{_num(self.median)} ({_num(self.low)}-{_num(self.high)}) {self.unit}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"unit": self.unit, "median": self.median, "min": self.low, "max": self.high, "runs": self.runs}
+        return {"unit": self.unit, "median": self.median, "min": self.low, "max": self.high,
+                "runs": self.runs}
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,8 @@ def memory(bench: Bench) -> ScenarioResult:
     finally:
         slots.close()
     result = ScenarioResult(6, f"memory, wal2http --batch-size {BATCH}", {
-        "rows": plan.total, "first_small_rows": plan.warmup_rows, "big_transaction_rows": plan.big_transaction,
+        "rows": plan.total, "first_small_rows": plan.warmup_rows,
+        "big_transaction_rows": plan.big_transaction,
         "rows_with_1mb_toasted_value": plan.blob_rows,
     })
     peak = result.add("peak RSS (VmHWM)", "MB", [s[0] for s in samples])

@@ -29,7 +29,8 @@ def _wide_columns() -> list[tuple[str, str, str]]:
     cols += [(f"num{k}", "numeric(18,4)", f"{{i}} * {k}.0625 + 0.1234") for k in range(1, 6)]
     cols += [(f"txt{k}", "text", f"repeat(md5(({{i}} + {k})::text), 3)") for k in range(1, 7)]
     cols += [
-        (f"ts{k}", "timestamptz", f"timestamptz '2024-01-01 00:00:00+00' + ({{i}} * {k}) * interval '1.5 second'")
+        (f"ts{k}", "timestamptz",
+         f"timestamptz '2024-01-01 00:00:00+00' + ({{i}} * {k}) * interval '1.5 second'")
         for k in range(1, 6)
     ]
     cols += [(f"flag{k}", "boolean", f"({{i}} + {k}) % {k + 1} = 0") for k in range(1, 5)]
