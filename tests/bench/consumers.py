@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,17 +63,34 @@ class Slots:
 
 
 def recvlogical_seconds(db: Database, slot: str, publication: str, end_lsn: str) -> float:
-    """Time pg_recvlogical streaming ``slot`` to /dev/null until ``end_lsn``."""
+    """Time pg_recvlogical streaming ``slot`` to /dev/null until ``end_lsn``.
+
+    Timed like wal2http: from the moment it says it starts streaming (``-v``) to its exit.
+    """
     command = [
-        pg_program("pg_recvlogical"), "-d", db.dsn, "--slot", slot, "--start",
+        pg_program("pg_recvlogical"), "-d", db.dsn, "--slot", slot, "--start", "-v",
         "-o", "proto_version=1", "-o", f"publication_names={publication}",
         "-f", "/dev/null", "--no-loop", "--endpos", end_lsn,
     ]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"pg_recvlogical failed (exit {done.returncode}): {done.stderr.strip()}")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(600, process.kill)
+    watchdog.start()
+    try:
+        assert process.stderr is not None
+        started = time.perf_counter()
+        lines = []
+        for line in process.stderr:  # until it exits
+            if not lines:
+                started = time.perf_counter()
+            lines.append(line)
+        code = process.wait()
+        seconds = time.perf_counter() - started
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.wait()
+    if code != 0 or not lines or "starting log streaming" not in lines[0]:
+        raise RuntimeError(f"pg_recvlogical failed (exit {code}): {''.join(lines).strip()}")
     return seconds
 
 

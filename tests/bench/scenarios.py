@@ -169,7 +169,7 @@ def _latency_run(bench: Bench, batch_size: int, seconds: int, run: int) -> list[
     db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     try:
         with tempfile.NamedTemporaryFile("w", suffix=".sql") as script, \
-                wal2http(db, slot, "bench_latency_pub", receiver, batch_size) as process:
+                wal2http(db, slot, "bench_latency_pub", receiver, batch_size) as consumer:
             script.write(workloads.LATENCY_SCRIPT)
             script.flush()
             receiver.reset(record_commit_times=True)
@@ -181,7 +181,7 @@ def _latency_run(bench: Bench, batch_size: int, seconds: int, run: int) -> list[
             if done.returncode != 0:
                 raise RuntimeError(f"pgbench failed (exit {done.returncode}): {done.stderr.strip()}")
             expected = db.execute("SELECT count(*) FROM bench_latency")[0][0] - before
-            receiver.wait_for_events(expected, timeout=120, alive=lambda: process.process.running)
+            receiver.wait_for_events(expected, timeout=120, alive=lambda: consumer.process.running)
             pairs = receiver.commit_times()
     finally:
         db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
