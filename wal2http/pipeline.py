@@ -203,6 +203,9 @@ class Pipeline:
         """Read, decode and deliver until a stop; finishes the open transaction first."""
         stream, batcher, builder = self.stream, self.batcher, self.builder
         parse = pgoutput.parse
+        # Local names: looked up for every message, and most messages are changes tested last.
+        Begin, Commit, Relation, Type, Origin = (
+            pgoutput.Begin, pgoutput.Commit, pgoutput.Relation, pgoutput.Type, pgoutput.Origin)
         while True:
             if self.stop_requested and (not builder.in_transaction or time.monotonic() >= self.stop_deadline):
                 break
@@ -213,15 +216,15 @@ class Pipeline:
             lsn = msg.data_start
             decoded = parse(msg.payload, lsn)
             kind = type(decoded)
-            if kind is pgoutput.Begin:
+            if kind is Begin:
                 self._begin(decoded)  # type: ignore[arg-type]
-            elif kind is pgoutput.Commit:
+            elif kind is Commit:
                 self._commit(decoded)  # type: ignore[arg-type]
-            elif kind is pgoutput.Relation:
+            elif kind is Relation:
                 builder.relation(decoded)  # type: ignore[arg-type]
-            elif kind is pgoutput.Type:
+            elif kind is Type:
                 builder.type(decoded)  # type: ignore[arg-type]
-            elif kind is pgoutput.Origin:
+            elif kind is Origin:
                 pass
             elif not self._skipping:
                 for event in builder.changes(decoded, lsn):  # type: ignore[arg-type]
