@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from binascii import b2a_base64
 from collections.abc import Callable
@@ -217,7 +216,7 @@ def converter_for(type_oid: int, type_name: str | None = None) -> Converter:
 def _int_array(text: str) -> JsonValue:
     """An int2/int4/int8/oid array; a flat one of plain integers is read by orjson's C parser.
 
-    Five times faster than parse_array (0.3 vs 1.7 us for ten elements), with the same result:
+    Three times faster than parse_array (0.5 vs 1.7 us for ten elements), with the same result:
     the text holds only digits, minus signs and commas, so whatever orjson accepts is a list of
     integers, read exactly as int() reads them because PostgreSQL's integer types fit in 64 bits
     (orjson would make a float of a larger one, which these types cannot hold). Anything else,
@@ -225,8 +224,11 @@ def _int_array(text: str) -> JsonValue:
     """
     inner = text[1:-1]
     if text[:1] == "{" and text[-1:] == "}" and inner.replace(",", "").replace("-", "").isdigit():
-        with contextlib.suppress(orjson.JSONDecodeError):
+        try:  # not contextlib.suppress, which would double the cost of the call
             value: list[JsonValue] = orjson.loads(f"[{inner}]")
+        except orjson.JSONDecodeError:
+            pass
+        else:
             return value
     return parse_array(text, int)
 
