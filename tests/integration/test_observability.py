@@ -276,8 +276,9 @@ def test_json_logs_carry_correlation_fields(db: Database, receiver: Receiver, st
             assert record["status"] in statuses
     failed = receiver.requests[0]
     (failure,) = [r for r in by_id[failed.headers["webhook-id"]] if r["status"] == 503]
-    assert failure["level"] == "WARNING" and failure["attempt"] == 1 and "--" in failed.headers["webhook-id"]
-    assert "batch_id" in failure
+    assert failure["level"] == "WARNING" and failure["attempt"] == 1
+    # Usually the three rows form one batch; under load the first read may hold only part of them.
+    assert ("batch_id" in failure) == ("--" in failed.headers["webhook-id"])
     single = [r for r in receiver.requests if "--" not in r.headers["webhook-id"]]
     assert single and "event_id" in by_id[single[0].headers["webhook-id"]][0]
     progress = [r for r in records if r["message"].startswith("progress:")]
