@@ -68,7 +68,7 @@ def connection_params(dsn: str, connect_timeout: int = 10, require_tls: bool = F
     try:
         params: dict[str, Any] = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as e:
-        raise ConfigError(f"invalid database DSN: {_without_dsn_text(_first_line(e))}") from None
+        raise ConfigError(f"invalid database DSN: {_without_dsn_text(error_text(e))}") from None
     own = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
     params["options"] = f"{params['options']} {own}" if params.get("options") else own
     params.setdefault("application_name", APPLICATION_NAME)
@@ -87,7 +87,7 @@ def connect_sql(dsn: str, connect_timeout: int = 10, require_tls: bool = False) 
         conn = psycopg2.connect(**connection_params(dsn, connect_timeout, require_tls))
     except psycopg2.Error as e:
         raise DatabaseError(f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): "
-                            f"{_tls_hint(_first_line(e), require_tls)}") from None
+                            f"{_tls_hint(error_text(e), require_tls)}") from None
     _check_tls(conn, "connection", require_tls)
     conn.autocommit = True
     return conn
@@ -107,7 +107,7 @@ def connect_replication(dsn: str, connect_timeout: int = 10, require_tls: bool =
         )
     except psycopg2.Error as e:
         raise DatabaseError(f"cannot open a replication connection ({redact_dsn(dsn)}): "
-                            f"{_tls_hint(_first_line(e), require_tls)}") from None
+                            f"{_tls_hint(error_text(e), require_tls)}") from None
     _check_tls(conn, "replication connection", require_tls)
     return conn
 
@@ -173,9 +173,9 @@ def query(conn: Any, statement: Any, params: Any = None, *, what: str) -> list[t
             cur.execute(statement, params)
             return list(cur.fetchall()) if cur.description is not None else []
     except psycopg2.Error as e:
-        raise DatabaseError(f"cannot {what}: {_first_line(e)}") from None
+        raise DatabaseError(f"cannot {what}: {error_text(e)}") from None
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return " ".join(line.strip() for line in text.splitlines()) if text else type(error).__name__
+def error_text(error: BaseException) -> str:
+    """A PostgreSQL error on one line (libpq's messages span several), or its type when empty."""
+    return " ".join(str(error).split()) or type(error).__name__

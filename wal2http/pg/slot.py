@@ -11,7 +11,7 @@ import psycopg2.errors
 
 from wal2http.errors import DatabaseError, SlotInUse
 from wal2http.lsn import format_lsn, parse_lsn
-from wal2http.pg.connection import query
+from wal2http.pg.connection import error_text, query
 from wal2http.slots import SlotStatus
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def drop_slot(conn: Any, name: str) -> None:
         pid = info.active_pid if info and info.active_pid else 0
         raise in_use(name, consumer(conn, pid)) from None
     except psycopg2.Error as e:
-        raise DatabaseError(f"cannot drop replication slot {name!r}: {str(e).strip()}") from None
+        raise DatabaseError(f"cannot drop replication slot {name!r}: {error_text(e)}") from None
     logger.info("dropped replication slot %s", name)
 
 

@@ -14,7 +14,7 @@ import psycopg2.errors
 
 from wal2http.errors import ReplicationLost, SlotInUse, SlotMissing
 from wal2http.lsn import format_lsn
-from wal2http.pg.connection import connect_replication
+from wal2http.pg.connection import connect_replication, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ class ReplicationStream:
         except psycopg2.errors.ObjectNotInPrerequisiteState as e:
             self.close()
             # An invalidated slot (wal_status 'lost') never streams again: retrying cannot help.
-            raise SlotMissing(f"replication slot {self.slot!r} cannot be used: {_text(e)}") from None
+            raise SlotMissing(f"replication slot {self.slot!r} cannot be used: {error_text(e)}") from None
         except psycopg2.Error as e:
             self.close()
-            raise ReplicationLost(f"cannot start replication on slot {self.slot!r}: {_text(e)}") from None
+            raise ReplicationLost(f"cannot start replication on slot {self.slot!r}: {error_text(e)}") from None
         self._probed_at = None
         self._last_received = time.monotonic()
         logger.info("streaming from slot %s, publication %s", self.slot, self.publication)
@@ -82,7 +82,7 @@ class ReplicationStream:
         try:
             message = self._cur.read_message()
         except psycopg2.Error as e:
-            raise ReplicationLost(f"replication connection lost: {_text(e)}") from None
+            raise ReplicationLost(f"replication connection lost: {error_text(e)}") from None
         if message is not None:
             self._last_received = time.monotonic()
         return message
@@ -101,7 +101,7 @@ class ReplicationStream:
         try:
             self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=force)
         except psycopg2.Error as e:
-            raise ReplicationLost(f"cannot confirm {format_lsn(lsn)}: {_text(e)}") from None
+            raise ReplicationLost(f"cannot confirm {format_lsn(lsn)}: {error_text(e)}") from None
         if logger.isEnabledFor(logging.DEBUG):  # called after every delivery: format only when logged
             logger.debug("confirmed %s", format_lsn(lsn))
 
@@ -110,7 +110,7 @@ class ReplicationStream:
         try:
             self._cur.send_feedback(force=True)
         except psycopg2.Error as e:
-            raise ReplicationLost(f"replication connection lost: {_text(e)}") from None
+            raise ReplicationLost(f"replication connection lost: {error_text(e)}") from None
 
     def check_alive(self, silence_s: float) -> None:
         """Raise ReplicationLost when the server stayed silent too long, even to a direct question.
@@ -128,7 +128,7 @@ class ReplicationStream:
             try:
                 self._cur.send_feedback(reply=True, force=True)
             except psycopg2.Error as e:
-                raise ReplicationLost(f"replication connection lost: {_text(e)}") from None
+                raise ReplicationLost(f"replication connection lost: {error_text(e)}") from None
             self._probed_at = now
             return
         if now - self._probed_at > max(1.0, silence_s / 4):
@@ -147,6 +147,3 @@ class ReplicationStream:
                     thing.close()
         self._cur = self._conn = None
 
-
-def _text(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
