@@ -93,8 +93,10 @@ def test_metrics_count_exactly_what_the_receiver_got(db: Database, receiver: Rec
     events = receiver.wait_for_events(45, timeout=60)
 
     def drained() -> Samples | None:
+        # The receiver records a request before wal2http reads the answer: wait for both sides.
         samples = admin.scrape()
-        return samples if samples[("wal2http_slot_lag_bytes", ())] == 0 else None
+        settled = samples[("wal2http_events_delivered_total", ())] >= 45
+        return samples if settled and samples[("wal2http_slot_lag_bytes", ())] == 0 else None
 
     samples = wait_until(drained, timeout=40, interval=0.5, what="slot lag 0 after draining")
     names = {name for name, _ in samples}
