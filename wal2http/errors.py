@@ -50,6 +50,14 @@ class SlotMissing(DatabaseError):
     """The replication slot does not exist (any more)."""
 
 
+class SlotLost(DatabaseError):
+    """The slot this process was streaming from disappeared: changes after the confirmed position may be lost."""
+
+
+class OrderViolation(ReplicationLost):
+    """The server sent a commit that does not come after the previous one; wal2http reconnects."""
+
+
 class DecodeError(DatabaseError):
     """A pgoutput message could not be decoded."""
 
@@ -88,16 +96,25 @@ class RejectedError(DeliveryError):
     """The receiver refused an event for good; the reject policy decides what follows."""
 
 
-class TransientDeliveryError(Wal2HttpError):
-    """A delivery attempt failed in a way worth retrying (network, timeout, 429, 5xx)."""
+class TransientDeliveryError(DeliveryError):
+    """A delivery attempt failed in a way worth retrying (network, timeout, 429, 5xx): never halts."""
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
         self.retry_after = retry_after
+
+
+class UnmappableEvent(Wal2HttpError):
+    """A change cannot take the form its sink requires (a Hook0 field breaks a rule); the message says which."""
 
 
 class Interrupted(Wal2HttpError):
     """A second interrupt asked for an immediate stop."""
 
     exit_status = ExitStatus.INTERRUPTED
+
+
+class StopRequested(Wal2HttpError):
+    """Raised inside a wait when a stop was asked for and cannot wait any longer; ``run`` exits 0."""
+
+    exit_status = ExitStatus.OK

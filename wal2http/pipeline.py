@@ -10,22 +10,29 @@ import socket
 import time
 from types import FrameType
 
-from wal2http.ack import AckTracker
-from wal2http.batch import Batch, Batcher
-from wal2http.breaker import Breaker
-from wal2http.config import Config
-from wal2http.deadletter import DeadLetterFile
+from wal2http.config.settings import Config
 from wal2http.decode import pgoutput
-from wal2http.delivery import Deliverer
-from wal2http.errors import DatabaseError, Interrupted, ReplicationLost, SlotInUse, SlotMissing
-from wal2http.events import EventBuilder
-from wal2http.lifecycle import prepare_stream
+from wal2http.decode.events import EventBuilder
+from wal2http.delivery.ack import AckTracker
+from wal2http.delivery.batch import Batch, Batcher
+from wal2http.delivery.breaker import Breaker
+from wal2http.delivery.deadletter import DeadLetterFile
+from wal2http.delivery.deliverer import Deliverer
+from wal2http.errors import (
+    DatabaseError,
+    Interrupted,
+    OrderViolation,
+    ReplicationLost,
+    SlotInUse,
+    SlotLost,
+    SlotMissing,
+    StopRequested,
+)
 from wal2http.lsn import format_lsn
-from wal2http.metrics import STANDBY, STOPPING, STREAMING
-from wal2http.observer import Observer
+from wal2http.observe.metrics import STANDBY, STOPPING, STREAMING
+from wal2http.observe.observer import Observer
 from wal2http.pg.stream import ReplicationStream
-from wal2http.runtime import tune_for_streaming
-from wal2http.sinks import SourceInfo, make_sink
+from wal2http.sinks import Sink
 
 logger = logging.getLogger(__name__)
 
@@ -36,29 +43,19 @@ STANDBY_WAIT_S = 5.0
 RECONNECT_BASE_S = 0.5
 
 
-class StopRequested(Exception):
-    """Raised inside a wait when the operator asked to stop and the stop cannot wait any longer."""
-
-
-class OrderViolation(ReplicationLost):
-    """The server sent a commit that does not come after the previous one."""
-
-
-class SlotLost(DatabaseError):
-    """The slot this process was streaming from disappeared."""
-
-
 class Pipeline:
     """Drives source → decode → events → batch → sink → ack, on one thread."""
 
-    def __init__(self, config: Config, stream: ReplicationStream, deliverer: Deliverer,
-                 start_lsn: int = 0, observer: Observer | None = None) -> None:
+    def __init__(self, config: Config, stream: ReplicationStream, sink: Sink, observer: Observer, *,
+                 start_lsn: int = 0, dead_letters: DeadLetterFile | None = None) -> None:
         self.config = config
-        self.observer = observer or Observer(config, deliverer.metrics)
-        self.metrics = self.observer.metrics
+        self.observer = observer
+        self.metrics = observer.metrics
         self.stream = stream
-        self.deliverer = deliverer
-        deliverer.wait = self.wait
+        d = config.delivery
+        # Retries pause in self.wait, which keeps the stream alive and honours a stop.
+        self.deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
+                                   self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics)
         self.builder = EventBuilder()
         self.ack = AckTracker(start_lsn)
         b = config.batch
@@ -316,56 +313,3 @@ class Pipeline:
         self.metrics.set_positions(stream.wal_end if stream.connected else None, ack.confirmed_lsn,
                                    ack.skipped_transactions)
         self.observer.tick()
-
-
-def run(config: Config, run_id: str = "") -> None:
-    """``wal2http run``: prepare the slot, stream until stopped; the operator hears of any error stop."""
-    observer = Observer(config, run_id=run_id)
-    try:
-        observer.start_admin()
-        _run(config, observer)
-    except (StopRequested, Interrupted, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        observer.halted(e)
-        raise
-    finally:
-        observer.close()
-
-
-def _run(config: Config, observer: Observer) -> None:
-    src = config.source
-    prepared = prepare_stream(src)
-    info = prepared.slot
-    source = SourceInfo(prepared.database, prepared.tables)
-    start_lsn = info.confirmed_flush_lsn or 0
-    logger.info("slot %s confirmed up to %s", src.slot, format_lsn(start_lsn))
-    d = config.delivery
-    dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
-    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
-    stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=src.messages,
-                               status_interval_s=src.status_interval_s,
-                               connect_timeout_s=src.connect_timeout_s, require_tls=src.require_tls)
-    breaker = Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s)
-    deliverer = Deliverer(sink, breaker, time.sleep, on_reject=d.on_reject, dead_letters=dead_letters,
-                          metrics=observer.metrics)
-    pipeline = Pipeline(config, stream, deliverer, start_lsn, observer)
-    previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
-    previous_wakeup_fd = signal.set_wakeup_fd(pipeline.wakeup_fd(), warn_on_full_buffer=False)
-    tune_for_streaming()
-    try:
-        pipeline.run()
-    except StopRequested:
-        logger.warning("stopped before the pending changes could be delivered; everything after %s "
-                       "is not confirmed and will be sent again on the next run",
-                       format_lsn(pipeline.ack.confirmed_lsn))
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        signal.set_wakeup_fd(previous_wakeup_fd)
-        pipeline.close()
-        sink.close()
-        if dead_letters is not None:
-            dead_letters.close()

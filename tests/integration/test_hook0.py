@@ -16,8 +16,8 @@ from tests.support import readme, wait_until
 from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database
 from tests.support.process import run_once
+from wal2http.hook0.mapping import NAMESPACE
 from wal2http.lsn import parse_lsn
-from wal2http.sinks.hook0_events import NAMESPACE
 
 # The SQL exactly as README.rst shows it (blocks marked name=... there); the publication is the test's.
 OUTBOX_DDL = "\n".join(s for s in readme.block("hook0-outbox").statements() if not s.startswith("CREATE PUBLICATION"))

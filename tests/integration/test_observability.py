@@ -383,8 +383,8 @@ def test_a_failing_mail_server_never_holds_up_delivery(db: Database, receiver: R
 
 
 def test_starttls_is_required_by_default(tmp_path: Path) -> None:
-    from wal2http.config import NotifyConfig
-    from wal2http.notify import Notifier
+    from wal2http.config.sections import NotifyConfig
+    from wal2http.observe.notify import Notifier
 
     with Mailbox() as mailbox:
         config = NotifyConfig(smtp_host="127.0.0.1", smtp_port=mailbox.port, sender="w@example.com",

@@ -30,8 +30,8 @@ from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database, PgCluster
 from tests.support.process import Wal2http, run_once
 from tests.support.receiver import Receiver
-from wal2http.deadletter import DeadLetterFile
-from wal2http.events import Event, encode
+from wal2http.decode.events import Event, encode
+from wal2http.delivery.deadletter import DeadLetterFile
 
 ROLE = "wal2http"  # the role "PostgreSQL prerequisites" creates; its DSN is used once it exists
 EXAMPLE_TABLES = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wal2http.ack import AckTracker
+from wal2http.delivery.ack import AckTracker
 
 
 def test_confirms_only_delivered_commit_ends() -> None:

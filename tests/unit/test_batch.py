@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from wal2http.batch import Batcher
-from wal2http.events import Event
+from wal2http.decode.events import Event
+from wal2http.delivery.batch import Batcher
 
 
 def event(n: int, size: int = 10) -> Event:

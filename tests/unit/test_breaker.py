@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wal2http.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from wal2http.delivery.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 
 
 def breaker() -> Breaker:

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import wal2http.cli
 from tests.support import readme
-from wal2http.config import SECRET_SOURCES
+from wal2http.config.secrets import SECRET_SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
 MAN_PAGE = ROOT / "man" / "wal2http.1"

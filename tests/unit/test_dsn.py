@@ -9,8 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from wal2http.config import dsn_password, redact_dsn
-from wal2http.dsn import dsn_secret_values
+from wal2http.config.dsn import dsn_password, dsn_secret_values, redact_dsn
 from wal2http.errors import ConfigError
 from wal2http.pg.connection import connection_params
 

@@ -7,8 +7,8 @@ import pytest
 
 from tests.unit import pgbytes as pb
 from wal2http.decode import pgoutput as po
+from wal2http.decode.events import EventBuilder, event_id, format_timestamp_us
 from wal2http.errors import DecodeError
-from wal2http.events import EventBuilder, event_id, format_timestamp_us
 
 T0 = 1_764_291_723_456_789
 COLS = [("id", 23, True), ("body", 25, False), ("n", 1700, False)]

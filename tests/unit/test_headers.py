@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from wal2http.config import Secret
+from wal2http.config.headers import Header, parse_headers
+from wal2http.config.secrets import Secret
 from wal2http.errors import ConfigError
-from wal2http.headers import Header, parse_headers
 
 
 def test_literal_env_and_file_values(tmp_path: Path) -> None:

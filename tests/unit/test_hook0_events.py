@@ -11,17 +11,19 @@ import pytest
 from hook0.generated.models import EventPost
 
 from tests.unit import pgbytes as pb
-from wal2http.config import Hook0Config, HttpConfig, Secret
+from wal2http.config.secrets import Secret
+from wal2http.config.sections import HttpConfig
 from wal2http.decode import pgoutput as po
-from wal2http.events import Event, EventBuilder
-from wal2http.sinks.hook0_events import (
+from wal2http.decode.events import Event, EventBuilder
+from wal2http.errors import UnmappableEvent
+from wal2http.hook0.mapping import (
     NAMESPACE,
     Hook0Event,
     Hook0Mapper,
-    Rejected,
     derived_event_id,
     sanitize_name,
 )
+from wal2http.hook0.settings import Hook0Config
 
 APP = "7c1f0a7e-3b8e-4a51-9f0e-2d4b6c8a1e35"
 T0 = 1_764_291_723_456_789
@@ -108,7 +110,7 @@ def test_json_payload_is_sent_exactly_as_stored() -> None:
 ])
 def test_rows_hook0_would_refuse_are_rejected_naming_the_column_and_rule(values: dict[str, str],
                                                                          message: str) -> None:
-    with pytest.raises(Rejected, match=re.escape(message)):
+    with pytest.raises(UnmappableEvent, match=re.escape(message)):
         mapper().map(outbox_row(**values))
 
 
@@ -116,18 +118,18 @@ def test_missing_columns_and_bad_ids_in_a_text_outbox() -> None:
     columns = [("event_id", TEXT_OID, True), ("event_type", TEXT_OID, False), ("payload", TEXT_OID, False),
                ("payload_content_type", TEXT_OID, False)]
     (bad_id,) = events(columns, pb.insert(10, ["42", "a.b.c", "{}", None]))
-    with pytest.raises(Rejected, match="column event_id '42' is not a UUID"):
+    with pytest.raises(UnmappableEvent, match="column event_id '42' is not a UUID"):
         mapper().map(bad_id)
     (no_labels,) = events(columns, pb.insert(10, [ROW_ID, "a.b.c", "{}", None]))
-    with pytest.raises(Rejected, match="no labels column in the outbox table"):
+    with pytest.raises(UnmappableEvent, match="no labels column in the outbox table"):
         mapper().map(no_labels)
     (bad_json,) = events([*columns, ("labels", JSONB_OID, False)],
                          pb.insert(10, [ROW_ID, "a.b.c", "{oops", "application/json", '{"a": "b"}']))
-    with pytest.raises(Rejected, match="payload is not valid JSON"):
+    with pytest.raises(UnmappableEvent, match="payload is not valid JSON"):
         mapper().map(bad_json)
     (bad_type,) = events([*columns, ("labels", JSONB_OID, False)],
                          pb.insert(10, [ROW_ID, "a.b.c", "x", "text/html", '{"a": "b"}']))
-    with pytest.raises(Rejected, match="payload_content_type 'text/html' is not one of"):
+    with pytest.raises(UnmappableEvent, match="payload_content_type 'text/html' is not one of"):
         mapper().map(bad_type)
 
 
@@ -167,7 +169,7 @@ def test_message_outbox_with_and_without_an_event_id() -> None:
 ])
 def test_invalid_messages_are_rejected(content: bytes, message: str) -> None:
     (event,) = events(OUTBOX, pb.message("hook0", content, 0x16B3700))
-    with pytest.raises(Rejected, match=message):
+    with pytest.raises(UnmappableEvent, match=message):
         mapper().map(event)
 
 

@@ -17,12 +17,12 @@ import yaml
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wal2http.admin import liveness, readiness
-from wal2http.config import parse_listen_address
+from wal2http.config.rules import parse_listen_address
+from wal2http.decode.events import Event
 from wal2http.errors import ConfigError
-from wal2http.events import Event
-from wal2http.log import ContextFilter
-from wal2http.metrics import STREAMING, Histogram, Metrics
+from wal2http.observe.endpoint import liveness, readiness
+from wal2http.observe.log import ContextFilter
+from wal2http.observe.metrics import STREAMING, Histogram, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "contrib" / "prometheus" / "alerts.yml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from wal2http.hook0_checks import RULES
+from wal2http.hook0.checks import RULES
 from wal2http.pg import outbox
 
 README = Path(__file__).resolve().parents[2] / "README.rst"

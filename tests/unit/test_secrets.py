@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from wal2http import log
-from wal2http.config import (
-    DSN,
-    SIGNING_SECRET,
-    Config,
-    HttpConfig,
-    Secret,
-    SinkConfig,
-    SourceConfig,
-    load_dsn,
-    read_secret_file,
-    split_signing_secrets,
-)
+from wal2http.config.headers import Header
+from wal2http.config.rules import split_signing_secrets
+from wal2http.config.secrets import DSN, SIGNING_SECRET, Secret, load_dsn, read_secret_file
+from wal2http.config.sections import HttpConfig, SourceConfig
+from wal2http.config.settings import Config, SinkConfig
 from wal2http.errors import ConfigError
-from wal2http.headers import Header
+from wal2http.observe import log
 
 PASSWORD = "p@ss w0rd/é"
 DSN_TEXT = "postgresql://app:p%40ss%20w0rd%2F%C3%A9@db.example.com:5432/app"

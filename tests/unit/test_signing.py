@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from wal2http.signing import Signer, decode_secret
+from wal2http.sinks.signing import Signer, decode_secret
 
 
 def new_secret() -> str:

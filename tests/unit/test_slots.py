@@ -5,17 +5,18 @@ from __future__ import annotations
 import pytest
 
 from wal2http.errors import ConfigError
-from wal2http.slots import Health, SlotStatus, Thresholds, as_json, evaluate, render_text, summary
+from wal2http.ops.slot_report import Health, Thresholds, as_json, evaluate, render_text, summary
+from wal2http.pg.slot import Slot
 
 MB = 1 << 20
 
 
 def slot(name: str = "wal2http", *, lag: int | None = 0, active: bool = True, wal_status: str = "reserved",
-         database: str = "app") -> SlotStatus:
-    return SlotStatus(name=name, plugin="pgoutput", database=database, active=active,
+         database: str = "app") -> Slot:
+    return Slot(name=name, plugin="pgoutput", database=database, active=active,
                       active_pid=4242 if active else None, application_name="wal2http" if active else None,
                       wal_status=wal_status, restart_lsn=0x16B3748, confirmed_flush_lsn=0x16B3800,
-                      unconfirmed_bytes=lag, retained_bytes=None if lag is None else lag + 100)
+                      lag_bytes=lag, retained_bytes=None if lag is None else lag + 100)
 
 
 T = Thresholds(warn_lag=512 * MB, crit_lag=2048 * MB, warn_inactive=True)
@@ -36,7 +37,7 @@ T = Thresholds(warn_lag=512 * MB, crit_lag=2048 * MB, warn_inactive=True)
         (slot(lag=None), Health.OK),
     ],
 )
-def test_health_of_one_slot(status: SlotStatus, health: Health) -> None:
+def test_health_of_one_slot(status: Slot, health: Health) -> None:
     assert evaluate([status], T, "wal2http", "app").health is health
 
 

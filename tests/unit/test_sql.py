@@ -86,7 +86,7 @@ QUERIES = queries()
 
 
 def test_the_scan_sees_the_queries() -> None:
-    for module in ("wal2http/pg/slot.py", "wal2http/pg/admin.py"):
+    for module in ("wal2http/pg/slot.py", "wal2http/pg/publication.py"):
         assert any(where.startswith(module) for where, _ in QUERIES), module
     assert not any(where.startswith("wal2http/pg/connection.py") for where, _ in QUERIES)  # the helper
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from wal2http.config.validation import is_loopback, validate_identifier, validate_uuid
 from wal2http.errors import ConfigError
-from wal2http.validation import is_loopback, validate_identifier, validate_uuid
 
 
 def test_identifier_and_uuid_rules() -> None:

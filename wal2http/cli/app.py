@@ -11,12 +11,10 @@ from typing import Any, NoReturn
 import click
 
 from wal2http import __version__
-from wal2http import log as log_setup
-from wal2http.config import (
-    Config,
-    SecretSource,
-)
+from wal2http.config.secrets import SecretSource
+from wal2http.config.settings import Config
 from wal2http.errors import ExitStatus, Wal2HttpError
+from wal2http.observe import log as log_setup
 
 logger = logging.getLogger("wal2http")
 

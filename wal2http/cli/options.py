@@ -9,31 +9,30 @@ import click
 from click.core import ParameterSource
 
 from wal2http.cli.app import Lines, env, fail, options, secret_file_option
-from wal2http.config import (
+from wal2http.config.headers import parse_headers
+from wal2http.config.rules import parse_listen_address, split_signing_secrets, validate
+from wal2http.config.secrets import (
     ADMIN_TOKEN,
     DSN,
     HOOK0_API_TOKEN,
     HTTP_BEARER_TOKEN,
     SIGNING_SECRET,
     SMTP_PASSWORD,
+    Secret,
+    load_dsn,
+)
+from wal2http.config.sections import (
     BatchConfig,
-    Config,
     DeliveryConfig,
-    Hook0Config,
     HttpConfig,
     LogConfig,
     MetricsConfig,
     NotifyConfig,
-    Secret,
-    SinkConfig,
     SourceConfig,
-    load_dsn,
-    parse_listen_address,
-    split_signing_secrets,
-    validate,
 )
+from wal2http.config.settings import Config, SinkConfig
 from wal2http.errors import ConfigError, ExitStatus, Wal2HttpError
-from wal2http.headers import parse_headers
+from wal2http.hook0.settings import Hook0Config
 
 source_options = options(
     "Database",

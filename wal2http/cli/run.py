@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from wal2http import log as log_setup
 from wal2http.cli.app import CONTEXT_SETTINGS, execute, main
 from wal2http.cli.options import (
     breaker_options,
@@ -17,9 +16,8 @@ from wal2http.cli.options import (
     sink_options,
     source_options,
 )
-from wal2http.config import (
-    Config,
-)
+from wal2http.config.settings import Config
+from wal2http.observe import log as log_setup
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
@@ -71,7 +69,7 @@ def replay(path: str, dry_run: bool, keep: bool, **options: Any) -> None:
 
 
 def _replay(config: Config, path: str, dry_run: bool, keep: bool) -> None:
-    from wal2http.replay import replay as replay_file
+    from wal2http.ops.replay import replay as replay_file
 
     counted = replay_file(config, path, dry_run=True)
     kind = "dead-letter file" if counted.dead_letter_file else "capture"
@@ -87,6 +85,6 @@ def _replay(config: Config, path: str, dry_run: bool, keep: bool) -> None:
 
 
 def _run_pipeline(config: Config, run_id: str) -> None:
-    from wal2http.pipeline import run as run_pipeline
+    from wal2http.ops.start import run as run_pipeline
 
     run_pipeline(config, run_id)

@@ -7,15 +7,14 @@ from typing import Any
 
 import click
 
-from wal2http import checklist, checks, lifecycle, slots
-from wal2http import log as log_setup
 from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, emit, env, execute, logger, main, options
 from wal2http.cli.options import build_config, run_options, source_options, unchecked_config
-from wal2http.config import (
-    outbox_schema_table,
-    validate,
-)
+from wal2http.config.rules import validate
 from wal2http.errors import ConfigError, Wal2HttpError
+from wal2http.hook0.settings import outbox_schema_table
+from wal2http.observe import log as log_setup
+from wal2http.ops import checklist, checks, slot_report
+from wal2http.ops import slot as slot_ops
 from wal2http.sizes import parse_size
 
 # -- check-config -----------------------------------------------------------------------------------
@@ -105,9 +104,9 @@ def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: b
     def action() -> None:
         outbox = outbox_schema_table(hook0_outbox_table) if hook0_outbox else None
         only_outbox = outbox is not None and not (tables or schemas or all_tables)
-        operations = lifecycle.parse_operations(publish, outbox_only=only_outbox)
-        request = lifecycle.PublicationRequest(tables, schemas, all_tables, operations, outbox)
-        created = lifecycle.create(config.source, request, if_not_exists)
+        operations = slot_ops.parse_operations(publish, outbox_only=only_outbox)
+        request = slot_ops.PublicationRequest(tables, schemas, all_tables, operations, outbox)
+        created = slot_ops.create(config.source, request, if_not_exists)
         for text in created.warnings:
             click.echo(f"wal2http: warning: {text}", err=True)
         emit(as_json, created.as_json(), created.lines())
@@ -142,7 +141,7 @@ def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, *
         click.confirm(question, abort=True, err=True)
 
     def action() -> None:
-        dropped = lifecycle.drop(config.source, force=force, if_exists=if_exists,
+        dropped = slot_ops.drop(config.source, force=force, if_exists=if_exists,
                                  with_publication=with_publication, confirm=confirm)
         click.echo("\n".join(dropped.lines()))
 
@@ -157,12 +156,12 @@ class MonitoringCommand(SectionedCommand):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as e:
-            click.echo(slots.unknown(e.format_message()))
+            click.echo(slot_report.unknown(e.format_message()))
             raise UnknownUsage(e.format_message(), e.ctx) from None
 
 
 class UnknownUsage(click.UsageError):
-    exit_code = int(slots.Health.UNKNOWN)
+    exit_code = int(slot_report.Health.UNKNOWN)
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -202,8 +201,8 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         log_setup.setup("WARNING", config.log.format, config.secrets())
         logging_ready = True
         validate(config)
-        thresholds = slots.Thresholds(warn_lag, crit_lag, warn_inactive)
-        report = lifecycle.status(config.source, thresholds, all_slots)
+        thresholds = slot_report.Thresholds(warn_lag, crit_lag, warn_inactive)
+        report = slot_ops.status(config.source, thresholds, all_slots)
     except Exception as e:  # whatever it is, a monitoring check must answer UNKNOWN, not crash
         if isinstance(e, Wal2HttpError):
             reason = str(e)
@@ -212,8 +211,8 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
             reason = f"unexpected error: {type(e).__name__}"
             if logging_ready:
                 logger.warning("%s: %s", reason, e)
-        line = slots.unknown(reason)
-        emit(as_json, {"status": "UNKNOWN", "exit_code": int(slots.Health.UNKNOWN), "summary": line}, [line])
-        sys.exit(int(slots.Health.UNKNOWN))
-    emit(as_json, slots.as_json(report), slots.render_text(report))
+        line = slot_report.unknown(reason)
+        emit(as_json, {"status": "UNKNOWN", "exit_code": int(slot_report.Health.UNKNOWN), "summary": line}, [line])
+        sys.exit(int(slot_report.Health.UNKNOWN))
+    emit(as_json, slot_report.as_json(report), slot_report.render_text(report))
     sys.exit(int(report.health))

@@ -12,10 +12,10 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from wal2http.config import SourceConfig, redact_dsn
-from wal2http.dsn import is_url
+from wal2http.config.dsn import is_url, redact_dsn
+from wal2http.config.sections import SourceConfig
+from wal2http.config.validation import is_loopback
 from wal2http.errors import ConfigError, DatabaseError
-from wal2http.validation import is_loopback
 
 logger = logging.getLogger(__name__)
 

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 
 from wal2http.errors import DatabaseError
-from wal2http.pg.connection import connect_sql
+from wal2http.pg.connection import connect_sql, error_text
+from wal2http.pg.slot import Slot, read_slots
 
 logger = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class SlotStats:
-    lag_bytes: int | None  # current WAL position minus confirmed_flush_lsn
-    retained_bytes: int | None  # current WAL position minus restart_lsn: what the slot keeps on disk
-    safe_wal_size: int | None  # NULL when max_slot_wal_keep_size is unlimited (-1) or the slot is lost
-    wal_status: str | None
-
 
 class SlotMonitor:
     """Owns one autocommit connection (opened lazily, dropped on error) used only by the main thread.
@@ -37,7 +29,7 @@ class SlotMonitor:
         self.statement_timeout_ms = statement_timeout_ms
         self._conn: Any = None
 
-    def poll(self) -> SlotStats | None:
+    def poll(self) -> Slot | None:
         """The slot's numbers, or None when it does not exist; raises DatabaseError when PostgreSQL fails."""
         try:
             if self._conn is None:
@@ -47,24 +39,14 @@ class SlotMonitor:
                     # Told apart from the replication connection in pg_stat_activity.
                     cur.execute("SELECT set_config('application_name',"
                                 " left(current_setting('application_name'), 49) || ' slot monitor', false)")
-            with self._conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
-                    " pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, safe_wal_size, wal_status"
-                    " FROM pg_replication_slots WHERE slot_name = %s",
-                    (self.slot,),
-                )
-                row = cur.fetchone()
+            found = read_slots(self._conn, self.slot)
         except psycopg2.Error as e:
             self.close()
-            raise DatabaseError(f"cannot read slot {self.slot!r}: {' '.join(str(e).split())}") from None
+            raise DatabaseError(f"cannot read slot {self.slot!r}: {error_text(e)}") from None
         except DatabaseError:
             self.close()
             raise
-        if row is None:
-            return None
-        lag, retained, safe, status = row
-        return SlotStats(_int(lag), _int(retained), _int(safe), status)
+        return found[0] if found else None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -72,6 +54,3 @@ class SlotMonitor:
                 self._conn.close()
         self._conn = None
 
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)

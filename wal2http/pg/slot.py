@@ -1,4 +1,4 @@
-"""Replication slot SQL: find, create, drop, monitor, and the consumer holding a slot."""
+"""Replication slot SQL: the slot record and its one query; create, drop, and the consumer holding a slot."""
 
 from __future__ import annotations
 
@@ -12,19 +12,35 @@ import psycopg2.errors
 from wal2http.errors import DatabaseError, SlotInUse
 from wal2http.lsn import format_lsn, parse_lsn
 from wal2http.pg.connection import error_text, query
-from wal2http.slots import SlotStatus
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SlotInfo:
+class Slot:
+    """One logical slot as ``pg_replication_slots`` and ``pg_stat_replication_slots`` show it: the one
+    record every command reads (run's start, slot status, check-config, the slot monitor)."""
+
     name: str
     plugin: str
     database: str
-    active_pid: int | None
-    confirmed_flush_lsn: int | None
+    active: bool
+    active_pid: int | None = None
+    application_name: str | None = None
     wal_status: str | None = None
+    safe_wal_size: int | None = None  # None: unlimited (max_slot_wal_keep_size = -1) or lost
+    restart_lsn: int | None = None
+    confirmed_flush_lsn: int | None = None
+    lag_bytes: int | None = None  # current WAL position - confirmed_flush_lsn
+    retained_bytes: int | None = None  # current WAL position - restart_lsn: the WAL the slot keeps
+    spill_txns: int | None = None
+    spill_count: int | None = None
+    spill_bytes: int | None = None
+    stream_txns: int | None = None
+    stream_count: int | None = None
+    stream_bytes: int | None = None
+    total_txns: int | None = None
+    total_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,14 +67,10 @@ def _lsn(text: str | None) -> int | None:
     return parse_lsn(text) if text else None
 
 
-def find_slot(conn: Any, name: str) -> SlotInfo | None:
-    rows = query(conn, "SELECT slot_name, plugin, database, active_pid, confirmed_flush_lsn::text, wal_status"
-                       " FROM pg_replication_slots WHERE slot_name = %s", (name,),
-                 what=f"read replication slot {name!r}")
-    if not rows:
-        return None
-    row = rows[0]
-    return SlotInfo(row[0], row[1] or "", row[2] or "", row[3], _lsn(row[4]), row[5])
+def find_slot(conn: Any, name: str) -> Slot | None:
+    """The logical slot ``name``, in whichever database it is; None when there is none."""
+    found = read_slots(conn, name)
+    return found[0] if found else None
 
 
 def create_slot(conn: Any, name: str) -> int:
@@ -99,7 +111,7 @@ def terminate(conn: Any, pid: int) -> None:
 
 
 # pg_current_wal_lsn() fails on a standby; a standby's slots are measured against what it replayed.
-_STATUS_SQL = """
+_SLOTS_SQL = """
 WITH here AS (
   SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS lsn
 )
@@ -120,15 +132,15 @@ ORDER BY s.slot_name
 """
 
 
-def slot_statuses(conn: Any, name: str | None) -> list[SlotStatus]:
+def read_slots(conn: Any, name: str | None) -> list[Slot]:
     """The logical slot ``name`` (any database), or every logical slot of the connected database."""
-    rows = query(conn, _STATUS_SQL, {"slot": name}, what="read replication slots")
+    rows = query(conn, _SLOTS_SQL, {"slot": name}, what="read replication slots")
     return [
-        SlotStatus(
+        Slot(
             name=r[0], plugin=r[1] or "", database=r[2] or "", active=bool(r[3]), active_pid=r[4],
             application_name=r[5] or None, wal_status=r[6], safe_wal_size=r[7],
             restart_lsn=_lsn(r[8]), confirmed_flush_lsn=_lsn(r[9]),
-            unconfirmed_bytes=r[10], retained_bytes=r[11],
+            lag_bytes=r[10], retained_bytes=r[11],
             spill_txns=r[12], spill_count=r[13], spill_bytes=r[14],
             stream_txns=r[15], stream_count=r[16], stream_bytes=r[17],
             total_txns=r[18], total_bytes=r[19],

@@ -14,11 +14,13 @@ from requests.auth import AuthBase
 from urllib3.util.retry import Retry
 
 from wal2http import __version__
-from wal2http.batch import Batch
-from wal2http.config import HttpConfig, Secret, signing_keys
+from wal2http.config.rules import signing_keys
+from wal2http.config.secrets import Secret
+from wal2http.config.sections import HttpConfig
+from wal2http.config.validation import is_loopback
+from wal2http.delivery.batch import Batch
 from wal2http.errors import DeliveryConfigError, RejectedError, TransientDeliveryError
-from wal2http.signing import Signer
-from wal2http.validation import is_loopback
+from wal2http.sinks.signing import Signer
 
 logger = logging.getLogger(__name__)
 

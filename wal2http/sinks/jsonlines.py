@@ -6,7 +6,7 @@ import os
 import sys
 from typing import BinaryIO
 
-from wal2http.batch import Batch
+from wal2http.delivery.batch import Batch
 from wal2http.errors import ConfigError, DeliveryError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from wal2http.events import Event
+from wal2http.decode.events import Event
 
 
 @dataclass(slots=True)

@@ -6,12 +6,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from wal2http import hook0_checks
-from wal2http.checklist import Status, require
-from wal2http.config import SourceConfig
+from wal2http.config.sections import SourceConfig
 from wal2http.errors import ConfigError, DatabaseError
-from wal2http.pg import admin
+from wal2http.hook0 import checks as hook0_checks
+from wal2http.ops.checklist import Status, require
 from wal2http.pg import outbox as outbox_sql
+from wal2http.pg import publication as publication_sql
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Outbox:
         return {"table": self.table, "created": self.created, "added_to_publication": self.added_to_publication}
 
 
-def existing_outbox(conn: Any, source: SourceConfig, outbox: tuple[str, str] | None, facts: admin.ServerFacts,
+def existing_outbox(conn: Any, source: SourceConfig, outbox: tuple[str, str] | None, facts: publication_sql.ServerFacts,
                     if_not_exists: bool, warnings: list[str]) -> outbox_sql.Table | None:
     """The outbox table if it exists, after checking it can serve; raises before anything is created."""
     if outbox is None:
@@ -50,7 +50,7 @@ def existing_outbox(conn: Any, source: SourceConfig, outbox: tuple[str, str] | N
     return found
 
 
-def outbox_into(conn: Any, publication: admin.Publication, outbox: tuple[str, str],
+def outbox_into(conn: Any, publication: publication_sql.Publication, outbox: tuple[str, str],
                 existing: outbox_sql.Table | None) -> tuple[bool, bool]:
     """Create the outbox table if missing, and add it to the existing publication unless that streams it
     already, in one transaction; (created, added)."""
@@ -64,7 +64,7 @@ def outbox_into(conn: Any, publication: admin.Publication, outbox: tuple[str, st
     return existing is None, not included
 
 
-def outbox_report(conn: Any, source: SourceConfig, publication: admin.Publication, outbox: tuple[str, str],
+def outbox_report(conn: Any, source: SourceConfig, publication: publication_sql.Publication, outbox: tuple[str, str],
                   created: bool, added: bool, warnings: list[str]) -> Outbox:
     """What was done, and a warning when the publication still does not stream the outbox's rows."""
     found = outbox_sql.find_table(conn, *outbox)

@@ -10,7 +10,7 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from wal2http.config import NotifyConfig
+from wal2http.config.sections import NotifyConfig
 
 logger = logging.getLogger(__name__)
 

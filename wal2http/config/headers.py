@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from wal2http.config import Secret, read_secret_file
+from wal2http.config.secrets import Secret, read_secret_file
 from wal2http.errors import ConfigError
 
 OPTION = "--header"

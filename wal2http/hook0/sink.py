@@ -10,18 +10,19 @@ from typing import Any, NoReturn
 import orjson
 import requests
 
-from wal2http.batch import Batch
-from wal2http.config import Hook0Config
+from wal2http.decode.events import Event
+from wal2http.delivery.batch import Batch
 from wal2http.errors import (
     ConfigError,
     DeliveryConfigError,
     DeliveryError,
     RejectedError,
     TransientDeliveryError,
+    UnmappableEvent,
 )
-from wal2http.events import Event
+from wal2http.hook0.mapping import Hook0Event, Hook0Mapper, sanitize_name
+from wal2http.hook0.settings import Hook0Config
 from wal2http.sinks import SourceInfo
-from wal2http.sinks.hook0_events import Hook0Event, Hook0Mapper, Rejected, sanitize_name
 from wal2http.sinks.http import BearerAuth, new_session, request, retry_after_seconds, warn_if_plain_http
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class Hook0Sink:
     def _map(self, event: Event) -> Hook0Event | None:
         try:
             return self.mapper.map(event)
-        except Rejected as e:
+        except UnmappableEvent as e:
             raise RejectedError(f"cannot make a Hook0 event of {event.id} ({_what(event)}): {e}",
                                 event_id=event.id) from None
 

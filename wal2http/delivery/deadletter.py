@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
+from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
 from wal2http.errors import ConfigError, DeliveryError
-from wal2http.events import Event, encode
 
 logger = logging.getLogger(__name__)
 

@@ -6,17 +6,21 @@ import logging
 import os
 from typing import Any
 
-from wal2http import hook0_checks
-from wal2http.checklist import Check, Status, failed, ident, ok, warning
-from wal2http.config import Config, Hook0Config, HttpConfig, SourceConfig, problems, redact_dsn
+from wal2http.config.dsn import redact_dsn
+from wal2http.config.rules import problems
+from wal2http.config.sections import HttpConfig, SourceConfig
+from wal2http.config.settings import Config
+from wal2http.config.validation import public_url
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
-from wal2http.hook0_checks import Published
+from wal2http.hook0 import checks as hook0_checks
+from wal2http.hook0.checks import Published
+from wal2http.hook0.settings import Hook0Config
 from wal2http.lsn import format_lsn
-from wal2http.pg import admin
+from wal2http.ops.checklist import Check, Status, failed, ident, ok, warning
+from wal2http.ops.probe import probe
+from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connect_source, connection_params
-from wal2http.pg.slot import SlotInfo, consumer, find_slot
-from wal2http.sinks.probe import probe
-from wal2http.validation import public_url
+from wal2http.pg.slot import Slot, consumer, find_slot
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ def _dsn_check(src: SourceConfig, messages: list[str] | None) -> Check:
 # -- database --------------------------------------------------------------------------------------
 
 
-def server_checks(facts: admin.ServerFacts, messages: bool = False) -> list[Check]:
+def server_checks(facts: publication_sql.ServerFacts, messages: bool = False) -> list[Check]:
     """What the server and the role must allow before any slot can be used."""
     checks = []
     name = "server version"
@@ -140,10 +144,10 @@ def server_checks(facts: admin.ServerFacts, messages: bool = False) -> list[Chec
     return checks
 
 
-def stream_checks(conn: Any, source: SourceConfig, facts: admin.ServerFacts) -> list[Check]:
+def stream_checks(conn: Any, source: SourceConfig, facts: publication_sql.ServerFacts) -> list[Check]:
     """Everything ``run`` needs on the database side, in the order ``run`` reports failures."""
     checks = server_checks(facts, source.messages)
-    publication = admin.find_publication(conn, source.publication)
+    publication = publication_sql.find_publication(conn, source.publication)
     checks.append(publication_check(publication, source.publication, facts.database))
     if publication is not None:
         checks.append(replica_identity_check(conn, publication))
@@ -160,7 +164,7 @@ def stream_checks(conn: Any, source: SourceConfig, facts: admin.ServerFacts) -> 
     return checks
 
 
-def publication_check(publication: admin.Publication | None, name: str, database: str) -> Check:
+def publication_check(publication: publication_sql.Publication | None, name: str, database: str) -> Check:
     if publication is None:
         return failed(
             "publication", f"publication {name!r} does not exist in database {database!r}",
@@ -173,12 +177,12 @@ def publication_check(publication: admin.Publication | None, name: str, database
     return ok("publication", f"{name} {publication.describe()}")
 
 
-def replica_identity_check(conn: Any, publication: admin.Publication) -> Check:
+def replica_identity_check(conn: Any, publication: publication_sql.Publication) -> Check:
     name = "replica identity"
     ops = [op for op in ("update", "delete") if op in publication.operations]
     if not ops:
         return ok(name, f"not needed: publication {publication.name} publishes no update or delete")
-    missing = admin.tables_without_replica_identity(conn, publication.name)
+    missing = publication_sql.tables_without_replica_identity(conn, publication.name)
     if not missing:
         return ok(name, "every published table has one")
     statements = " and ".join(op.upper() for op in ops)
@@ -191,7 +195,7 @@ def replica_identity_check(conn: Any, publication: admin.Publication) -> Check:
     )
 
 
-def slot_check(conn: Any, slot: SlotInfo | None, source: SourceConfig, database: str) -> Check:
+def slot_check(conn: Any, slot: Slot | None, source: SourceConfig, database: str) -> Check:
     name, s = "slot", source.slot
     if slot is None:
         if source.create_slot:
@@ -218,7 +222,7 @@ def slot_check(conn: Any, slot: SlotInfo | None, source: SourceConfig, database:
     return ok(name, f"{s} (pgoutput, database {slot.database}), confirmed up to {confirmed}")
 
 
-def slot_capacity_check(facts: admin.ServerFacts, creating: bool) -> Check:
+def slot_capacity_check(facts: publication_sql.ServerFacts, creating: bool) -> Check:
     name = "replication slots"
     used, most = facts.used_replication_slots, facts.max_replication_slots
     if creating and used >= most:
@@ -246,7 +250,7 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
                              ExitStatus.DATABASE))
     else:
         try:
-            facts = admin.server_facts(conn)
+            facts = publication_sql.server_facts(conn)
             checks.append(connection_check(facts))
             checks.extend(stream_checks(conn, src, facts))
             checks.append(wal_keep_check(facts))
@@ -264,7 +268,7 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
     return checks, changes
 
 
-def connection_check(facts: admin.ServerFacts) -> Check:
+def connection_check(facts: publication_sql.ServerFacts) -> Check:
     where = f"{facts.host}:{facts.port}, database {facts.database}, role {facts.user}"
     if facts.tls.in_use:
         return ok("database", f"connected to {where}, {facts.tls}")
@@ -274,7 +278,7 @@ def connection_check(facts: admin.ServerFacts) -> Check:
                    "add sslmode=verify-full and sslrootcert=... to the DSN, or pass --require-tls")
 
 
-def wal_keep_check(facts: admin.ServerFacts) -> Check:
+def wal_keep_check(facts: publication_sql.ServerFacts) -> Check:
     name = "max_slot_wal_keep_size"
     if facts.max_slot_wal_keep_size_mb < 0:
         return warning(name, "unlimited: a stopped or failing consumer makes the slot keep WAL until "

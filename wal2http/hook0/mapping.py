@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
-from wal2http.config import HOOK0_MAX_LABELS, Hook0Config
+from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
-from wal2http.events import Event, encode
+from wal2http.errors import UnmappableEvent
+from wal2http.hook0.settings import HOOK0_MAX_LABELS, Hook0Config
 
 # Changes-mode ids are uuid5(NAMESPACE, "<service>/<wal2http event id>"): the same change always
 # gets the same Hook0 event id, so a redelivery is answered 409 EventAlreadyIngested.
@@ -30,10 +31,6 @@ PROPERTY_MAX_BYTES = 50  # label and metadata keys and values
 METADATA_MAX = 50
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_]+")
-
-
-class Rejected(ValueError):
-    """The change cannot become a valid Hook0 event; the message names the field and the rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +72,7 @@ class Hook0Mapper:
         return [f"{self.service}.{sanitize_name(table)}.{VERBS[op]}" for op in operations if op in VERBS]
 
     def map(self, event: Event) -> Hook0Event | None:
-        """The Hook0 event for a change; None when this mode ignores it. Raises Rejected."""
+        """The Hook0 event for a change; None when this mode ignores it. Raises UnmappableEvent."""
         record = event.record
         if event.op == "message":
             if record["prefix"] != self.message_prefix:
@@ -90,13 +87,13 @@ class Hook0Mapper:
     def _from_message(self, event: Event) -> Hook0Event:
         record = event.record
         if record["content_base64"]:
-            raise Rejected("message content is not UTF-8 text: it must be a JSON object")
+            raise UnmappableEvent("message content is not UTF-8 text: it must be a JSON object")
         try:
             fields = parse_json(record["content"])
         except ValueError as e:
-            raise Rejected(f"message content is not JSON: {e}") from None
+            raise UnmappableEvent(f"message content is not JSON: {e}") from None
         if not isinstance(fields, dict):
-            raise Rejected("message content must be a JSON object with event_type, payload and labels")
+            raise UnmappableEvent("message content must be a JSON object with event_type, payload and labels")
         return self._from_fields(fields, "field", event)
 
     def _from_fields(self, fields: dict[str, Any], kind: str, event: Event) -> Hook0Event:
@@ -105,12 +102,12 @@ class Hook0Mapper:
         event_id = derived_event_id(self.service, event.id) if event_id is None else _uuid(event_id, f"{kind} event_id")
         event_type = _required(fields, "event_type", kind)
         if not isinstance(event_type, str):
-            raise Rejected(f"{kind} event_type must be text, not {_json_type(event_type)}")
+            raise UnmappableEvent(f"{kind} event_type must be text, not {_json_type(event_type)}")
         payload, content_type = _payload(_required(fields, "payload", kind))
         declared = fields.get("payload_content_type")
         if declared is not None:
             if declared not in CONTENT_TYPES:
-                raise Rejected(f"{kind} payload_content_type {str(declared)[:60]!r} is not one of "
+                raise UnmappableEvent(f"{kind} payload_content_type {str(declared)[:60]!r} is not one of "
                                f"{', '.join(CONTENT_TYPES)}")
             content_type = declared
         labels = _object(_required(fields, "labels", kind), f"{kind} labels")
@@ -178,16 +175,16 @@ class Hook0Mapper:
             request["metadata"] = _properties(metadata, f"{kind}metadata", 0, METADATA_MAX)
         body = orjson.dumps(request)
         if len(body) > BODY_MAX_BYTES:
-            raise Rejected(f"the request would be {len(body)} bytes, above Hook0's limit of {BODY_MAX_BYTES}")
+            raise UnmappableEvent(f"the request would be {len(body)} bytes, above Hook0's limit of {BODY_MAX_BYTES}")
         return Hook0Event(event_id, event_type, body)
 
 
 def _required(fields: dict[str, Any], name: str, kind: str) -> Any:
     if name not in fields:
-        raise Rejected(f"no {name} {kind}" + (" in the outbox table" if kind == "column" else ""))
+        raise UnmappableEvent(f"no {name} {kind}" + (" in the outbox table" if kind == "column" else ""))
     value = fields[name]
     if value is None:
-        raise Rejected(f"{kind} {name} is null")
+        raise UnmappableEvent(f"{kind} {name} is null")
     return value
 
 
@@ -195,7 +192,7 @@ def _uuid(value: Any, what: str) -> str:
     try:
         return str(uuid.UUID(value)) if isinstance(value, str) else str(uuid.UUID(str(value)))
     except ValueError:
-        raise Rejected(f"{what} {str(value)[:60]!r} is not a UUID") from None
+        raise UnmappableEvent(f"{what} {str(value)[:60]!r} is not a UUID") from None
 
 
 def _payload(value: Any) -> tuple[str, str]:
@@ -212,14 +209,14 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, JsonText):
         value = parse_json(value)
     if not isinstance(value, dict):
-        raise Rejected(f"{what} must be a JSON object, not {_json_type(value)}")
+        raise UnmappableEvent(f"{what} must be a JSON object, not {_json_type(value)}")
     return value
 
 
 def _properties(values: dict[str, Any], what: str, least: int, most: int) -> dict[str, str]:
     """Labels or metadata per Hook0's rules; numbers and booleans are sent as their JSON text."""
     if not least <= len(values) <= most:
-        raise Rejected(f"{what} has {len(values)} entries; Hook0 takes {least} to {most}")
+        raise UnmappableEvent(f"{what} has {len(values)} entries; Hook0 takes {least} to {most}")
     out: dict[str, str] = {}
     for key, value in values.items():
         if isinstance(value, bool):
@@ -227,10 +224,10 @@ def _properties(values: dict[str, Any], what: str, least: int, most: int) -> dic
         elif isinstance(value, int | float | str):
             text = str(value)
         else:
-            raise Rejected(f"{what} {key!r} must be a string, number or boolean, not {_json_type(value)}")
+            raise UnmappableEvent(f"{what} {key!r} must be a string, number or boolean, not {_json_type(value)}")
         for part, size in (("name", len(key.encode())), ("value", len(text.encode()))):
             if not 1 <= size <= PROPERTY_MAX_BYTES:
-                raise Rejected(f"{what} {key[:60]!r} has a {part} of {size} bytes; "
+                raise UnmappableEvent(f"{what} {key[:60]!r} has a {part} of {size} bytes; "
                                f"Hook0 takes 1 to {PROPERTY_MAX_BYTES}")
         out[str(key)] = text
     return out
@@ -244,26 +241,26 @@ def _check_event_type(event_type: str) -> None:
         or len(event_type) > EVENT_TYPE_MAX_CHARS
         or _CONTROL_RE.search(event_type)
     ):
-        raise Rejected(f"event_type {event_type[:80]!r} is not service.resource_type.verb "
+        raise UnmappableEvent(f"event_type {event_type[:80]!r} is not service.resource_type.verb "
                        f"(three non-empty parts, at most {EVENT_TYPE_MAX_CHARS} characters, "
                        "no control characters)")
 
 
 def _check_payload(payload: str, content_type: str, is_json: bool) -> None:
     if len(payload) > PAYLOAD_MAX_CHARS:
-        raise Rejected(f"payload is {len(payload)} characters, above Hook0's limit of {PAYLOAD_MAX_CHARS}")
+        raise UnmappableEvent(f"payload is {len(payload)} characters, above Hook0's limit of {PAYLOAD_MAX_CHARS}")
     if content_type == "application/json" and not is_json:
         try:
             json.loads(payload)
         except ValueError as e:
-            raise Rejected(
+            raise UnmappableEvent(
                 f"payload is not valid JSON, as payload_content_type application/json needs: {e}"
             ) from None
     elif content_type == "application/octet-stream+base64":
         try:
             binascii.a2b_base64(payload.encode(), strict_mode=True)
         except (binascii.Error, UnicodeEncodeError):
-            raise Rejected("payload is not valid base64, as payload_content_type "
+            raise UnmappableEvent("payload is not valid base64, as payload_content_type "
                            "application/octet-stream+base64 needs") from None
 
 
@@ -276,7 +273,7 @@ def _timestamp(value: Any, what: str) -> str:
             when = None
         if when is not None and when.tzinfo is not None:
             return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    raise Rejected(f"{what} {str(value)[:60]!r} is not a timestamp with a time zone (use timestamptz)")
+    raise UnmappableEvent(f"{what} {str(value)[:60]!r} is not a timestamp with a time zone (use timestamptz)")
 
 
 def _commit_time(event: Event) -> str:

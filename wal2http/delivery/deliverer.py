@@ -7,19 +7,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wal2http.batch import Batch
-from wal2http.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
-from wal2http.deadletter import DeadLetterFile
-from wal2http.errors import ConfigError, DeliveryError, RejectedError, TransientDeliveryError
-from wal2http.events import Event
+from wal2http.decode.events import Event
+from wal2http.delivery.batch import Batch
+from wal2http.delivery.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from wal2http.delivery.deadletter import DeadLetterFile
+from wal2http.errors import DeliveryError, RejectedError, TransientDeliveryError
 from wal2http.lsn import format_lsn
-from wal2http.metrics import Metrics
+from wal2http.observe.metrics import Metrics
 from wal2http.sinks import Sink
 
 logger = logging.getLogger(__name__)
-
-POLICIES = ("halt", "dead-letter", "skip")
-
 
 class Deliverer:
     """Sends batches through a sink; returns only once every event is accepted or parked.
@@ -31,10 +28,6 @@ class Deliverer:
     def __init__(self, sink: Sink, breaker: Breaker, wait: Callable[[float], None], *,
                  on_reject: str = "halt", dead_letters: DeadLetterFile | None = None,
                  metrics: Metrics | None = None) -> None:
-        if on_reject not in POLICIES:
-            raise ConfigError(f"--on-reject must be one of {', '.join(POLICIES)}")
-        if on_reject == "dead-letter" and dead_letters is None:
-            raise ConfigError("--on-reject dead-letter needs --dead-letter-path")
         self.sink = sink
         self.breaker = breaker
         self.wait = wait

@@ -7,16 +7,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wal2http.checklist import Check, Status, failed, ident, ok, warning
-from wal2http.config import HOOK0_API_TOKEN, Hook0Config, SourceConfig
+from wal2http.config.secrets import HOOK0_API_TOKEN
+from wal2http.config.sections import SourceConfig
+from wal2http.config.validation import public_url
 from wal2http.errors import Wal2HttpError
-from wal2http.pg import admin
+from wal2http.hook0.mapping import Hook0Mapper, sanitize_name
+from wal2http.hook0.settings import Hook0Config
+from wal2http.ops.checklist import Check, Status, failed, ident, ok, warning
 from wal2http.pg import outbox as outbox_sql
-from wal2http.sinks.hook0_events import Hook0Mapper, sanitize_name
-from wal2http.validation import public_url
+from wal2http.pg import publication as publication_sql
 
 if TYPE_CHECKING:
-    from wal2http.sinks.hook0_api import Answer, Hook0Api
+    from wal2http.hook0.api import Answer, Hook0Api
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ def _column_problems(table: str, rule: Rule, column: outbox_sql.Column | None) -
     return found
 
 
-def outbox_publication_check(conn: Any, publication: admin.Publication, schema: str, table: str,
+def outbox_publication_check(conn: Any, publication: publication_sql.Publication, schema: str, table: str,
                              found: outbox_sql.Table, create: str) -> Check:
     """The publication streams the outbox's inserts, with every column the sink reads."""
     check = "hook0 outbox publication"
@@ -169,7 +171,7 @@ def outbox_checks(conn: Any, hook0: Hook0Config, source: SourceConfig) -> list[C
     name = found.name if found is not None else outbox_sql.quoted(conn, schema, table)
     checks = [outbox_table_check(found, name, messages=source.messages, prefix=hook0.message_prefix,
                                  create=create)]
-    publication = admin.find_publication(conn, source.publication)
+    publication = publication_sql.find_publication(conn, source.publication)
     if found is not None and publication is not None:  # a missing publication is a check of its own
         checks.append(outbox_publication_check(conn, publication, schema, table, found, create))
     return checks
@@ -177,10 +179,11 @@ def outbox_checks(conn: Any, hook0: Hook0Config, source: SourceConfig) -> list[C
 
 def published(conn: Any, source: SourceConfig, database: str) -> Published | None:
     """What changes mode would turn into events; None without a publication (a check of its own)."""
-    publication = admin.find_publication(conn, source.publication)
+    publication = publication_sql.find_publication(conn, source.publication)
     if publication is None:
         return None
-    return Published(database, tuple(admin.published_tables(conn, source.publication)), publication.operations)
+    tables = tuple(publication_sql.published_tables(conn, source.publication))
+    return Published(database, tables, publication.operations)
 
 
 # -- the API ---------------------------------------------------------------------------------------
@@ -188,7 +191,7 @@ def published(conn: Any, source: SourceConfig, database: str) -> Published | Non
 
 def api_checks(hook0: Hook0Config, changes: Published | None) -> list[Check]:
     """The API answers, accepts the token for the application, and (changes mode) knows the event types."""
-    from wal2http.sinks.hook0_api import Hook0Api  # requests: only when a check talks to Hook0
+    from wal2http.hook0.api import Hook0Api  # requests: only when a check talks to Hook0
 
     api = Hook0Api(hook0)
     try:

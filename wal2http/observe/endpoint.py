@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from wal2http.config import Secret
+from wal2http.config.secrets import Secret
+from wal2http.config.validation import is_loopback
 from wal2http.errors import ConfigError
-from wal2http.metrics import STREAMING, Metrics
-from wal2http.validation import is_loopback
+from wal2http.observe.metrics import STREAMING, Metrics
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wal2http.batch import Batcher
-from wal2http.breaker import Breaker
-from wal2http.config import Config
-from wal2http.deadletter import ReplayLine, read_lines
-from wal2http.delivery import Deliverer
+from wal2http.config.settings import Config
+from wal2http.delivery.batch import Batcher
+from wal2http.delivery.breaker import Breaker
+from wal2http.delivery.deadletter import ReplayLine, read_lines
+from wal2http.delivery.deliverer import Deliverer
 from wal2http.errors import ConfigError, RejectedError
-from wal2http.sinks import make_sink
+from wal2http.ops.start import make_sink
 
 logger = logging.getLogger(__name__)
 

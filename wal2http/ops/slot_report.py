@@ -9,6 +9,7 @@ from typing import Any
 
 from wal2http.errors import ConfigError
 from wal2http.lsn import format_lsn
+from wal2http.pg.slot import Slot
 from wal2http.sizes import format_size
 
 PREFIX = "WAL2HTTP"
@@ -21,32 +22,6 @@ class Health(IntEnum):
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3
-
-
-@dataclass(frozen=True)
-class SlotStatus:
-    """One logical slot as ``pg_replication_slots`` and ``pg_stat_replication_slots`` show it."""
-
-    name: str
-    plugin: str
-    database: str
-    active: bool
-    active_pid: int | None = None
-    application_name: str | None = None
-    wal_status: str | None = None
-    safe_wal_size: int | None = None  # None: unlimited (max_slot_wal_keep_size = -1) or lost
-    restart_lsn: int | None = None
-    confirmed_flush_lsn: int | None = None
-    unconfirmed_bytes: int | None = None  # current WAL position - confirmed_flush_lsn
-    retained_bytes: int | None = None  # current WAL position - restart_lsn
-    spill_txns: int | None = None
-    spill_count: int | None = None
-    spill_bytes: int | None = None
-    stream_txns: int | None = None
-    stream_count: int | None = None
-    stream_bytes: int | None = None
-    total_txns: int | None = None
-    total_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +39,7 @@ class Thresholds:
 class Verdict:
     """A slot, how healthy it is, and why."""
 
-    slot: SlotStatus
+    slot: Slot
     health: Health
     reasons: tuple[str, ...] = ()
 
@@ -78,14 +53,14 @@ class Report:
     database: str = ""
 
 
-def judge(slot: SlotStatus, t: Thresholds) -> Verdict:
+def judge(slot: Slot, t: Thresholds) -> Verdict:
     """The health of one slot: the worst of its lag, activity and WAL reservation."""
     found: list[tuple[Health, str]] = []
     if slot.wal_status == "lost":
         found.append((Health.CRITICAL, "WAL it needs was removed (wal_status lost): drop and recreate it"))
     elif slot.wal_status == "unreserved":
         found.append((Health.CRITICAL, "WAL it needs goes at the next checkpoint (wal_status unreserved)"))
-    lag = slot.unconfirmed_bytes
+    lag = slot.lag_bytes
     if lag is not None and t.crit_lag is not None and lag >= t.crit_lag:
         found.append((Health.CRITICAL, f"lag {format_size(lag)} >= critical {format_size(t.crit_lag)}"))
     elif lag is not None and t.warn_lag is not None and lag >= t.warn_lag:
@@ -96,7 +71,7 @@ def judge(slot: SlotStatus, t: Thresholds) -> Verdict:
     return Verdict(slot, health, tuple(reason for _, reason in found))
 
 
-def evaluate(slots: list[SlotStatus], t: Thresholds, wanted: str | None, database: str = "") -> Report:
+def evaluate(slots: list[Slot], t: Thresholds, wanted: str | None, database: str = "") -> Report:
     """Judge ``wanted`` (missing is critical), or every slot when ``wanted`` is None."""
     verdicts = tuple(judge(slot, t) for slot in slots if wanted is None or slot.name == wanted)
     if wanted is not None and not verdicts:
@@ -118,8 +93,8 @@ def _elsewhere(v: Verdict, database: str) -> Verdict:
 def _brief(v: Verdict) -> str:
     s = v.slot
     parts = [f"slot {s.name} {'active' if s.active else 'inactive'}"]
-    if s.unconfirmed_bytes is not None:
-        parts.append(f"lag {format_size(s.unconfirmed_bytes)}")
+    if s.lag_bytes is not None:
+        parts.append(f"lag {format_size(s.lag_bytes)}")
     if s.wal_status in ("unreserved", "lost"):
         parts.append(f"wal_status {s.wal_status}")
     return ", ".join(parts)
@@ -159,8 +134,8 @@ def perfdata(report: Report) -> str:
     for v in report.verdicts:
         s = v.slot
         prefix = f"{s.name}_" if len(report.verdicts) > 1 else ""
-        if s.unconfirmed_bytes is not None:
-            items.append(f"{_label(prefix + 'lag_bytes')}={s.unconfirmed_bytes}B;{warn};{crit};0")
+        if s.lag_bytes is not None:
+            items.append(f"{_label(prefix + 'lag_bytes')}={s.lag_bytes}B;{warn};{crit};0")
         if s.retained_bytes is not None:
             items.append(f"{_label(prefix + 'retained_bytes')}={s.retained_bytes}B;;;0")
         items.append(f"{_label(prefix + 'active')}={int(s.active)};;;0;1")
@@ -200,7 +175,7 @@ def details(v: Verdict) -> list[tuple[str, str]]:
         ("wal_status", s.wal_status or "unknown"),
         ("restart_lsn", _lsn(s.restart_lsn)),
         ("confirmed_flush_lsn", _lsn(s.confirmed_flush_lsn)),
-        ("unconfirmed", _size(s.unconfirmed_bytes)),
+        ("unconfirmed", _size(s.lag_bytes)),
         ("retained", _size(s.retained_bytes)),
         ("safe_wal_size", safe),
         ("spilled", spill),
@@ -223,6 +198,7 @@ def as_json(report: Report) -> dict[str, Any]:
     """Raw numbers for programs: bytes as integers, LSNs as text."""
     def slot_json(v: Verdict) -> dict[str, Any]:
         data = asdict(v.slot)
+        data["unconfirmed_bytes"] = data.pop("lag_bytes")  # the JSON name since 0.1
         for key in ("restart_lsn", "confirmed_flush_lsn"):
             data[key] = None if data[key] is None else format_lsn(data[key])
         data["status"] = v.health.name

@@ -7,13 +7,13 @@ import socket
 import time
 from types import FrameType
 
-from wal2http import log as log_setup
-from wal2http.admin import AdminServer
-from wal2http.config import Config
+from wal2http.config.settings import Config
 from wal2http.errors import Wal2HttpError
 from wal2http.lsn import format_lsn
-from wal2http.metrics import Metrics
-from wal2http.notify import Notifier
+from wal2http.observe import log as log_setup
+from wal2http.observe.endpoint import AdminServer
+from wal2http.observe.metrics import Metrics
+from wal2http.observe.notify import Notifier
 from wal2http.pg.monitor import SlotMonitor
 
 logger = logging.getLogger(__name__)

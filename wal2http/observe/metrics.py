@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from wal2http import __version__
 
 if TYPE_CHECKING:
-    from wal2http.events import Event
+    from wal2http.decode.events import Event
 
 OPS = ("insert", "update", "delete", "truncate", "message")
 # One request to the sink: accepted, failed and retried, refused for good, or a configuration error (stop).

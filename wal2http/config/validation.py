@@ -13,6 +13,7 @@ from wal2http.errors import ConfigError
 # Unquoted identifiers only: pgoutput folds publication_names to lower case like SQL does.
 IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
 MAX_URL_LENGTH = 2048
+BEARER_TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,4096}$")
 
 
 class _EncryptedKey(Exception):
@@ -124,3 +125,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_bearer_token(token: str, source: str) -> None:
+    """A token sent as ``Authorization: Bearer``: 1-4096 printable ASCII characters, never quoted back."""
+    if not BEARER_TOKEN_RE.match(token):
+        raise ConfigError(
+            f"{source} must be 1-4096 printable ASCII characters without spaces (the value is not shown)"
+        )

@@ -8,8 +8,8 @@ from typing import Any
 
 import requests
 
-from wal2http.config import Hook0Config
-from wal2http.sinks.hook0 import PEER, Problem
+from wal2http.hook0.settings import Hook0Config
+from wal2http.hook0.sink import PEER, Problem
 from wal2http.sinks.http import BearerAuth, new_session, request
 
 

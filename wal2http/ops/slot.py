@@ -1,4 +1,4 @@
-"""The slot as a managed object: prepared by ``run``, created and dropped by ``slot create/drop``."""
+"""``slot status``, ``slot create`` and ``slot drop``: the slot as an object the operator manages."""
 
 from __future__ import annotations
 
@@ -8,66 +8,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wal2http.checklist import Status, require
-from wal2http.checks import (
+from wal2http.config.sections import SourceConfig
+from wal2http.errors import ConfigError, DatabaseError, SlotInUse
+from wal2http.hook0.outbox import Outbox, existing_outbox, outbox_into, outbox_report
+from wal2http.lsn import format_lsn
+from wal2http.ops.checklist import Status, require
+from wal2http.ops.checks import (
     publication_check,
     replica_identity_check,
     server_checks,
     slot_capacity_check,
     slot_check,
-    stream_checks,
 )
-from wal2http.config import SourceConfig
-from wal2http.errors import ConfigError, DatabaseError, SlotInUse
-from wal2http.hook0_outbox import Outbox, existing_outbox, outbox_into, outbox_report
-from wal2http.lsn import format_lsn
-from wal2http.pg import admin
+from wal2http.ops.slot_report import Report, Thresholds, evaluate
 from wal2http.pg import outbox as outbox_sql
+from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connect_source
 from wal2http.pg.slot import (
     Consumer,
-    SlotInfo,
+    Slot,
     consumer,
     create_slot,
     drop_slot,
     find_slot,
     in_use,
-    slot_statuses,
+    read_slots,
     terminate,
 )
-from wal2http.slots import Report, Thresholds, evaluate
 
 logger = logging.getLogger(__name__)
 
 DROP_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What ``run`` learns at start: the slot, and what the publication streams from which database."""
-
-    slot: SlotInfo
-    database: str
-    tables: tuple[tuple[str, str], ...]  # (schema, table)
-
-
-def prepare_stream(source: SourceConfig) -> Prepared:
-    """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
-    conn = connect_source(source)
-    try:
-        facts = admin.server_facts(conn)
-        # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
-        # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
-        for note in require(stream_checks(conn, source, facts), advisory=("replica identity", "wal senders")):
-            logger.warning("%s", note)
-        info = find_slot(conn, source.slot)
-        if info is None:
-            create_slot(conn, source.slot)
-            info = find_slot(conn, source.slot)
-            assert info is not None
-        return Prepared(info, facts.database, tuple(admin.published_tables(conn, source.publication)))
-    finally:
-        conn.close()
 
 
 def status(source: SourceConfig, thresholds: Thresholds, all_slots: bool) -> Report:
@@ -75,7 +46,7 @@ def status(source: SourceConfig, thresholds: Thresholds, all_slots: bool) -> Rep
     conn = connect_source(source)
     try:
         database = conn.get_dsn_parameters().get("dbname", "")
-        found = slot_statuses(conn, None if all_slots else source.slot)
+        found = read_slots(conn, None if all_slots else source.slot)
     finally:
         conn.close()
     return evaluate(found, thresholds, None if all_slots else source.slot, database)
@@ -91,7 +62,7 @@ class PublicationRequest:
     tables: tuple[str, ...] = ()
     schemas: tuple[str, ...] = ()
     all_tables: bool = False
-    operations: tuple[str, ...] = admin.OPERATIONS
+    operations: tuple[str, ...] = publication_sql.OPERATIONS
     outbox: tuple[str, str] | None = None  # (schema, table) of --hook0-outbox
 
     @property
@@ -118,20 +89,20 @@ def parse_operations(text: str | None, outbox_only: bool = False) -> tuple[str, 
     alone (the sink reads nothing else, and deleting delivered rows then streams nothing).
     """
     if text is None:
-        return ("insert",) if outbox_only else admin.OPERATIONS
+        return ("insert",) if outbox_only else publication_sql.OPERATIONS
     chosen = {part.strip().lower() for part in text.split(",") if part.strip()}
-    unknown = chosen - set(admin.OPERATIONS)
+    unknown = chosen - set(publication_sql.OPERATIONS)
     if unknown or not chosen:
-        raise ConfigError(f"--publish takes a comma-separated list of {', '.join(admin.OPERATIONS)}")
-    return tuple(op for op in admin.OPERATIONS if op in chosen)
+        raise ConfigError(f"--publish takes a comma-separated list of {', '.join(publication_sql.OPERATIONS)}")
+    return tuple(op for op in publication_sql.OPERATIONS if op in chosen)
 
 
 @dataclass(frozen=True)
 class Created:
-    slot: SlotInfo
+    slot: Slot
     slot_created: bool
     consistent_lsn: int | None
-    publication: admin.Publication
+    publication: publication_sql.Publication
     publication_created: bool
     warnings: tuple[str, ...]
     outbox: Outbox | None = None
@@ -183,7 +154,7 @@ def create(source: SourceConfig, request: PublicationRequest, if_not_exists: boo
 
 
 def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
-    facts = admin.server_facts(conn)
+    facts = publication_sql.server_facts(conn)
     warnings = require(server_checks(facts, source.messages))
     slot = find_slot(conn, source.slot)
     if slot is not None:
@@ -195,7 +166,7 @@ def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not
         require([slot_capacity_check(facts, creating=True)])
     existing = existing_outbox(conn, source, request.outbox, facts, if_not_exists, warnings)
     done = _publish(conn, source, request, existing, slot is not None, facts.database, warnings)
-    publication = admin.find_publication(conn, source.publication)
+    publication = publication_sql.find_publication(conn, source.publication)
     assert publication is not None
     outbox = None
     if request.outbox is not None:
@@ -227,7 +198,7 @@ class _Done:
 
     def undo(self, conn: Any, publication: str, outbox: tuple[str, str] | None) -> None:
         if self.publication_created:
-            admin.drop_publication(conn, publication)
+            publication_sql.drop_publication(conn, publication)
         if outbox is not None and (self.outbox_created or self.outbox_added):
             outbox_sql.undo(conn, *outbox, created=self.outbox_created,
                             publication=publication if self.outbox_added else None)
@@ -237,10 +208,10 @@ def _publish(conn: Any, source: SourceConfig, request: PublicationRequest, exist
              slot_exists: bool, database: str, warnings: list[str]) -> _Done:
     """Create the publication when missing (with the outbox table when asked), or add the outbox to it."""
     done = _Done()
-    publication = admin.find_publication(conn, source.publication)
+    publication = publication_sql.find_publication(conn, source.publication)
     if publication is not None:
         if request.listed:
-            tables = admin.resolve_tables(conn, list(request.tables))
+            tables = publication_sql.resolve_tables(conn, list(request.tables))
             if _differs(publication, request, tables):
                 warnings.append(
                     f"publication {source.publication} already exists and was not changed: it "
@@ -252,7 +223,7 @@ def _publish(conn: Any, source: SourceConfig, request: PublicationRequest, exist
     if not request.wanted:
         # A slot made before its publication cannot decode what was written in between (PG 15).
         raise publication_check(None, source.publication, database).error()
-    admin.resolve_tables(conn, list(request.tables))
+    publication_sql.resolve_tables(conn, list(request.tables))
     listed, before = list(request.tables), None
     if request.outbox is not None:
         schema, table = request.outbox
@@ -260,7 +231,7 @@ def _publish(conn: Any, source: SourceConfig, request: PublicationRequest, exist
             listed.append(f"{schema}.{table}")
         if existing is None:
             before, done.outbox_created = outbox_sql.create_statement(schema, table), True
-    admin.create_publication(conn, source.publication, tables=listed, schemas=list(request.schemas),
+    publication_sql.create_publication(conn, source.publication, tables=listed, schemas=list(request.schemas),
                              all_tables=request.all_tables, operations=list(request.operations), before=before)
     done.publication_created = True
     if slot_exists:
@@ -271,7 +242,7 @@ def _publish(conn: Any, source: SourceConfig, request: PublicationRequest, exist
     return done
 
 
-def _differs(publication: admin.Publication, request: PublicationRequest, tables: list[str]) -> bool:
+def _differs(publication: publication_sql.Publication, request: PublicationRequest, tables: list[str]) -> bool:
     if set(request.operations) != set(publication.operations) or request.all_tables != publication.all_tables:
         return True
     if request.all_tables:
@@ -340,7 +311,7 @@ def _drop(conn: Any, source: SourceConfig, force: bool, if_exists: bool, with_pu
     if holder is not None and not force:
         raise in_use(name, holder)
     publication = source.publication if with_publication else None
-    has_publication = publication is not None and admin.find_publication(conn, publication) is not None
+    has_publication = publication is not None and publication_sql.find_publication(conn, publication) is not None
     targets = []
     if info is not None:
         stop = f" after terminating its consumer, {holder.describe()}" if holder else ""
@@ -352,7 +323,7 @@ def _drop(conn: Any, source: SourceConfig, force: bool, if_exists: bool, with_pu
     terminated: list[Consumer] = []
     if info is not None:
         terminated = _drop_slot(conn, name, force)
-    dropped_publication = admin.drop_publication(conn, publication) if publication is not None else False
+    dropped_publication = publication_sql.drop_publication(conn, publication) if publication is not None else False
     return Dropped(name, info is not None, tuple(terminated), publication, dropped_publication)
 
 

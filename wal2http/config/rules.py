@@ -1,0 +1,169 @@
+"""The validation rules: every invalid setting found before any connection opens."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wal2http.config.secrets import HTTP_BEARER_TOKEN, SIGNING_SECRET, Secret
+from wal2http.config.sections import HttpConfig, NotifyConfig
+from wal2http.config.settings import Config, SinkConfig
+from wal2http.config.validation import (
+    check_bearer_token,
+    check_range,
+    check_tls_files,
+    is_loopback,
+    validate_identifier,
+    validate_url,
+)
+from wal2http.errors import ConfigError
+from wal2http.hook0.settings import validate_hook0
+from wal2http.sinks import signing
+
+SLOT_NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
+SINKS = ("stdout", "file", "http", "hook0")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid setting: the group it belongs to (``dsn``, ``slot``, ``publication``, ``sink``,
+    ``batch``, ``delivery``) and the message an operator sees."""
+
+    setting: str
+    message: str
+
+
+def validate(config: Config, database: bool = True) -> Config:
+    """Raise ConfigError naming the first invalid setting and what is allowed; return the config.
+
+    ``database`` is False for commands that never connect (``replay``).
+    """
+    found = problems(config, database)
+    if found:
+        raise ConfigError(found[0].message)
+    return config
+
+
+def problems(config: Config, database: bool = True) -> list[Problem]:
+    """Every invalid setting, in the order ``validate`` reports them (``check-config`` lists all)."""
+    found: list[Problem] = []
+
+    def check(setting: str, rule: Callable[..., object], *args: Any) -> None:
+        """Run one rule that raises ConfigError; its message becomes a Problem of ``setting``."""
+        try:
+            rule(*args)
+        except ConfigError as e:
+            found.append(Problem(setting, str(e)))
+
+    src = config.source
+    if database and not src.dsn:
+        found.append(Problem("dsn", "no database given: set WAL2HTTP_DSN (or DATABASE_URL), --dsn-file or --dsn"))
+    if not SLOT_NAME_RE.match(src.slot):
+        found.append(Problem(
+            "slot", f"invalid --slot {src.slot!r}: use 1-63 lower-case letters, digits or underscores"
+        ))
+    check("publication", validate_identifier, src.publication, "--publication")
+    check("sink", validate_sink, config.sink)
+    b = config.batch
+    check("batch", check_range, "--batch-size", b.max_events, 1, 100_000)
+    check("batch", check_range, "--batch-bytes", b.max_bytes, 1024, 64 << 20)
+    check("batch", check_range, "--batch-wait-ms", b.max_wait_ms, 0, 60_000)
+    d = config.delivery
+    if d.on_reject not in ("halt", "dead-letter", "skip"):
+        found.append(Problem("delivery", f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}"))
+    if d.on_reject == "dead-letter" and not d.dead_letter_path:
+        found.append(Problem(
+            "delivery", "--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)"
+        ))
+    check("delivery", check_range, "--max-event-bytes", d.max_event_bytes, 1024, 64 << 20)
+    if d.breaker_failures < 1:
+        found.append(Problem("delivery", "--breaker-failures must be at least 1"))
+    if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
+        found.append(Problem(
+            "delivery", "--breaker-cooldown must be positive and --shutdown-timeout not negative"
+        ))
+    check("notify", validate_notify, config.notify)
+    return found
+
+
+def validate_sink(sink: SinkConfig) -> None:
+    """The first problem of the chosen sink's settings, as ConfigError."""
+    if sink.kind not in SINKS:
+        raise ConfigError(f"unknown sink {sink.kind!r}: choose one of {', '.join(SINKS)}")
+    if sink.kind == "http":
+        if sink.http is None or not sink.http.url:
+            raise ConfigError("--sink http needs --http-url (or WAL2HTTP_HTTP_URL, HTTP_ENDPOINT_URL)")
+        validate_http(sink.http)
+    if sink.kind == "file" and not sink.file_path:
+        raise ConfigError("--sink file needs --file-path (or WAL2HTTP_FILE_PATH)")
+    if sink.kind == "hook0":
+        validate_hook0(sink.hook0)
+
+
+def validate_http(http: HttpConfig) -> None:
+    """The receiver URL, credentials, signing secrets and TLS files of the http sink."""
+    validate_url(http.url, "--http-url")
+    check_range("--http-timeout", http.read_timeout_s, 0.1, 300)
+    if http.bearer_token is not None:
+        check_bearer_token(http.bearer_token.reveal(), f"the bearer token ({HTTP_BEARER_TOKEN.describe()})")
+    signing_keys(http.signing_secrets)
+    if http.bearer_token is not None and any(h.name.lower() == "authorization" for h in http.headers):
+        raise ConfigError(
+            f"--header Authorization conflicts with the bearer token ({HTTP_BEARER_TOKEN.describe()}): "
+            "keep one of them"
+        )
+    check_tls_files(http.ca_file, http.client_cert, http.client_key)
+
+
+def signing_keys(secrets: tuple[Secret, ...]) -> list[bytes]:
+    """The HMAC keys of the signing secrets; ConfigError names the faulty one by position only."""
+    keys = []
+    for n, secret in enumerate(secrets, 1):
+        try:
+            keys.append(signing.decode_secret(secret.reveal()))
+        except ValueError as e:
+            which = f"secret {n} of {len(secrets)}" if len(secrets) > 1 else "the secret"
+            raise ConfigError(
+                f"signing secret ({SIGNING_SECRET.describe()}): {which} {e} "
+                f"(expected {signing.SECRET_PREFIX}<base64>, several separated by spaces)"
+            ) from None
+    return keys
+
+
+def split_signing_secrets(secret: Secret | None) -> tuple[Secret, ...]:
+    """Several secrets, separated by white space, sign each request with all of them (rotation)."""
+    return tuple(Secret(s) for s in secret.reveal().split()) if secret is not None else ()
+
+
+def parse_listen_address(text: str, option: str = "--metrics-addr") -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT``; the host defaults to 127.0.0.1."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"{option} {text!r}: write an IPv6 address in brackets, e.g. [::1]:9187")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{option} {text!r}: expected HOST:PORT or PORT, with a port from 1 to 65535")
+    return host or "127.0.0.1", int(port_text)
+
+
+def validate_notify(n: NotifyConfig) -> None:
+    if not n.smtp_host:
+        return
+    if not n.recipients:
+        raise ConfigError("SMTP_HOST is set but no recipient: set --smtp-to (or WAL2HTTP_SMTP_TO, SMTP_TO)")
+    if not n.sender:
+        raise ConfigError("SMTP_HOST is set but no sender: set --smtp-from (or WAL2HTTP_SMTP_FROM, SMTP_FROM)")
+    for address in (n.sender, *n.recipients):
+        if "@" not in address or any(c.isspace() for c in address):
+            raise ConfigError(f"not an email address: {address!r} (--smtp-from, --smtp-to)")
+    if n.password and not n.username:
+        raise ConfigError("an SMTP password is set without --smtp-username")
+    if n.password and not n.starttls and not is_loopback(n.smtp_host):
+        raise ConfigError("the SMTP password would cross the network in clear text: keep STARTTLS on, "
+                          "or relay through a mail server on this host")

@@ -1,0 +1,100 @@
+"""The settings of each part (database, batching, delivery, HTTP, logging, metrics, notifications)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wal2http.config.headers import Header
+from wal2http.config.secrets import Secret
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    dsn: Secret
+    slot: str = "wal2http"
+    publication: str = "wal2http"
+    create_slot: bool = False
+    messages: bool = False
+    status_interval_s: float = 10.0
+    connect_timeout_s: int = 10
+    reconnect_max_wait_s: float = 30.0
+    # Silence from the server (no data, no keepalive) before asking it to answer.
+    replication_timeout_s: float = 30.0
+    require_tls: bool = False
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_events: int = 1
+    max_bytes: int = 1_048_576
+    max_wait_ms: int = 100
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    on_reject: str = "halt"  # halt | dead-letter | skip
+    dead_letter_path: str | None = None
+    max_event_bytes: int = 1_048_576
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 10.0
+    breaker_cooldown_max_s: float = 300.0
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    url: str
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 15.0
+    retries: int = 2  # quick retries inside one attempt (urllib3)
+    retry_after_max_s: float = 5.0
+    retry_max_wait_s: float = 30.0  # cap of the wait between attempts during an outage
+    bearer_token: Secret | None = None
+    signing_secrets: tuple[Secret, ...] = ()  # Standard Webhooks whsec_ secrets, newest first
+    headers: tuple[Header, ...] = ()
+    ca_file: str | None = None  # trust only these CAs instead of the default bundle
+    client_cert: str | None = None  # PEM certificate (may hold the key too) for mutual TLS
+    client_key: str | None = None
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "text"
+    level: str = "INFO"
+    file: str | None = None
+    max_bytes: int = 104_857_600  # 0: no rotation by wal2http (logrotate, then SIGHUP)
+    backups: int = 5
+    progress_s: float = 60.0  # 0: no progress lines
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The admin endpoint (/metrics, /healthz, /readyz) and the slot polling that feeds it."""
+
+    address: tuple[str, int] | None = None  # --metrics-addr; None: no endpoint
+    token: Secret | None = None  # WAL2HTTP_ADMIN_TOKEN: every admin path wants it as a bearer token
+    health_stall_s: float = 120.0
+    slot_poll_s: float = 15.0  # 0: never polled
+    table_labels: bool = False
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Failure notifications by email; off unless ``smtp_host`` is set."""
+
+    smtp_host: str | None = None
+    smtp_port: int | None = None  # None: 587 with STARTTLS, else 25
+    username: str | None = None
+    password: Secret | None = None
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    starttls: bool = True
+    notify_after_s: float = 300.0  # breaker open this long before an email
+    interval_s: float = 900.0  # at most one email of a kind this often; dead letters in between are summed
+    timeout_s: float = 5.0  # overall, per email
+
+    @property
+    def port(self) -> int:
+        if self.smtp_port:
+            return self.smtp_port
+        return 587 if self.starttls else 25

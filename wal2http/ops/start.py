@@ -1,0 +1,125 @@
+"""The start-up of ``run``: check the server, prepare the slot, choose the sink, then stream."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+
+from wal2http.config.sections import SourceConfig
+from wal2http.config.settings import Config, SinkConfig
+from wal2http.delivery.deadletter import DeadLetterFile
+from wal2http.errors import Interrupted, StopRequested
+from wal2http.lsn import format_lsn
+from wal2http.observe.observer import Observer
+from wal2http.ops.checklist import require
+from wal2http.ops.checks import stream_checks
+from wal2http.pg import publication as publication_sql
+from wal2http.pg.connection import connect_source
+from wal2http.pg.slot import Slot, create_slot, find_slot
+from wal2http.pg.stream import ReplicationStream
+from wal2http.pipeline import Pipeline
+from wal2http.runtime import tune_for_streaming
+from wal2http.sinks import Sink, SourceInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``run`` learns at start: the slot, and what the publication streams from which database."""
+
+    slot: Slot
+    database: str
+    tables: tuple[tuple[str, str], ...]  # (schema, table)
+
+
+def prepare_stream(source: SourceConfig) -> Prepared:
+    """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
+    conn = connect_source(source)
+    try:
+        facts = publication_sql.server_facts(conn)
+        # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
+        # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
+        for note in require(stream_checks(conn, source, facts), advisory=("replica identity", "wal senders")):
+            logger.warning("%s", note)
+        info = find_slot(conn, source.slot)
+        if info is None:
+            create_slot(conn, source.slot)
+            info = find_slot(conn, source.slot)
+            assert info is not None
+        return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)))
+    finally:
+        conn.close()
+
+
+def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None) -> Sink:
+    """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1)."""
+    if config.kind == "hook0":
+        from wal2http.hook0.sink import Hook0Sink
+
+        assert config.hook0 is not None
+        sink = Hook0Sink(config.hook0, source or SourceInfo())
+        sink.prepare()
+        return sink
+    if config.kind == "http":
+        from wal2http.sinks.http import HttpSink
+
+        assert config.http is not None
+        return HttpSink(config.http, as_array)
+    from wal2http.sinks.jsonlines import JsonLinesSink
+
+    if config.kind == "file":
+        assert config.file_path is not None
+        return JsonLinesSink.to_file(config.file_path)
+    return JsonLinesSink.to_stdout()
+
+
+def run(config: Config, run_id: str = "") -> None:
+    """``wal2http run``: prepare the slot, stream until stopped; the operator hears of any error stop."""
+    observer = Observer(config, run_id=run_id)
+    try:
+        observer.start_admin()
+        _run(config, observer)
+    except (StopRequested, Interrupted, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        observer.halted(e)
+        raise
+    finally:
+        observer.close()
+
+
+def _run(config: Config, observer: Observer) -> None:
+    src = config.source
+    prepared = prepare_stream(src)
+    info = prepared.slot
+    source = SourceInfo(prepared.database, prepared.tables)
+    start_lsn = info.confirmed_flush_lsn or 0
+    logger.info("slot %s confirmed up to %s", src.slot, format_lsn(start_lsn))
+    d = config.delivery
+    dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
+    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
+    stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=src.messages,
+                               status_interval_s=src.status_interval_s,
+                               connect_timeout_s=src.connect_timeout_s, require_tls=src.require_tls)
+    pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters)
+    previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
+    previous_wakeup_fd = signal.set_wakeup_fd(pipeline.wakeup_fd(), warn_on_full_buffer=False)
+    tune_for_streaming()
+    try:
+        pipeline.run()
+    except StopRequested:
+        logger.warning("stopped before the pending changes could be delivered; everything after %s "
+                       "is not confirmed and will be sent again on the next run",
+                       format_lsn(pipeline.ack.confirmed_lsn))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        signal.set_wakeup_fd(previous_wakeup_fd)
+        pipeline.close()
+        sink.close()
+        if dead_letters is not None:
+            dead_letters.close()
