@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wal2http.config.secrets import HTTP_BEARER_TOKEN, SIGNING_SECRET, Secret
+from wal2http.config.secrets import HTTP_BEARER_TOKEN, Secret
 from wal2http.config.sections import HttpConfig, NotifyConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.config.validation import (
@@ -108,28 +108,13 @@ def validate_http(http: HttpConfig) -> None:
     check_range("--http-timeout", http.read_timeout_s, 0.1, 300)
     if http.bearer_token is not None:
         check_bearer_token(http.bearer_token.reveal(), f"the bearer token ({HTTP_BEARER_TOKEN.describe()})")
-    signing_keys(http.signing_secrets)
+    signing.signing_keys(http.signing_secrets)
     if http.bearer_token is not None and any(h.name.lower() == "authorization" for h in http.headers):
         raise ConfigError(
             f"--header Authorization conflicts with the bearer token ({HTTP_BEARER_TOKEN.describe()}): "
             "keep one of them"
         )
     check_tls_files(http.ca_file, http.client_cert, http.client_key)
-
-
-def signing_keys(secrets: tuple[Secret, ...]) -> list[bytes]:
-    """The HMAC keys of the signing secrets; ConfigError names the faulty one by position only."""
-    keys = []
-    for n, secret in enumerate(secrets, 1):
-        try:
-            keys.append(signing.decode_secret(secret.reveal()))
-        except ValueError as e:
-            which = f"secret {n} of {len(secrets)}" if len(secrets) > 1 else "the secret"
-            raise ConfigError(
-                f"signing secret ({SIGNING_SECRET.describe()}): {which} {e} "
-                f"(expected {signing.SECRET_PREFIX}<base64>, several separated by spaces)"
-            ) from None
-    return keys
 
 
 def split_signing_secrets(secret: Secret | None) -> tuple[Secret, ...]:

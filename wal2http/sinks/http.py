@@ -14,13 +14,12 @@ from requests.auth import AuthBase
 from urllib3.util.retry import Retry
 
 from wal2http import __version__
-from wal2http.config.rules import signing_keys
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import HttpConfig
 from wal2http.config.validation import is_loopback
 from wal2http.delivery.batch import Batch
 from wal2http.errors import DeliveryConfigError, RejectedError, TransientDeliveryError
-from wal2http.sinks.signing import Signer
+from wal2http.sinks.signing import Signer, signing_keys
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,9 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
+from wal2http.config.secrets import SIGNING_SECRET, Secret
+from wal2http.errors import ConfigError
+
 SECRET_PREFIX = "whsec_"
 # The spec asks for keys of 24 to 64 bytes; a shorter one is too weak, a longer one is someone's mistake.
 MIN_KEY_BYTES = 24
@@ -48,3 +51,18 @@ class Signer:
 
     def __repr__(self) -> str:
         return f"Signer({len(self._keys)} keys)"
+
+
+def signing_keys(secrets: tuple[Secret, ...]) -> list[bytes]:
+    """The HMAC keys of the signing secrets; ConfigError names the faulty one by position only."""
+    keys = []
+    for n, secret in enumerate(secrets, 1):
+        try:
+            keys.append(decode_secret(secret.reveal()))
+        except ValueError as e:
+            which = f"secret {n} of {len(secrets)}" if len(secrets) > 1 else "the secret"
+            raise ConfigError(
+                f"signing secret ({SIGNING_SECRET.describe()}): {which} {e} "
+                f"(expected {SECRET_PREFIX}<base64>, several separated by spaces)"
+            ) from None
+    return keys
