@@ -22,17 +22,30 @@ from wal2http.config.secrets import (
     load_dsn,
 )
 from wal2http.config.sections import (
+    RANGES,
     BatchConfig,
     DeliveryConfig,
     HttpConfig,
     LogConfig,
     MetricsConfig,
     NotifyConfig,
+    OnReject,
+    SinkKind,
     SourceConfig,
 )
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.errors import ConfigError, ExitStatus, Wal2HttpError
-from wal2http.hook0.settings import Hook0Config
+from wal2http.hook0.settings import Hook0Config, Hook0Mode
+
+
+def _int(option: str) -> click.IntRange:
+    low, high = RANGES[option]
+    return click.IntRange(int(low), int(high))
+
+
+def _float(option: str) -> click.FloatRange:
+    return click.FloatRange(*RANGES[option])
+
 
 source_options = options(
     "Database",
@@ -42,9 +55,10 @@ source_options = options(
     secret_file_option(DSN, "File holding the PostgreSQL connection string."),
     click.option("--require-tls", is_flag=True, envvar=env("REQUIRE_TLS"),
                  help="Refuse database connections that do not use TLS (exit 3)."),
-    click.option("--slot", envvar=env("SLOT", "SLOT_NAME"), default="wal2http", metavar="NAME",
+    click.option("--slot", envvar=env("SLOT", "SLOT_NAME"), default=SourceConfig.slot, metavar="NAME",
                  help="Logical replication slot (pgoutput)."),
-    click.option("--publication", envvar=env("PUBLICATION", "PUB_NAME"), default="wal2http", metavar="NAME",
+    click.option("--publication", envvar=env("PUBLICATION", "PUB_NAME"), default=SourceConfig.publication,
+                 metavar="NAME",
                  help="Publication whose changes are streamed."),
 )
 
@@ -55,13 +69,13 @@ hook0_options = options(
     click.option("--hook0-application-id", envvar=env("HOOK0_APPLICATION_ID", "HOOK0_APPLICATION_ID"),
                  metavar="UUID", help="Hook0 application that receives the events."),
     secret_file_option(HOOK0_API_TOKEN, "File holding the Hook0 API token."),
-    click.option("--hook0-mode", type=click.Choice(["outbox", "changes"]), envvar=env("HOOK0_MODE"),
-                 default="outbox",
+    click.option("--hook0-mode", type=click.Choice([m.value for m in Hook0Mode]), envvar=env("HOOK0_MODE"),
+                 default=Hook0Config.mode.value,
                  help="outbox: rows inserted into the outbox table (and hook0 messages) are the "
                       "events; changes: every row change is an event."),
-    click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default="public.hook0_outbox",
+    click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default=Hook0Config.outbox_table,
                  metavar="[SCHEMA.]TABLE", help="Outbox table of --hook0-mode outbox."),
-    click.option("--hook0-message-prefix", envvar=env("HOOK0_MESSAGE_PREFIX"), default="hook0",
+    click.option("--hook0-message-prefix", envvar=env("HOOK0_MESSAGE_PREFIX"), default=Hook0Config.message_prefix,
                  metavar="PREFIX",
                  help="pg_logical_emit_message() prefix of outbox messages (with --messages)."),
     click.option("--hook0-service", envvar=env("HOOK0_SERVICE"), metavar="NAME",
@@ -77,11 +91,12 @@ hook0_options = options(
 
 sink_options = options(
     "Sink",
-    click.option("--sink", type=click.Choice(["stdout", "file", "http", "hook0"]),
-                 envvar=env("SINK", "EVENT_SINK"), default="stdout", help="Where events go."),
+    click.option("--sink", type=click.Choice([k.value for k in SinkKind]),
+                 envvar=env("SINK", "EVENT_SINK"), default=SinkConfig.kind.value, help="Where events go."),
     click.option("--http-url", envvar=env("HTTP_URL", "HTTP_ENDPOINT_URL"), metavar="URL",
                  help="Receiver URL for --sink http."),
-    click.option("--http-timeout", type=click.FloatRange(0.1, 300), envvar=env("HTTP_TIMEOUT"), default=15.0,
+    click.option("--http-timeout", type=_float("http_timeout"), envvar=env("HTTP_TIMEOUT"),
+                 default=HttpConfig.read_timeout_s,
                  metavar="SECONDS", help="Read timeout of one request; keep it below wal_sender_timeout/2."),
     secret_file_option(HTTP_BEARER_TOKEN, "File holding the token sent as 'Authorization: Bearer'."),
     secret_file_option(SIGNING_SECRET, "File holding the Standard Webhooks signing secret(s), whsec_..., "
@@ -101,52 +116,56 @@ sink_options = options(
     hook0_options,
     options(
         "Delivery",
-        click.option("--batch-size", type=click.IntRange(1, 100_000), envvar=env("BATCH_SIZE"), default=1, metavar="N",
+        click.option("--batch-size", type=_int("batch_size"), envvar=env("BATCH_SIZE"),
+                     default=BatchConfig.max_events, metavar="N",
                      help="Events per request at most; above 1 the body is a JSON array."),
-        click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=click.IntRange(1024, 64 << 20),
-                     envvar=env("BATCH_BYTES", "WAL2HTTP_MAX_BATCH_BYTES"), default=1_048_576, metavar="BYTES",
+        click.option("--batch-bytes", "--max-batch-bytes", "batch_bytes", type=_int("batch_bytes"),
+                     envvar=env("BATCH_BYTES", "WAL2HTTP_MAX_BATCH_BYTES"),
+                     default=BatchConfig.max_bytes, metavar="BYTES",
                      help="Body bytes per request at most (a larger single event is sent alone)."),
     ),
 )
 
 breaker_options = options(
     "Delivery",
-    click.option("--breaker-failures", type=click.IntRange(1, 1000), envvar=env("BREAKER_FAILURES"), default=5,
+    click.option("--breaker-failures", type=_int("breaker_failures"), envvar=env("BREAKER_FAILURES"),
+                 default=DeliveryConfig.breaker_failures,
                  metavar="N",
                  help="Consecutive failed attempts that open the circuit breaker."),
-    click.option("--breaker-cooldown", type=click.FloatRange(0.1, 3600), envvar=env("BREAKER_COOLDOWN"),
-                 default=10.0, metavar="SECONDS",
+    click.option("--breaker-cooldown", type=_float("breaker_cooldown"), envvar=env("BREAKER_COOLDOWN"),
+                 default=DeliveryConfig.breaker_cooldown_s, metavar="SECONDS",
                  help="First pause of an open breaker; doubles after each failed probe, up to 300 s."),
 )
 
 log_options = options(
     "Logging",
-    click.option("--log-format", type=click.Choice(["text", "json"]), envvar=env("LOG_FORMAT"), default="text",
+    click.option("--log-format", type=click.Choice(["text", "json"]), envvar=env("LOG_FORMAT"),
+                 default=LogConfig.format,
                  help="Log record format on standard error."),
     click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-                 envvar=env("LOG_LEVEL"), default="info", help="Least severe level logged."),
+                 envvar=env("LOG_LEVEL"), default=LogConfig.level.lower(), help="Least severe level logged."),
     click.option("--log-file", envvar=env("LOG_FILE"), metavar="PATH",
                  help="Write log records to this file instead of standard error."),
-    click.option("--log-max-bytes", type=click.IntRange(0), envvar=env("LOG_MAX_BYTES"), default=104_857_600,
+    click.option("--log-max-bytes", type=click.IntRange(0), envvar=env("LOG_MAX_BYTES"), default=LogConfig.max_bytes,
                  metavar="BYTES", help="Rotate --log-file at this size; 0: never (rotate it with logrotate, "
                                        "then send SIGHUP to reopen it)."),
-    click.option("--log-backups", type=click.IntRange(0, 1000), envvar=env("LOG_BACKUPS"), default=5,
+    click.option("--log-backups", type=_int("log_backups"), envvar=env("LOG_BACKUPS"), default=LogConfig.backups,
                  help="Rotated log files kept (PATH.1 ... PATH.N)."),
 )
 
 observability_options = options(
     "Monitoring",
-    click.option("--progress-seconds", type=click.FloatRange(0, 86400), envvar=env("PROGRESS_SECONDS"),
-                 default=60.0, metavar="SECONDS", help="Log a progress line this often; 0: never."),
+    click.option("--progress-seconds", type=_float("progress_seconds"), envvar=env("PROGRESS_SECONDS"),
+                 default=LogConfig.progress_s, metavar="SECONDS", help="Log a progress line this often; 0: never."),
     click.option("--metrics-addr", envvar=env("METRICS_ADDR"), metavar="HOST:PORT",
                  help="Serve /metrics, /healthz and /readyz here (a port alone binds 127.0.0.1). Off by "
                       "default. Set WAL2HTTP_ADMIN_TOKEN to require a bearer token."),
     secret_file_option(ADMIN_TOKEN, "File holding the bearer token every admin path then requires."),
-    click.option("--health-stall-seconds", type=click.FloatRange(1, 86400), envvar=env("HEALTH_STALL_SECONDS"),
-                 default=120.0, metavar="SECONDS",
+    click.option("--health-stall-seconds", type=_float("health_stall_seconds"), envvar=env("HEALTH_STALL_SECONDS"),
+                 default=MetricsConfig.health_stall_s, metavar="SECONDS",
                  help="/healthz fails when the main loop made no progress for this long."),
-    click.option("--slot-poll-seconds", type=click.FloatRange(0, 86400), envvar=env("SLOT_POLL_SECONDS"),
-                 default=15.0, metavar="SECONDS",
+    click.option("--slot-poll-seconds", type=_float("slot_poll_seconds"), envvar=env("SLOT_POLL_SECONDS"),
+                 default=MetricsConfig.slot_poll_s, metavar="SECONDS",
                  help="How often the slot's lag and retained WAL are read (SQL connection); 0: never."),
     click.option("--metrics-table-labels", is_flag=True, envvar=env("METRICS_TABLE_LABELS"),
                  help="Label wal2http_events_total with schema and table (one series per table)."),
@@ -164,12 +183,14 @@ observability_options = options(
                      help="Sender address of notifications."),
         click.option("--smtp-to", envvar=env("SMTP_TO", "SMTP_TO"), metavar="ADDRESSES",
                      help="Recipients of notifications, separated by commas."),
-        click.option("--smtp-starttls/--no-smtp-starttls", envvar=env("SMTP_STARTTLS", "SMTP_STARTTLS"), default=True,
+        click.option("--smtp-starttls/--no-smtp-starttls", envvar=env("SMTP_STARTTLS", "SMTP_STARTTLS"),
+                     default=NotifyConfig.starttls,
                      help="Encrypt the mail connection with STARTTLS (certificate verified)."),
-        click.option("--notify-after", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_AFTER"), default=300.0,
+        click.option("--notify-after", type=_float("notify_after"), envvar=env("NOTIFY_AFTER"),
+                     default=NotifyConfig.notify_after_s,
                      metavar="SECONDS", help="Email when the circuit breaker stays open this long."),
-        click.option("--notify-interval", type=click.FloatRange(0, 86400), envvar=env("NOTIFY_INTERVAL"),
-                     default=900.0, metavar="SECONDS",
+        click.option("--notify-interval", type=_float("notify_interval"), envvar=env("NOTIFY_INTERVAL"),
+                     default=NotifyConfig.interval_s, metavar="SECONDS",
                      help="At most one dead-letter email this often; the dead letters in between are summarised."),
     ),
 )
@@ -185,28 +206,31 @@ run_options = options(
                      help="Also deliver pg_logical_emit_message() messages as 'message' events."),
     ),
     sink_options,
-    click.option("--batch-wait-ms", type=click.IntRange(0, 60_000), envvar=env("BATCH_WAIT_MS"), default=100,
+    click.option("--batch-wait-ms", type=_int("batch_wait_ms"), envvar=env("BATCH_WAIT_MS"),
+                 default=BatchConfig.max_wait_ms,
                  metavar="MS",
                  help="Longest time an event waits for its batch to fill while changes keep coming."),
-    click.option("--on-reject", type=click.Choice(["halt", "dead-letter", "skip"]), envvar=env("ON_REJECT"),
-                 default="halt", help="What a refused event does: stop (exit 4), go to the dead-letter file, "
+    click.option("--on-reject", type=click.Choice([p.value for p in OnReject]), envvar=env("ON_REJECT"),
+                 default=DeliveryConfig.on_reject.value,
+                 help="What a refused event does: stop (exit 4), go to the dead-letter file, "
                                       "or be skipped. 401, 403, 404 and 410 always stop."),
     click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
                  help="JSON-lines file for --on-reject dead-letter (see 'wal2http replay')."),
-    click.option("--max-event-bytes", type=click.IntRange(1024, 64 << 20), envvar=env("MAX_EVENT_BYTES"),
-                 default=1_048_576, metavar="BYTES",
+    click.option("--max-event-bytes", type=_int("max_event_bytes"), envvar=env("MAX_EVENT_BYTES"),
+                 default=DeliveryConfig.max_event_bytes, metavar="BYTES",
                  help="Largest event sent; a larger one is refused and handled by --on-reject."),
     breaker_options,
     options(
         "Database",
-        click.option("--reconnect-max-wait", type=click.FloatRange(0.1, 3600), envvar=env("RECONNECT_MAX_WAIT"),
-                     default=30.0, metavar="SECONDS", help="Longest pause between reconnection attempts."),
-        click.option("--replication-timeout", type=click.FloatRange(1, 3600), envvar=env("REPLICATION_TIMEOUT"),
-                     default=30.0, metavar="SECONDS",
+        click.option("--reconnect-max-wait", type=_float("reconnect_max_wait"), envvar=env("RECONNECT_MAX_WAIT"),
+                     default=SourceConfig.reconnect_max_wait_s, metavar="SECONDS",
+                     help="Longest pause between reconnection attempts."),
+        click.option("--replication-timeout", type=_float("replication_timeout"), envvar=env("REPLICATION_TIMEOUT"),
+                     default=SourceConfig.replication_timeout_s, metavar="SECONDS",
                      help="Silence from PostgreSQL after which it is asked to answer; no answer means reconnect."),
     ),
-    click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), envvar=env("SHUTDOWN_TIMEOUT"),
-                 default=30.0, metavar="SECONDS",
+    click.option("--shutdown-timeout", type=_float("shutdown_timeout"), envvar=env("SHUTDOWN_TIMEOUT"),
+                 default=DeliveryConfig.shutdown_timeout_s, metavar="SECONDS",
                  help="How long a stop may wait to finish the open transaction."),
     log_options,
     observability_options,
@@ -214,25 +238,31 @@ run_options = options(
 
 
 
+def given(o: dict[str, Any], **fields: str) -> dict[str, Any]:
+    """Keyword arguments for a settings dataclass: ``field="option"`` for each option this command has.
+
+    An option the command does not take is left out, so the dataclass default (the one the option's
+    own default is read from) applies.
+    """
+    return {field: o[option] for field, option in fields.items() if option in o}
+
+
 def unchecked_config(o: dict[str, Any]) -> Config:
     """The configuration the options describe, not validated yet; reading a secret may raise ConfigError."""
+    log = given(o, format="log_format", level="log_level", file="log_file", max_bytes="log_max_bytes",
+                backups="log_backups", progress_s="progress_seconds")
+    if "level" in log:
+        log["level"] = log["level"].upper()
     return Config(
         source=source_config(o),
-        sink=SinkConfig(kind=o.get("sink", "stdout"), http=_http_config(o), file_path=o.get("file_path"),
-                        hook0=_hook0_config(o) if o.get("sink") == "hook0" else None),
-        batch=BatchConfig(o.get("batch_size", 1), o.get("batch_bytes", 1_048_576),
-                          o.get("batch_wait_ms", 100)),
-        delivery=DeliveryConfig(
-            on_reject=o.get("on_reject", "halt"),
-            dead_letter_path=o.get("dead_letter_path"),
-            max_event_bytes=o.get("max_event_bytes", 1_048_576),
-            breaker_failures=o.get("breaker_failures", 5),
-            breaker_cooldown_s=o.get("breaker_cooldown", 10.0),
-            shutdown_timeout_s=o.get("shutdown_timeout", 30.0),
-        ),
-        log=LogConfig(format=o.get("log_format", "text"), level=o.get("log_level", "info").upper(),
-                      file=o.get("log_file"), max_bytes=o.get("log_max_bytes", 104_857_600),
-                      backups=o.get("log_backups", 5), progress_s=o.get("progress_seconds", 60.0)),
+        sink=SinkConfig(**given(o, kind="sink", file_path="file_path"), http=_http_config(o),
+                        hook0=_hook0_config(o) if o.get("sink") == SinkKind.HOOK0 else None),
+        batch=BatchConfig(**given(o, max_events="batch_size", max_bytes="batch_bytes", max_wait_ms="batch_wait_ms")),
+        delivery=DeliveryConfig(**given(
+            o, on_reject="on_reject", dead_letter_path="dead_letter_path", max_event_bytes="max_event_bytes",
+            breaker_failures="breaker_failures", breaker_cooldown_s="breaker_cooldown",
+            shutdown_timeout_s="shutdown_timeout")),
+        log=LogConfig(**log),
         metrics=_metrics_config(o),
         notify=_notify_config(o),
     )
@@ -256,13 +286,9 @@ def source_config(o: dict[str, Any]) -> SourceConfig:
     from_flag = click.get_current_context().get_parameter_source("dsn") is ParameterSource.COMMANDLINE
     return SourceConfig(
         dsn=load_dsn(o.get("dsn") if from_flag else None, o.get("dsn_file"), os.environ),
-        slot=o.get("slot", "wal2http"),
-        publication=o.get("publication", "wal2http"),
-        create_slot=o.get("create_slot", False),
-        messages=o.get("messages", False),
-        reconnect_max_wait_s=o.get("reconnect_max_wait", 30.0),
-        replication_timeout_s=o.get("replication_timeout", 30.0),
-        require_tls=o.get("require_tls", False),
+        **given(o, slot="slot", publication="publication", create_slot="create_slot", messages="messages",
+                reconnect_max_wait_s="reconnect_max_wait", replication_timeout_s="replication_timeout",
+                require_tls="require_tls"),
     )
 
 
@@ -271,7 +297,7 @@ def _http_config(o: dict[str, Any]) -> HttpConfig | None:
         return None
     return HttpConfig(
         url=o["http_url"],
-        read_timeout_s=o["http_timeout"],
+        **given(o, read_timeout_s="http_timeout"),
         bearer_token=HTTP_BEARER_TOKEN.load(o.get("http_bearer_token_file"), os.environ),
         signing_secrets=split_signing_secrets(SIGNING_SECRET.load(o.get("signing_secret_file"), os.environ)),
         headers=parse_headers(o.get("headers", ()), os.environ),
@@ -290,16 +316,14 @@ def _hook0_config(o: dict[str, Any]) -> Hook0Config:
             raise ConfigError(f"--hook0-label must be NAME=COLUMN, not {mapping!r}")
         labels.append((name.strip(), column.strip()))
     return Hook0Config(
-        http=HttpConfig(url=o.get("hook0_api_url") or "", read_timeout_s=o.get("http_timeout", 15.0),
+        http=HttpConfig(url=o.get("hook0_api_url") or "", **given(o, read_timeout_s="http_timeout"),
                         ca_file=o.get("ca_file"), client_cert=o.get("client_cert"), client_key=o.get("client_key")),
         application_id=(o.get("hook0_application_id") or "").strip(),
         token=token,
-        mode=o.get("hook0_mode", "outbox"),
-        outbox_table=o.get("hook0_outbox_table", "public.hook0_outbox"),
-        message_prefix=o.get("hook0_message_prefix", "hook0"),
+        **given(o, mode="hook0_mode", outbox_table="hook0_outbox_table", message_prefix="hook0_message_prefix",
+                ensure_event_types="hook0_ensure_event_types"),
         service=o.get("hook0_service") or None,
         labels=tuple(labels),
-        ensure_event_types=o.get("hook0_ensure_event_types", False),
     )
 
 
@@ -307,9 +331,8 @@ def _metrics_config(o: dict[str, Any]) -> MetricsConfig:
     return MetricsConfig(
         address=parse_listen_address(o["metrics_addr"]) if o.get("metrics_addr") else None,
         token=ADMIN_TOKEN.load(o.get("admin_token_file"), os.environ),
-        health_stall_s=o.get("health_stall_seconds", 120.0),
-        slot_poll_s=o.get("slot_poll_seconds", 15.0),
-        table_labels=o.get("metrics_table_labels", False),
+        **given(o, health_stall_s="health_stall_seconds", slot_poll_s="slot_poll_seconds",
+                table_labels="metrics_table_labels"),
     )
 
 
@@ -323,7 +346,5 @@ def _notify_config(o: dict[str, Any]) -> NotifyConfig:
         password=SMTP_PASSWORD.load(o.get("smtp_password_file"), os.environ),
         sender=o.get("smtp_from") or "",
         recipients=tuple(a.strip() for a in (o.get("smtp_to") or "").split(",") if a.strip()),
-        starttls=o.get("smtp_starttls", True),
-        notify_after_s=o.get("notify_after", 300.0),
-        interval_s=o.get("notify_interval", 900.0),
+        **given(o, starttls="smtp_starttls", notify_after_s="notify_after", interval_s="notify_interval"),
     )

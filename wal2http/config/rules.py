@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wal2http.config.secrets import HTTP_BEARER_TOKEN, Secret
-from wal2http.config.sections import HttpConfig, NotifyConfig
+from wal2http.config.sections import RANGES, HttpConfig, NotifyConfig, OnReject, SinkKind
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.config.validation import (
     check_bearer_token,
@@ -23,7 +23,6 @@ from wal2http.hook0.settings import validate_hook0
 from wal2http.sinks import signing
 
 SLOT_NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
-SINKS = ("stdout", "file", "http", "hook0")
 
 
 @dataclass(frozen=True)
@@ -67,17 +66,17 @@ def problems(config: Config, database: bool = True) -> list[Problem]:
     check("publication", validate_identifier, src.publication, "--publication")
     check("sink", validate_sink, config.sink)
     b = config.batch
-    check("batch", check_range, "--batch-size", b.max_events, 1, 100_000)
-    check("batch", check_range, "--batch-bytes", b.max_bytes, 1024, 64 << 20)
-    check("batch", check_range, "--batch-wait-ms", b.max_wait_ms, 0, 60_000)
+    for option, value in (("batch_size", b.max_events), ("batch_bytes", b.max_bytes),
+                          ("batch_wait_ms", b.max_wait_ms)):
+        check("batch", check_range, _flag(option), value, *RANGES[option])
     d = config.delivery
-    if d.on_reject not in ("halt", "dead-letter", "skip"):
+    if d.on_reject not in tuple(OnReject):
         found.append(Problem("delivery", f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}"))
-    if d.on_reject == "dead-letter" and not d.dead_letter_path:
+    if d.on_reject == OnReject.DEAD_LETTER and not d.dead_letter_path:
         found.append(Problem(
             "delivery", "--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)"
         ))
-    check("delivery", check_range, "--max-event-bytes", d.max_event_bytes, 1024, 64 << 20)
+    check("delivery", check_range, "--max-event-bytes", d.max_event_bytes, *RANGES["max_event_bytes"])
     if d.breaker_failures < 1:
         found.append(Problem("delivery", "--breaker-failures must be at least 1"))
     if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
@@ -90,22 +89,22 @@ def problems(config: Config, database: bool = True) -> list[Problem]:
 
 def validate_sink(sink: SinkConfig) -> None:
     """The first problem of the chosen sink's settings, as ConfigError."""
-    if sink.kind not in SINKS:
-        raise ConfigError(f"unknown sink {sink.kind!r}: choose one of {', '.join(SINKS)}")
-    if sink.kind == "http":
+    if sink.kind not in tuple(SinkKind):
+        raise ConfigError(f"unknown sink {sink.kind!r}: choose one of {', '.join(SinkKind)}")
+    if sink.kind == SinkKind.HTTP:
         if sink.http is None or not sink.http.url:
             raise ConfigError("--sink http needs --http-url (or WAL2HTTP_HTTP_URL, HTTP_ENDPOINT_URL)")
         validate_http(sink.http)
-    if sink.kind == "file" and not sink.file_path:
+    if sink.kind == SinkKind.FILE and not sink.file_path:
         raise ConfigError("--sink file needs --file-path (or WAL2HTTP_FILE_PATH)")
-    if sink.kind == "hook0":
+    if sink.kind == SinkKind.HOOK0:
         validate_hook0(sink.hook0)
 
 
 def validate_http(http: HttpConfig) -> None:
     """The receiver URL, credentials, signing secrets and TLS files of the http sink."""
     validate_url(http.url, "--http-url")
-    check_range("--http-timeout", http.read_timeout_s, 0.1, 300)
+    check_range("--http-timeout", http.read_timeout_s, *RANGES["http_timeout"])
     if http.bearer_token is not None:
         check_bearer_token(http.bearer_token.reveal(), f"the bearer token ({HTTP_BEARER_TOKEN.describe()})")
     signing.signing_keys(http.signing_secrets)
@@ -152,3 +151,7 @@ def validate_notify(n: NotifyConfig) -> None:
     if n.password and not n.starttls and not is_loopback(n.smtp_host):
         raise ConfigError("the SMTP password would cross the network in clear text: keep STARTTLS on, "
                           "or relay through a mail server on this host")
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")

@@ -3,9 +3,48 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from wal2http.config.headers import Header
 from wal2http.config.secrets import Secret
+
+MiB = 1 << 20
+
+
+class SinkKind(StrEnum):
+    STDOUT = "stdout"
+    FILE = "file"
+    HTTP = "http"
+    HOOK0 = "hook0"
+
+
+class OnReject(StrEnum):
+    """What an event the receiver refuses for good does (``--on-reject``)."""
+
+    HALT = "halt"
+    DEAD_LETTER = "dead-letter"
+    SKIP = "skip"
+
+
+# The allowed range of each numeric option, by option name: the CLI's types and the rules use these.
+RANGES: dict[str, tuple[float, float]] = {
+    "batch_size": (1, 100_000),
+    "batch_bytes": (1024, 64 * MiB),
+    "batch_wait_ms": (0, 60_000),
+    "max_event_bytes": (1024, 64 * MiB),
+    "breaker_failures": (1, 1000),
+    "breaker_cooldown": (0.1, 3600),
+    "shutdown_timeout": (0, 3600),
+    "http_timeout": (0.1, 300),
+    "reconnect_max_wait": (0.1, 3600),
+    "replication_timeout": (1, 3600),
+    "log_backups": (0, 1000),
+    "progress_seconds": (0, 86400),
+    "health_stall_seconds": (1, 86400),
+    "slot_poll_seconds": (0, 86400),
+    "notify_after": (0, 86400),
+    "notify_interval": (0, 86400),
+}
 
 
 @dataclass(frozen=True)
@@ -26,15 +65,15 @@ class SourceConfig:
 @dataclass(frozen=True)
 class BatchConfig:
     max_events: int = 1
-    max_bytes: int = 1_048_576
+    max_bytes: int = MiB
     max_wait_ms: int = 100
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    on_reject: str = "halt"  # halt | dead-letter | skip
+    on_reject: OnReject = OnReject.HALT
     dead_letter_path: str | None = None
-    max_event_bytes: int = 1_048_576
+    max_event_bytes: int = MiB
     breaker_failures: int = 5
     breaker_cooldown_s: float = 10.0
     breaker_cooldown_max_s: float = 300.0

@@ -16,6 +16,7 @@ from wal2http.config.sections import (
     LogConfig,
     MetricsConfig,
     NotifyConfig,
+    SinkKind,
     SourceConfig,
 )
 from wal2http.hook0.settings import Hook0Config
@@ -24,7 +25,7 @@ from wal2http.sinks import signing
 
 @dataclass(frozen=True)
 class SinkConfig:
-    kind: str = "stdout"
+    kind: SinkKind = SinkKind.STDOUT
     http: HttpConfig | None = None
     file_path: str | None = None
     hook0: Hook0Config | None = None

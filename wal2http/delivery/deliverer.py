@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from wal2http.config.sections import OnReject
 from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
@@ -26,7 +27,7 @@ class Deliverer:
     """
 
     def __init__(self, sink: Sink, breaker: Breaker, wait: Callable[[float], None], *,
-                 on_reject: str = "halt", dead_letters: DeadLetterFile | None = None,
+                 on_reject: OnReject = OnReject.HALT, dead_letters: DeadLetterFile | None = None,
                  metrics: Metrics | None = None) -> None:
         self.sink = sink
         self.breaker = breaker
@@ -61,10 +62,10 @@ class Deliverer:
     def reject(self, event: Event, reason: str, status: int | None, response: str,
                error: RejectedError | None = None) -> None:
         """Apply the reject policy to one event the receiver (or a size limit) refused."""
-        if self.on_reject == "halt":
+        if self.on_reject == OnReject.HALT:
             raise error or RejectedError(reason, status=status, event_id=event.id, body=response)
         fields = correlation(Batch.of(event), None, status, None)
-        if self.on_reject == "dead-letter":
+        if self.on_reject == OnReject.DEAD_LETTER:
             assert self.dead_letters is not None
             self.dead_letters.append(event, reason, status, response)
             self.dead_lettered += 1

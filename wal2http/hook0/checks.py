@@ -12,7 +12,7 @@ from wal2http.config.sections import SourceConfig
 from wal2http.config.validation import public_url
 from wal2http.errors import Wal2HttpError
 from wal2http.hook0.mapping import Hook0Mapper, sanitize_name
-from wal2http.hook0.settings import Hook0Config
+from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.ops.checklist import Check, Status, failed, ident, ok, warning
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
@@ -200,7 +200,7 @@ def api_checks(hook0: Hook0Config, changes: Published | None) -> list[Check]:
             return checks
         token, listed = _token_check(api, hook0)
         checks.append(token)
-        if hook0.mode == "changes" and listed is not None and changes is not None:
+        if hook0.mode == Hook0Mode.CHANGES and listed is not None and changes is not None:
             checks.append(event_types_check(hook0, changes, listed))
         return checks
     finally:
@@ -261,8 +261,8 @@ def _token_check(api: Hook0Api, hook0: Hook0Config) -> tuple[Check, set[str] | N
                    "application belongs to another organization, or the token is restricted")
         fix = (f"check --hook0-application-id, and use a service token of the organization owning "
                f"application {app}")
-        if hook0.mode == "changes" or hook0.ensure_event_types:
-            what = "changes mode" if hook0.mode == "changes" else "--hook0-ensure-event-types"
+        if hook0.mode == Hook0Mode.CHANGES or hook0.ensure_event_types:
+            what = "changes mode" if hook0.mode == Hook0Mode.CHANGES else "--hook0-ensure-event-types"
             return failed(check, f"{refused}; {what} needs to list event types", fix), None
         return warning(check, f"{refused}; if it is restricted to ingesting events, delivery may still work",
                        fix), None

@@ -16,7 +16,7 @@ import orjson
 from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
 from wal2http.errors import UnmappableEvent
-from wal2http.hook0.settings import HOOK0_MAX_LABELS, Hook0Config
+from wal2http.hook0.settings import HOOK0_MAX_LABELS, Hook0Config, Hook0Mode
 
 # Changes-mode ids are uuid5(NAMESPACE, "<service>/<wal2http event id>"): the same change always
 # gets the same Hook0 event id, so a redelivery is answered 409 EventAlreadyIngested.
@@ -78,7 +78,7 @@ class Hook0Mapper:
             if record["prefix"] != self.message_prefix:
                 return None
             return self._from_message(event)
-        if self.mode == "changes":
+        if self.mode == Hook0Mode.CHANGES:
             return self._from_change(event)
         if event.op == "insert" and (record["schema"], record["table"]) == self.outbox:
             return self._from_fields(record["new"], "column", event)

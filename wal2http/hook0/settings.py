@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from wal2http.config.secrets import HOOK0_API_TOKEN, Secret
 from wal2http.config.sections import HttpConfig
 from wal2http.config.validation import check_bearer_token, check_tls_files, validate_url, validate_uuid
 from wal2http.errors import ConfigError
 
-HOOK0_MODES = ("outbox", "changes")
+
+class Hook0Mode(StrEnum):
+    """outbox: rows of the outbox table (and hook0 messages) are the events; changes: every row change is."""
+
+    OUTBOX = "outbox"
+    CHANGES = "changes"
+
+
 HOOK0_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,50}$")  # one part of a service.resource_type.verb
 HOOK0_MAX_LABELS = 10
 HOOK0_FIXED_LABELS = ("schema", "table")  # the labels changes mode always sets
@@ -23,7 +31,7 @@ class Hook0Config:
     http: HttpConfig  # url is the API base, e.g. https://app.hook0.com/api/v1
     application_id: str
     token: Secret
-    mode: str = "outbox"
+    mode: Hook0Mode = Hook0Mode.OUTBOX
     outbox_table: str = "public.hook0_outbox"
     message_prefix: str = "hook0"
     service: str | None = None  # changes mode; None: the database name, sanitised
@@ -66,8 +74,8 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
         raise ConfigError("--sink hook0 needs an API token: set HOOK0_API_TOKEN "
                           "(or WAL2HTTP_HOOK0_API_TOKEN) or pass --hook0-api-token-file")
     check_bearer_token(hook0.token.reveal(), f"the Hook0 API token ({HOOK0_API_TOKEN.describe()})")
-    if hook0.mode not in HOOK0_MODES:
-        raise ConfigError(f"unknown --hook0-mode {hook0.mode!r}: choose one of {', '.join(HOOK0_MODES)}")
+    if hook0.mode not in tuple(Hook0Mode):
+        raise ConfigError(f"unknown --hook0-mode {hook0.mode!r}: choose one of {', '.join(Hook0Mode)}")
     outbox_schema_table(hook0.outbox_table)
     if not hook0.message_prefix:
         raise ConfigError("--hook0-message-prefix must not be empty")
@@ -75,7 +83,7 @@ def validate_hook0(hook0: Hook0Config | None) -> None:
         raise ConfigError(
             f"--hook0-service must be 1-50 letters, digits or underscores, not {hook0.service!r}"
         )
-    if hook0.labels and hook0.mode != "changes":
+    if hook0.labels and hook0.mode != Hook0Mode.CHANGES:
         raise ConfigError("--hook0-label applies to --hook0-mode changes; outbox rows carry their own labels")
     names = [name for name, _ in hook0.labels]
     for name, column in hook0.labels:

@@ -21,7 +21,7 @@ from wal2http.errors import (
     UnmappableEvent,
 )
 from wal2http.hook0.mapping import Hook0Event, Hook0Mapper, sanitize_name
-from wal2http.hook0.settings import Hook0Config
+from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.sinks import SourceInfo
 from wal2http.sinks.http import BearerAuth, new_session, request, retry_after_seconds, warn_if_plain_http
 
@@ -65,7 +65,7 @@ class Hook0Sink:
 
     def __init__(self, config: Hook0Config, source: SourceInfo) -> None:
         self._config = config
-        if config.mode == "changes" and not config.service and not source.database:
+        if config.mode == Hook0Mode.CHANGES and not config.service and not source.database:
             # replay does not connect: guessing the database name would change every event id.
             raise ConfigError("--sink hook0 --hook0-mode changes needs --hook0-service here: set it to the "
                               "database name the events came from (or the service used by 'run'), so the "
@@ -88,11 +88,11 @@ class Hook0Sink:
         self._quota_until = 0.0
         self._known_types: set[str] | None = None  # listed from Hook0 once, when ensuring
         self._wanted_types: list[str] = []
-        if config.mode == "outbox" and source.database and config.outbox_schema_table not in source.tables:
+        if config.mode == Hook0Mode.OUTBOX and source.database and config.outbox_schema_table not in source.tables:
             logger.warning("outbox table %s is not in the publication: only pg_logical_emit_message() "
                            "messages prefixed %r (with --messages) will become Hook0 events",
                            config.outbox_table, config.message_prefix)
-        if config.ensure_event_types and config.mode == "changes":
+        if config.ensure_event_types and config.mode == Hook0Mode.CHANGES:
             self._wanted_types = [t for _, table in source.tables for t in self.mapper.event_types_for(table)]
 
     # -- start -----------------------------------------------------------------
@@ -150,7 +150,7 @@ class Hook0Sink:
                                 event_id=event.id) from None
 
     def _delivers(self) -> str:
-        if self._config.mode == "changes":
+        if self._config.mode == Hook0Mode.CHANGES:
             return "row changes"
         config = self._config
         return f"inserts into {config.outbox_table} and messages prefixed {config.message_prefix!r}"

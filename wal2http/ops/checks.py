@@ -8,13 +8,13 @@ from typing import Any
 
 from wal2http.config.dsn import redact_dsn
 from wal2http.config.rules import problems
-from wal2http.config.sections import HttpConfig, SourceConfig
+from wal2http.config.sections import HttpConfig, OnReject, SinkKind, SourceConfig
 from wal2http.config.settings import Config
 from wal2http.config.validation import public_url
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
 from wal2http.hook0 import checks as hook0_checks
 from wal2http.hook0.checks import Published
-from wal2http.hook0.settings import Hook0Config
+from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.lsn import format_lsn
 from wal2http.ops.checklist import Check, Status, failed, ident, ok, warning
 from wal2http.ops.probe import probe
@@ -48,7 +48,7 @@ def offline_checks(config: Config) -> list[Check]:
         if sink.hook0 is not None:
             sink_detail += (f", application {sink.hook0.application_id}, --hook0-mode {sink.hook0.mode}, "
                             "API token given (hidden)")
-    elif sink.kind == "file":
+    elif sink.kind == SinkKind.FILE:
         sink_detail = f"JSON lines appended to {sink.file_path}"
     else:
         sink_detail = "JSON lines on standard output"
@@ -83,7 +83,7 @@ def _protection(http: HttpConfig) -> str:
 def _delivery_detail(config: Config) -> str:
     d = config.delivery
     policy = f"--on-reject {d.on_reject}"
-    if d.on_reject == "dead-letter":
+    if d.on_reject == OnReject.DEAD_LETTER:
         policy += f" to {d.dead_letter_path}"
     return (f"{policy}, --max-event-bytes {d.max_event_bytes}, breaker after {d.breaker_failures} failures "
             f"({d.breaker_cooldown_s:g} s first pause), --shutdown-timeout {d.shutdown_timeout_s:g} s")
@@ -257,7 +257,7 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
             http = _endpoint(config)
             if http is not None:
                 checks.append(http_timeout_check(http.read_timeout_s, facts.wal_sender_timeout_ms))
-            if hook0 is not None and hook0.mode == "outbox":
+            if hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
                 checks.extend(hook0_checks.outbox_checks(conn, hook0, src))
             elif hook0 is not None:
                 changes = hook0_checks.published(conn, src, facts.database)
@@ -301,9 +301,9 @@ def http_timeout_check(read_timeout_s: float, wal_sender_timeout_ms: int) -> Che
 def _endpoint(config: Config) -> HttpConfig | None:
     """Where the http or hook0 sink sends requests; None for the other sinks."""
     sink = config.sink
-    if sink.kind == "http":
+    if sink.kind == SinkKind.HTTP:
         return sink.http
-    if sink.kind == "hook0" and sink.hook0 is not None:
+    if sink.kind == SinkKind.HOOK0 and sink.hook0 is not None:
         return sink.hook0.http
     return None
 
@@ -313,12 +313,12 @@ def sink_check(config: Config) -> Check:
     sink = config.sink
     http = _endpoint(config)
     if http is not None:
-        option = "--hook0-api-url" if sink.kind == "hook0" else "--http-url"
+        option = "--hook0-api-url" if sink.kind == SinkKind.HOOK0 else "--http-url"
         try:
             return ok("sink", probe(http.url, http.connect_timeout_s))
         except ConfigError as e:
             return failed("sink", str(e), f"check {option} and that the receiver is running")
-    if sink.kind == "file" and sink.file_path:
+    if sink.kind == SinkKind.FILE and sink.file_path:
         return _file_check(sink.file_path)
     return ok("sink", "standard output")
 
@@ -342,7 +342,7 @@ def check_config(config: Config, offline: bool) -> list[Check]:
     if offline:
         return checks
     valid = {c.name for c in checks if c.status is Status.OK}
-    hook0 = config.sink.hook0 if config.sink.kind == "hook0" and "sink settings" in valid else None
+    hook0 = config.sink.hook0 if config.sink.kind == SinkKind.HOOK0 and "sink settings" in valid else None
     changes = None
     if "dsn" in valid:
         online, changes = online_checks(config, hook0)

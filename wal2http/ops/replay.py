@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wal2http.config.sections import OnReject
 from wal2http.config.settings import Config
 from wal2http.delivery.batch import Batcher
 from wal2http.delivery.breaker import Breaker
@@ -44,7 +45,7 @@ def replay(config: Config, path: str, *, dry_run: bool = False, keep: bool = Fal
         d = config.delivery
         sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
         deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
-                              time.sleep, on_reject="halt")
+                              time.sleep, on_reject=OnReject.HALT)
         batcher = Batcher(config.batch.max_events, config.batch.max_bytes, float("inf"))
         remaining = {line.number for line in lines}
         pending: list[ReplayLine] = []

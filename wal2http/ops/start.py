@@ -6,7 +6,7 @@ import logging
 import signal
 from dataclasses import dataclass
 
-from wal2http.config.sections import SourceConfig
+from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.errors import Interrupted, StopRequested
@@ -55,21 +55,21 @@ def prepare_stream(source: SourceConfig) -> Prepared:
 
 def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None) -> Sink:
     """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1)."""
-    if config.kind == "hook0":
+    if config.kind == SinkKind.HOOK0:
         from wal2http.hook0.sink import Hook0Sink
 
         assert config.hook0 is not None
         sink = Hook0Sink(config.hook0, source or SourceInfo())
         sink.prepare()
         return sink
-    if config.kind == "http":
+    if config.kind == SinkKind.HTTP:
         from wal2http.sinks.http import HttpSink
 
         assert config.http is not None
         return HttpSink(config.http, as_array)
     from wal2http.sinks.jsonlines import JsonLinesSink
 
-    if config.kind == "file":
+    if config.kind == SinkKind.FILE:
         assert config.file_path is not None
         return JsonLinesSink.to_file(config.file_path)
     return JsonLinesSink.to_stdout()
