@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PG_BINDIR ?= /usr/lib/postgresql/15/bin
-# ruff reads no setup.cfg; its settings live here so the top level stays as DESIGN.md fixes it.
+# ruff reads no setup.cfg; its settings live here, beside the other developer commands.
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
 

@@ -1,4 +1,4 @@
-"""Every PostgreSQL type of DESIGN.md section 4 arrives with exactly the prescribed JSON value."""
+"""Every PostgreSQL type arrives with exactly the JSON value README's event format section prescribes."""
 
 from __future__ import annotations
 

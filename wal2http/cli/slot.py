@@ -11,7 +11,7 @@ from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, emit, env, exec
 from wal2http.cli.options import build_config, run_options, source_options, unchecked_config
 from wal2http.config.rules import validate
 from wal2http.errors import ConfigError, Wal2HttpError
-from wal2http.hook0.settings import outbox_schema_table
+from wal2http.hook0.settings import Hook0Config, outbox_schema_table
 from wal2http.observe import log as log_setup
 from wal2http.ops import checklist, checks, slot_report
 from wal2http.ops import slot as slot_ops
@@ -78,7 +78,7 @@ def slot() -> None:
     click.option("--hook0-outbox", is_flag=True,
                  help="Also create the Hook0 outbox table and publish it, adding it to an existing "
                       "publication if needed."),
-    click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default="public.hook0_outbox",
+    click.option("--hook0-outbox-table", envvar=env("HOOK0_OUTBOX_TABLE"), default=Hook0Config.outbox_table,
                  metavar="[SCHEMA.]TABLE", help="The outbox table of --hook0-outbox."),
 )
 @click.option("--if-not-exists", is_flag=True,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from wal2http.config.dsn import dsn_secret_values
@@ -35,6 +35,27 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class Scrubber:
+    """Replaces every known secret value in a text with ``***``: logs and emails both go through one.
+
+    Values shorter than 4 characters are left alone: they would erase ordinary words.
+    """
+
+    MIN_LENGTH = 4
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a password inside a DSN is not half-replaced.
+        self.secrets = sorted({s for s in secrets if len(s) >= self.MIN_LENGTH}, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class LogConfig:
     format: str = "text"
     level: str = "INFO"
     file: str | None = None
-    max_bytes: int = 104_857_600  # 0: no rotation by wal2http (logrotate, then SIGHUP)
+    max_bytes: int = 100 * MiB  # 0: no rotation by wal2http (logrotate, then SIGHUP)
     backups: int = 5
     progress_s: float = 60.0  # 0: no progress lines
 

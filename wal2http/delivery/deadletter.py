@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +15,6 @@ import orjson
 from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
 from wal2http.errors import ConfigError, DeliveryError
-
-logger = logging.getLogger(__name__)
 
 RESPONSE_EXCERPT = 500
 
@@ -38,7 +35,6 @@ class DeadLetterFile:
             self._out.close()
             raise ConfigError(f"--dead-letter-path {path!r} is being replayed; "
                               "start again when 'wal2http replay' is done") from None
-        self.count = 0
 
     def append(self, event: Event, reason: str, status: int | None, response: str) -> None:
         entry = {
@@ -56,7 +52,6 @@ class DeadLetterFile:
         except OSError as e:
             raise DeliveryError(f"cannot write dead letter to {self.path}: {e.strerror or e}",
                                 event_id=event.id) from None
-        self.count += 1
 
     def close(self) -> None:
         self._out.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,9 +19,6 @@ from wal2http.pg import publication as publication_sql
 if TYPE_CHECKING:
     from wal2http.hook0.api import Answer, Hook0Api
 
-logger = logging.getLogger(__name__)
-
-DEFAULT_OUTBOX = "public.hook0_outbox"
 JSON = frozenset({"json", "jsonb"})
 TEXT = frozenset({"text", "character varying"})
 LISTED_AT_MOST = 8  # missing event types named in one line
@@ -69,7 +65,7 @@ def create_command(outbox: tuple[str, str], source: SourceConfig) -> str:
     options = ""
     if source.publication != "wal2http":
         options += f" --publication {source.publication}"
-    if ".".join(outbox) != DEFAULT_OUTBOX:
+    if ".".join(outbox) != Hook0Config.outbox_table:
         options += f" --hook0-outbox-table {'.'.join(outbox)}"
     return f"wal2http slot create --hook0-outbox{options} --if-not-exists"
 

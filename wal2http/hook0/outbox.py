@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +11,6 @@ from wal2http.hook0 import checks as hook0_checks
 from wal2http.ops.checklist import Status, require
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

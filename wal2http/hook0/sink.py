@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 # Retried quickly inside an attempt by urllib3. 429 is not: only its problem id tells a short
 # RateLimited pause from a spent daily quota.
 QUICK_RETRY_STATUSES = frozenset({408, 425, *range(500, 600)})
-# TooManyEventsToday: the daily quota is spent and no retry soon will succeed. Until a circuit
-# breaker exists in the pipeline, the sink itself makes no request for this long, then probes again.
+# TooManyEventsToday: the daily quota is spent and no retry soon will succeed. The circuit breaker
+# backs off anyway, but its pause may be shorter: the sink itself makes no request for this long.
 QUOTA_COOLDOWN_S = 300.0
 DETAIL_EXCERPT = 300
 PEER = "Hook0 API"

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 
 from pythonjsonlogger.json import JsonFormatter
 
+from wal2http.config.secrets import Scrubber
 from wal2http.errors import ConfigError
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -20,11 +21,12 @@ class SecretFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        # Longest first, so a password inside a DSN is not half-replaced.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        scrubber = Scrubber(secrets)
+        self._scrub = scrubber.scrub
+        self._active = bool(scrubber)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if not self._active:
             return True
         message = record.getMessage()
         scrubbed = self._scrub(message)
@@ -41,11 +43,6 @@ class SecretFilter(logging.Filter):
             if key not in _STANDARD_ATTRS and isinstance(value, str):
                 setattr(record, key, self._scrub(value))
         return True
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -10,6 +10,7 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from wal2http.config.secrets import Scrubber
 from wal2http.config.sections import NotifyConfig
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ class Notifier:
         assert config.smtp_host is not None
         self.config = config
         self.context = context  # appended to every body: host, slot, run id
-        # Longest first, as in log.SecretFilter: error texts never hold secrets, this makes sure.
-        self._secrets = sorted((s for s in secrets or () if len(s) >= 4), key=len, reverse=True)
+        # Error texts never hold secrets; this makes sure, as the log filter does.
+        self._scrubber = Scrubber(secrets or ())
         self.sent = 0
         self.failed = 0
         self._last_failure_logged = -float("inf")
@@ -43,9 +44,7 @@ class Notifier:
         message["To"] = ", ".join(c.recipients)
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(domain="wal2http")
-        text = f"{body}\n\n{self.context}\n"
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
+        text = self._scrubber.scrub(f"{body}\n\n{self.context}\n")
         message.set_content(text)
         deadline = time.monotonic() + c.timeout_s
         try:

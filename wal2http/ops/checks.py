@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -21,8 +20,6 @@ from wal2http.ops.probe import probe
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connect_source, connection_params
 from wal2http.pg.slot import Slot, consumer, find_slot
-
-logger = logging.getLogger(__name__)
 
 TESTED_VERSION = 150000
 

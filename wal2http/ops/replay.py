@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,8 +16,6 @@ from wal2http.delivery.deadletter import ReplayLine, read_lines
 from wal2http.delivery.deliverer import Deliverer
 from wal2http.errors import ConfigError, RejectedError
 from wal2http.ops.start import make_sink
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

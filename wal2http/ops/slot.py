@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +34,6 @@ from wal2http.pg.slot import (
     read_slots,
     terminate,
 )
-
-logger = logging.getLogger(__name__)
 
 DROP_TIMEOUT_S = 10.0
 
@@ -271,16 +268,6 @@ class Dropped:
             state = "dropped" if self.publication_dropped else "does not exist"
             lines.append(f"publication {self.publication} {state}")
         return lines
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "slot": self.slot, "slot_dropped": self.slot_dropped,
-            "terminated": [
-                {"pid": c.pid, "application_name": c.application_name, "client_addr": c.client_addr}
-                for c in self.terminated
-            ],
-            "publication": self.publication, "publication_dropped": self.publication_dropped,
-        }
 
 
 def drop(source: SourceConfig, *, force: bool, if_exists: bool, with_publication: bool,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any
 
 import psycopg2
@@ -12,7 +11,6 @@ from wal2http.errors import DatabaseError
 from wal2http.pg.connection import connect_sql, error_text
 from wal2http.pg.slot import Slot, read_slots
 
-logger = logging.getLogger(__name__)
 
 class SlotMonitor:
     """Owns one autocommit connection (opened lazily, dropped on error) used only by the main thread.
