@@ -64,9 +64,9 @@ class Pipeline:
         self.stop_requested = False
         self.stop_deadline = float("inf")
         self.reconnects = 0
-        self._skipping = False
-        self._skip_through_seq = 0
-        self._last_commit_end = start_lsn
+        self._duplicate = False
+        self._delivered_through_seq = 0
+        self._last_commit_end_lsn = start_lsn
         self._last_idle_confirm = 0.0
         # Signals write to this socket so that waits end at once instead of at their timeout.
         self.wakeup, self._wakeup_writer = socket.socketpair()
@@ -182,7 +182,7 @@ class Pipeline:
         """After a lost connection the server resends from the confirmed position: drop our copy."""
         self.batcher.take()
         self.builder.commit()
-        self._skipping = False
+        self._duplicate = False
 
     def _slot_lost(self, cause: SlotMissing) -> SlotLost:
         return SlotLost(
@@ -223,9 +223,9 @@ class Pipeline:
                 builder.type(decoded)  # type: ignore[arg-type]
             elif kind is Origin:
                 pass
-            elif not self._skipping:
+            elif not self._duplicate:
                 for event in builder.changes(decoded, lsn):  # type: ignore[arg-type]
-                    if event.seq <= self._skip_through_seq:
+                    if event.seq <= self._delivered_through_seq:
                         continue  # delivered before the connection was lost
                     if len(event.body) > self.max_event_bytes:
                         self._deliver(batcher.take())
@@ -245,21 +245,21 @@ class Pipeline:
 
     def _begin(self, msg: pgoutput.Begin) -> None:
         self.builder.begin(msg)
-        self._skipping = self.ack.already_delivered(msg.final_lsn)
-        self._skip_through_seq = self.ack.partial_seq(msg.final_lsn)
-        if self._skipping:
-            logger.debug("skipping transaction %s: delivered before the reconnect", format_lsn(msg.final_lsn))
+        self._duplicate = self.ack.already_delivered(msg.commit_lsn)
+        self._delivered_through_seq = self.ack.partial_seq(msg.commit_lsn)
+        if self._duplicate:
+            logger.debug("skipping transaction %s: delivered before the reconnect", format_lsn(msg.commit_lsn))
 
     def _commit(self, msg: pgoutput.Commit) -> None:
         self.builder.commit()
-        if self._skipping:
-            self._skipping = False
+        if self._duplicate:
+            self._duplicate = False
             return
-        if msg.end_lsn <= self._last_commit_end:
-            raise OrderViolation(f"commit order violated: commit ending at {format_lsn(msg.end_lsn)} "
-                                 f"arrived after one ending at {format_lsn(self._last_commit_end)}")
-        self._last_commit_end = msg.end_lsn
-        self.batcher.mark_commit(msg.end_lsn)
+        if msg.commit_end_lsn <= self._last_commit_end_lsn:
+            raise OrderViolation(f"commit order violated: commit ending at {format_lsn(msg.commit_end_lsn)} "
+                                 f"arrived after one ending at {format_lsn(self._last_commit_end_lsn)}")
+        self._last_commit_end_lsn = msg.commit_end_lsn
+        self.batcher.mark_commit(msg.commit_end_lsn)
         if self.stop_requested:
             self._deliver(self.batcher.take())
 
@@ -295,7 +295,7 @@ class Pipeline:
         d = self.deliverer
         logger.info("stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions "
                     "skipped after reconnects; confirmed %s", d.delivered, d.dead_lettered, d.skipped,
-                    self.ack.skipped_transactions, format_lsn(self.ack.confirmed_lsn))
+                    self.ack.duplicate_transactions, format_lsn(self.ack.confirmed_lsn))
 
     def _deliver(self, batch: Batch) -> None:
         """Deliver a batch, then confirm the commit it completes."""
@@ -303,7 +303,7 @@ class Pipeline:
             self.deliverer.deliver(batch)
             last = batch.events[-1]
             self.ack.events_delivered(last.commit_lsn, last.seq)
-        if batch.ack_lsn is not None and self.ack.delivered(batch.ack_lsn):
+        if batch.commit_end_lsn is not None and self.ack.delivered(batch.commit_end_lsn):
             self.stream.confirm(self.ack.confirmed_lsn, force=True)
         self._tick()
 
@@ -311,5 +311,5 @@ class Pipeline:
         """Publish positions for /metrics, then let the observer do what is due (cheap when nothing is)."""
         stream, ack = self.stream, self.ack
         self.metrics.set_positions(stream.wal_end if stream.connected else None, ack.confirmed_lsn,
-                                   ack.skipped_transactions)
+                                   ack.duplicate_transactions)
         self.observer.tick()

@@ -62,15 +62,15 @@ class Slots:
         self.drop(self.template)
 
 
-def recvlogical_seconds(db: Database, slot: str, publication: str, end_lsn: str) -> float:
-    """Time pg_recvlogical streaming ``slot`` to /dev/null until ``end_lsn``.
+def recvlogical_seconds(db: Database, slot: str, publication: str, commit_end_lsn: str) -> float:
+    """Time pg_recvlogical streaming ``slot`` to /dev/null until ``commit_end_lsn``.
 
     Timed like wal2http: from the moment it says it starts streaming (``-v``) to its exit.
     """
     command = [
         pg_program("pg_recvlogical"), "-d", db.dsn, "--slot", slot, "--start", "-v",
         "-o", "proto_version=1", "-o", f"publication_names={publication}",
-        "-f", "/dev/null", "--no-loop", "--endpos", end_lsn,
+        "-f", "/dev/null", "--no-loop", "--endpos", commit_end_lsn,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(600, process.kill)

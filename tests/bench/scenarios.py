@@ -62,7 +62,7 @@ def _compare(bench: Bench, slots: Slots, workload: workloads.Workload, tag: str,
     ours: list[Timing] = []
     for run in range(bench.runs):
         slot = slots.copy()
-        reference.append(recvlogical_seconds(bench.db, slot, workload.publication, workload.end_lsn))
+        reference.append(recvlogical_seconds(bench.db, slot, workload.publication, workload.commit_end_lsn))
         slots.drop(slot)
         slot = slots.copy()
         ours.append(wal2http_seconds(bench.db, slot, workload.publication, bench.receiver, workload.events,

@@ -57,7 +57,7 @@ class Workload:
     table: str
     publication: str
     events: int  # row changes the consumers receive
-    end_lsn: str  # pg_current_wal_insert_lsn() once written: pg_recvlogical's --endpos
+    commit_end_lsn: str  # pg_current_wal_insert_lsn() once written: pg_recvlogical's --endpos
 
 
 def create_table(db: Database, table: str, columns: str) -> str:
@@ -91,7 +91,7 @@ def insert_rows(db: Database, table: str, row: str, first: int, count: int, per_
         END $$""")
 
 
-def end_lsn(db: Database) -> str:
+def commit_end_lsn(db: Database) -> str:
     """Where the workload ended; a checkpoint first, so none runs during the measured runs."""
     db.execute("CHECKPOINT")
     return str(db.execute("SELECT pg_current_wal_insert_lsn()")[0][0])
@@ -106,7 +106,7 @@ def fill_simple(db: Database, table: str, big_transaction: int, single_rows: int
     """One ``big_transaction``-row transaction, then ``single_rows`` single-row transactions."""
     insert_rows(db, table, SIMPLE_ROW, 1, big_transaction, big_transaction)
     insert_rows(db, table, SIMPLE_ROW, big_transaction + 1, single_rows, 1)
-    return Workload(table, f"{table}_pub", big_transaction + single_rows, end_lsn(db))
+    return Workload(table, f"{table}_pub", big_transaction + single_rows, commit_end_lsn(db))
 
 
 def prepare_wide(db: Database) -> str:
@@ -115,7 +115,7 @@ def prepare_wide(db: Database) -> str:
 
 def fill_wide(db: Database, rows: int, per_transaction: int = 1000) -> Workload:
     insert_rows(db, "bench_wide", ", ".join(value for _, _, value in WIDE), 1, rows, per_transaction)
-    return Workload("bench_wide", "bench_wide_pub", rows, end_lsn(db))
+    return Workload("bench_wide", "bench_wide_pub", rows, commit_end_lsn(db))
 
 
 def wide_row_bytes(db: Database) -> int:
@@ -176,4 +176,4 @@ def fill_memory(db: Database, plan: MemoryPlan) -> Workload:
     ):
         insert_rows(db, "bench_memory", row, first, count, per_transaction)
         first += count
-    return Workload("bench_memory", "bench_memory_pub", plan.total, end_lsn(db))
+    return Workload("bench_memory", "bench_memory_pub", plan.total, commit_end_lsn(db))

@@ -14,12 +14,12 @@ def cstr(text: str) -> bytes:
     return text.encode() + b"\x00"
 
 
-def begin(final_lsn: int, commit_time_us: int, xid: int) -> bytes:
-    return b"B" + struct.pack(">QqI", final_lsn, commit_time_us - PG_EPOCH_OFFSET_US, xid)
+def begin(commit_lsn: int, commit_time_us: int, xid: int) -> bytes:
+    return b"B" + struct.pack(">QqI", commit_lsn, commit_time_us - PG_EPOCH_OFFSET_US, xid)
 
 
-def commit(commit_lsn: int, end_lsn: int, commit_time_us: int) -> bytes:
-    return b"C" + struct.pack(">bQQq", 0, commit_lsn, end_lsn, commit_time_us - PG_EPOCH_OFFSET_US)
+def commit(commit_lsn: int, commit_end_lsn: int, commit_time_us: int) -> bytes:
+    return b"C" + struct.pack(">bQQq", 0, commit_lsn, commit_end_lsn, commit_time_us - PG_EPOCH_OFFSET_US)
 
 
 def relation(oid: int, schema: str, table: str, columns: Sequence[tuple[str, int, bool]],

@@ -33,7 +33,7 @@ def test_resent_transactions_are_skipped_and_counted() -> None:
     ack.delivered(1000)
     assert ack.already_delivered(900)  # commit record started before the delivered end
     assert not ack.already_delivered(1000)
-    assert ack.skipped_transactions == 1
+    assert ack.duplicate_transactions == 1
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 2**40)), max_size=50))

@@ -48,7 +48,7 @@ def test_commit_mark_makes_an_empty_batch_pending() -> None:
     b = Batcher(max_events=10, max_bytes=10_000, max_wait_s=1)
     b.mark_commit(500)
     assert b.pending
-    assert b.take().ack_lsn == 500
+    assert b.take().commit_end_lsn == 500
 
 
 def test_commit_mark_stays_with_the_batch_holding_the_last_event() -> None:
@@ -58,8 +58,8 @@ def test_commit_mark_stays_with_the_batch_holding_the_last_event() -> None:
     first = b.take()  # the transaction is still open: nothing to confirm yet
     b.add(event(3))
     b.mark_commit(900)
-    assert first.ack_lsn is None
-    assert b.take().ack_lsn == 900
+    assert first.commit_end_lsn is None
+    assert b.take().commit_end_lsn == 900
 
 
 def test_body_object_or_array_and_batch_id() -> None:

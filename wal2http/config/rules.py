@@ -26,7 +26,7 @@ SLOT_NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 
 
 @dataclass(frozen=True)
-class Problem:
+class SettingProblem:
     """One invalid setting: the group it belongs to (``dsn``, ``slot``, ``publication``, ``sink``,
     ``batch``, ``delivery``) and the message an operator sees."""
 
@@ -45,22 +45,23 @@ def validate(config: Config, database: bool = True) -> Config:
     return config
 
 
-def problems(config: Config, database: bool = True) -> list[Problem]:
+def problems(config: Config, database: bool = True) -> list[SettingProblem]:
     """Every invalid setting, in the order ``validate`` reports them (``check-config`` lists all)."""
-    found: list[Problem] = []
+    found: list[SettingProblem] = []
 
     def check(setting: str, rule: Callable[..., object], *args: Any) -> None:
-        """Run one rule that raises ConfigError; its message becomes a Problem of ``setting``."""
+        """Run one rule that raises ConfigError; its message becomes a SettingProblem of ``setting``."""
         try:
             rule(*args)
         except ConfigError as e:
-            found.append(Problem(setting, str(e)))
+            found.append(SettingProblem(setting, str(e)))
 
     src = config.source
     if database and not src.dsn:
-        found.append(Problem("dsn", "no database given: set WAL2HTTP_DSN (or DATABASE_URL), --dsn-file or --dsn"))
+        found.append(SettingProblem(
+            "dsn", "no database given: set WAL2HTTP_DSN (or DATABASE_URL), --dsn-file or --dsn"))
     if not SLOT_NAME_RE.match(src.slot):
-        found.append(Problem(
+        found.append(SettingProblem(
             "slot", f"invalid --slot {src.slot!r}: use 1-63 lower-case letters, digits or underscores"
         ))
     check("publication", validate_identifier, src.publication, "--publication")
@@ -71,16 +72,16 @@ def problems(config: Config, database: bool = True) -> list[Problem]:
         check("batch", check_range, _flag(option), value, *RANGES[option])
     d = config.delivery
     if d.on_reject not in tuple(OnReject):
-        found.append(Problem("delivery", f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}"))
+        found.append(SettingProblem("delivery", f"--on-reject must be halt, dead-letter or skip, not {d.on_reject!r}"))
     if d.on_reject == OnReject.DEAD_LETTER and not d.dead_letter_path:
-        found.append(Problem(
+        found.append(SettingProblem(
             "delivery", "--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)"
         ))
     check("delivery", check_range, "--max-event-bytes", d.max_event_bytes, *RANGES["max_event_bytes"])
     if d.breaker_failures < 1:
-        found.append(Problem("delivery", "--breaker-failures must be at least 1"))
+        found.append(SettingProblem("delivery", "--breaker-failures must be at least 1"))
     if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:
-        found.append(Problem(
+        found.append(SettingProblem(
             "delivery", "--breaker-cooldown must be positive and --shutdown-timeout not negative"
         ))
     check("notify", validate_notify, config.notify)

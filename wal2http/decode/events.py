@@ -108,9 +108,9 @@ class EventBuilder:
     def begin(self, msg: Begin) -> None:
         self.in_transaction = True
         self._xid = msg.xid
-        self._commit_lsn = msg.final_lsn
-        self._commit_lsn_text = format_lsn(msg.final_lsn)
-        self._id_prefix = f"{msg.final_lsn:016X}-"  # event_id() of this transaction, less the seq
+        self._commit_lsn = msg.commit_lsn
+        self._commit_lsn_text = format_lsn(msg.commit_lsn)
+        self._id_prefix = f"{msg.commit_lsn:016X}-"  # event_id() of this transaction, less the seq
         self._commit_time_us = msg.commit_time_us
         self._commit_time = format_timestamp_us(msg.commit_time_us)
         self._seq = 0

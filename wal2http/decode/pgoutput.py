@@ -39,7 +39,7 @@ _RELATION_COLUMN_TAIL = struct.Struct(">Ii")
 
 @dataclass(slots=True)
 class Begin:
-    final_lsn: int  # start LSN of the transaction's commit record
+    commit_lsn: int  # start LSN of the commit record (pgoutput calls it the final LSN); event ids use it
     commit_time_us: int  # microseconds since the Unix epoch
     xid: int
 
@@ -47,7 +47,7 @@ class Begin:
 @dataclass(slots=True)
 class Commit:
     commit_lsn: int
-    end_lsn: int  # the position to confirm once the transaction is delivered
+    commit_end_lsn: int  # the position to confirm once the transaction is delivered
     commit_time_us: int
 
 
@@ -153,11 +153,11 @@ def _parse(buf: bytes) -> PgOutputMessage:
             return Delete(rel, values, None)
         raise ValueError(f"expected 'K' or 'O' tuple, got {chr(kind)!r}")
     if tag == 0x42:  # 'B'
-        final_lsn, ts, xid = _BEGIN.unpack_from(buf, 1)
-        return Begin(final_lsn, ts + PG_EPOCH_OFFSET_US, xid)
+        commit_lsn, ts, xid = _BEGIN.unpack_from(buf, 1)
+        return Begin(commit_lsn, ts + PG_EPOCH_OFFSET_US, xid)
     if tag == 0x43:  # 'C'
-        _flags, commit_lsn, end_lsn, ts = _COMMIT.unpack_from(buf, 1)
-        return Commit(commit_lsn, end_lsn, ts + PG_EPOCH_OFFSET_US)
+        _flags, commit_lsn, commit_end_lsn, ts = _COMMIT.unpack_from(buf, 1)
+        return Commit(commit_lsn, commit_end_lsn, ts + PG_EPOCH_OFFSET_US)
     if tag == 0x52:  # 'R'
         return _relation(buf)
     if tag == 0x59:  # 'Y'

@@ -13,8 +13,8 @@ class AckTracker:
 
     def __init__(self, start_lsn: int = 0) -> None:
         self.confirmed_lsn = start_lsn
-        self.delivered_end_lsn = start_lsn
-        self.skipped_transactions = 0
+        self.delivered_commit_end_lsn = start_lsn
+        self.duplicate_transactions = 0
         # The last event delivered, to resume inside a transaction that was cut off.
         self._partial_commit_lsn = -1
         self._partial_seq = 0
@@ -24,23 +24,23 @@ class AckTracker:
 
         Returns True when the confirmed LSN moved forward.
         """
-        if commit_end_lsn > self.delivered_end_lsn:
-            self.delivered_end_lsn = commit_end_lsn
+        if commit_end_lsn > self.delivered_commit_end_lsn:
+            self.delivered_commit_end_lsn = commit_end_lsn
         return self._advance(commit_end_lsn)
 
     def idle(self, wal_end: int) -> bool:
         """Confirm the server's ``wal_end``; call only when no change is pending."""
         return self._advance(wal_end)
 
-    def already_delivered(self, final_lsn: int) -> bool:
+    def already_delivered(self, commit_lsn: int) -> bool:
         """True for a transaction resent after a reconnect that this process delivered.
 
-        ``final_lsn`` is the start of its commit record (from Begin); every commit record
+        ``commit_lsn`` is the start of its commit record (from Begin); every commit record
         begins after the end of the previous one, so a new transaction is never below
         the end of the last delivered commit.
         """
-        if final_lsn < self.delivered_end_lsn:
-            self.skipped_transactions += 1
+        if commit_lsn < self.delivered_commit_end_lsn:
+            self.duplicate_transactions += 1
             return True
         return False
 
@@ -49,9 +49,9 @@ class AckTracker:
         self._partial_commit_lsn = commit_lsn
         self._partial_seq = seq
 
-    def partial_seq(self, final_lsn: int) -> int:
+    def partial_seq(self, commit_lsn: int) -> int:
         """Events of this transaction up to this ``seq`` were delivered before a reconnect."""
-        return self._partial_seq if final_lsn == self._partial_commit_lsn else 0
+        return self._partial_seq if commit_lsn == self._partial_commit_lsn else 0
 
     def _advance(self, lsn: int) -> bool:
         if lsn > self.confirmed_lsn:

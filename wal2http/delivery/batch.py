@@ -15,7 +15,7 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     nbytes: int = 0
     # End LSN of the last transaction whose final event is in this batch or an earlier one.
-    ack_lsn: int | None = None
+    commit_end_lsn: int | None = None
     opened_at: float = 0.0
 
     @classmethod
@@ -61,9 +61,9 @@ class Batcher:
         batch.events.append(event)
         batch.nbytes += len(event.body)
 
-    def mark_commit(self, end_lsn: int) -> None:
-        """A transaction ended: once this batch is delivered, ``end_lsn`` may be confirmed."""
-        self.current.ack_lsn = end_lsn
+    def mark_commit(self, commit_end_lsn: int) -> None:
+        """A transaction ended: once this batch is delivered, ``commit_end_lsn`` may be confirmed."""
+        self.current.commit_end_lsn = commit_end_lsn
 
     def would_overflow(self, event: Event) -> bool:
         """True when adding ``event`` would push a non-empty batch past its byte limit."""
@@ -78,7 +78,7 @@ class Batcher:
     @property
     def pending(self) -> bool:
         """True when there is something to send or to confirm."""
-        return bool(self.current.events) or self.current.ack_lsn is not None
+        return bool(self.current.events) or self.current.commit_end_lsn is not None
 
     def seconds_until_due(self, now: float) -> float | None:
         """Seconds until the open batch must be sent; None when it holds no event."""

@@ -1,4 +1,4 @@
-"""Read-only Hook0 API calls for ``check-config``: is this Hook0, and does it accept the token."""
+"""The Hook0 API as a peer: its problem+json answers, and the read-only calls ``check-config`` makes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,33 @@ from typing import Any
 import requests
 
 from wal2http.hook0.settings import Hook0Config
-from wal2http.hook0.sink import PEER, Problem
 from wal2http.sinks.http import BearerAuth, new_session, request
+
+PEER = "Hook0 API"
+DETAIL_EXCERPT = 300
+
+
+@dataclass(frozen=True)
+class ApiProblem:
+    """The parts of an ``application/problem+json`` answer wal2http reports."""
+
+    id: str
+    detail: str
+
+    @classmethod
+    def of(cls, response: requests.Response) -> ApiProblem:
+        try:
+            value: Any = response.json()
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            return cls("", response.text[:DETAIL_EXCERPT].strip())
+        detail = str(value.get("detail") or value.get("title") or "").strip()
+        return cls(str(value.get("id") or ""), detail[:DETAIL_EXCERPT])
+
+    def describe(self, response: requests.Response) -> str:
+        text = f"{response.status_code} {self.id or response.reason}"
+        return f"{text}: {self.detail}" if self.detail else text
 
 
 @dataclass(frozen=True)
@@ -20,7 +45,7 @@ class Answer:
     url: str  # without the query
     status: int
     reason: str
-    problem: Problem
+    problem: ApiProblem
     value: Any  # the JSON answer; None when the body is not JSON
     location: str | None  # of a redirect
 
@@ -50,10 +75,10 @@ class Hook0Api:
         """Raises TransientDeliveryError when the API cannot be reached."""
         url = f"{self._config.api_url}/{path}"
         response = request(self._session, self._http, "GET", url, params=params, peer=PEER)
-        problem = Problem.of(response)
+        problem = ApiProblem.of(response)
         token = self._config.token.reveal()
         if token and token in problem.detail:  # a proxy echoing the request: the token is never shown
-            problem = Problem(problem.id, problem.detail.replace(token, "***"))
+            problem = ApiProblem(problem.id, problem.detail.replace(token, "***"))
         return Answer(url, response.status_code, response.reason or "", problem, _json(response),
                       response.headers.get("Location"))
 

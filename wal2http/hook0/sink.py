@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import orjson
 import requests
@@ -20,6 +19,7 @@ from wal2http.errors import (
     TransientDeliveryError,
     UnmappableEvent,
 )
+from wal2http.hook0.api import DETAIL_EXCERPT, PEER, ApiProblem
 from wal2http.hook0.mapping import Hook0Event, Hook0Mapper, sanitize_name
 from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.sinks import SourceInfo
@@ -33,31 +33,6 @@ QUICK_RETRY_STATUSES = frozenset({408, 425, *range(500, 600)})
 # TooManyEventsToday: the daily quota is spent and no retry soon will succeed. The circuit breaker
 # backs off anyway, but its pause may be shorter: the sink itself makes no request for this long.
 QUOTA_COOLDOWN_S = 300.0
-DETAIL_EXCERPT = 300
-PEER = "Hook0 API"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """The parts of an ``application/problem+json`` answer wal2http reports."""
-
-    id: str
-    detail: str
-
-    @classmethod
-    def of(cls, response: requests.Response) -> Problem:
-        try:
-            value: Any = response.json()
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            return cls("", response.text[:DETAIL_EXCERPT].strip())
-        detail = str(value.get("detail") or value.get("title") or "").strip()
-        return cls(str(value.get("id") or ""), detail[:DETAIL_EXCERPT])
-
-    def describe(self, response: requests.Response) -> str:
-        text = f"{response.status_code} {self.id or response.reason}"
-        return f"{text}: {self.detail}" if self.detail else text
 
 
 class Hook0Sink:
@@ -165,7 +140,7 @@ class Hook0Sink:
         if 200 <= status < 300:
             self.ingested += 1
             return
-        problem = Problem.of(response)
+        problem = ApiProblem.of(response)
         if status == 409 and problem.id == "EventAlreadyIngested":
             self.already_ingested += 1
             logger.debug("Hook0 already holds %s (event %s): counted as delivered",
@@ -184,13 +159,13 @@ class Hook0Sink:
         if 200 <= response.status_code < 300:
             self.ingested += 1
             return
-        problem = Problem.of(response)
+        problem = ApiProblem.of(response)
         if response.status_code == 409 and problem.id == "EventAlreadyIngested":
             self.already_ingested += 1
             return
         self._refused(response, problem, event, hook0_event)
 
-    def _refused(self, response: requests.Response, problem: Problem, event: Event | None,
+    def _refused(self, response: requests.Response, problem: ApiProblem, event: Event | None,
                  hook0_event: Hook0Event | None) -> NoReturn:
         """Raise what an answer other than success means: retry, stop, or a rejection."""
         status = response.status_code
@@ -238,7 +213,7 @@ class Hook0Sink:
         response = request(self._session, self._config.http, "GET", self._event_types_url,
                            params={"application_id": self._application_id}, peer=PEER)
         if response.status_code != 200:
-            self._refused(response, Problem.of(response), None, None)
+            self._refused(response, ApiProblem.of(response), None, None)
         try:
             listed = response.json()
             return {str(item["event_type_name"]) for item in listed}
@@ -254,7 +229,7 @@ class Hook0Sink:
                            orjson.dumps(body), peer=PEER)
         status = response.status_code
         if not (200 <= status < 300 or status == 409):  # 409: created meanwhile
-            problem = Problem.of(response)
+            problem = ApiProblem.of(response)
             if event is None:
                 self._refused(response, problem, None, None)
             what = f"cannot create Hook0 event type {event_type} for {event.id}"

@@ -102,7 +102,7 @@ class Metrics:
         self.dead_letters = 0
         self.rejected_skipped = 0
         self.last_rejection = ""
-        self.duplicates_skipped = 0
+        self.duplicate_transactions = 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.state = STARTING
         self.started_at = time.monotonic()
@@ -177,11 +177,11 @@ class Metrics:
         self.errors["replication"] += 1
         self.set_state(RECONNECTING, connected=False)
 
-    def set_positions(self, received_lsn: int | None, confirmed_lsn: int, duplicates_skipped: int) -> None:
+    def set_positions(self, received_lsn: int | None, confirmed_lsn: int, duplicate_transactions: int) -> None:
         if received_lsn is not None and received_lsn > self.received_lsn:
             self.received_lsn = received_lsn
         self.confirmed_lsn = confirmed_lsn
-        self.duplicates_skipped = duplicates_skipped
+        self.duplicate_transactions = duplicate_transactions
 
     def set_slot(self, lag: int | None, retained: int | None, safe_wal_size: int | None,
                  wal_status: str | None) -> None:
@@ -255,7 +255,7 @@ class _Collector(Collector):
         yield _counter("wal2http_dead_letters", "Events refused by the receiver and written to the dead-letter "
                        "file.", m.dead_letters)
         yield _counter("wal2http_duplicates_skipped", "Transactions resent by PostgreSQL after a reconnect and "
-                       "skipped because they were delivered already.", m.duplicates_skipped)
+                       "skipped because they were delivered already.", m.duplicate_transactions)
         errors = CounterMetricFamily("wal2http_errors", "Errors by kind.", labels=["kind"])
         for kind, n in list(m.errors.items()):
             errors.add_metric([kind], n)
