@@ -29,9 +29,9 @@ from wal2http.errors import (
     StopRequested,
 )
 from wal2http.lsn import format_lsn
-from wal2http.observe.metrics import STANDBY, STOPPING, STREAMING
 from wal2http.observe.observer import Observer
 from wal2http.pg.stream import ReplicationStream
+from wal2http.runtime import RunState
 from wal2http.sinks import Sink
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Pipeline:
                               "unconfirmed changes will be sent again on the next run")
         self.stop_requested = True
         self.stop_deadline = time.monotonic() + self.config.delivery.shutdown_timeout_s
-        self.metrics.set_state(STOPPING, self.stream.connected)
+        self.metrics.set_state(RunState.STOPPING, self.stream.connected)
         logger.info("%s received: stopping after the current transaction (at most %.0f s)",
                     name, self.config.delivery.shutdown_timeout_s)
 
@@ -134,7 +134,7 @@ class Pipeline:
             try:
                 self.stream.open()
             except SlotInUse as e:
-                self.metrics.set_state(STANDBY, connected=False)
+                self.metrics.set_state(RunState.STANDBY, connected=False)
                 if not standby:
                     logger.warning("%s: standing by until it is free", e)
                     standby = True
@@ -159,7 +159,7 @@ class Pipeline:
                 logger.info("replication reconnected after %.1f s (%d attempts)",
                             time.monotonic() - lost_since, failures)
             failures, lost_since, streamed = 0, None, True
-            self.metrics.set_state(STOPPING if self.stop_requested else STREAMING, connected=True)
+            self.metrics.set_state(RunState.STOPPING if self.stop_requested else RunState.STREAMING, connected=True)
             try:
                 self._stream()
                 return

@@ -1,4 +1,4 @@
-"""Process-wide tuning for the streaming loop: the cyclic garbage collector and the C allocator."""
+"""The running process: its run state, and tuning of the garbage collector and the C allocator."""
 
 from __future__ import annotations
 
@@ -6,8 +6,19 @@ import ctypes
 import gc
 import logging
 import os
+from enum import StrEnum
 
 logger = logging.getLogger(__name__)
+
+
+class RunState(StrEnum):
+    """What ``run`` is doing, as /readyz, the metrics and the logs name it."""
+
+    STARTING = "starting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    STANDBY = "standby"
+    STOPPING = "stopping"
 
 _M_TOP_PAD = -2  # from glibc's <malloc.h>
 HEAP_SLACK_BYTES = 2 * 1024 * 1024

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wal2http.delivery.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from wal2http.delivery.breaker import Breaker, BreakerState
 
 
 def breaker() -> Breaker:
@@ -14,7 +14,7 @@ def breaker() -> Breaker:
 def test_short_backoff_while_closed() -> None:
     b = breaker()
     waits = [b.failure(), b.failure()]
-    assert b.state == CLOSED
+    assert b.state == BreakerState.CLOSED
     assert all(0 <= w <= 2 for w in waits)
 
 
@@ -22,10 +22,10 @@ def test_opens_after_threshold_then_probes_then_grows_to_cap() -> None:
     b = breaker()
     b.failure()
     b.failure()
-    assert b.failure() == 10 and b.state == OPEN
+    assert b.failure() == 10 and b.state == BreakerState.OPEN
     b.before_attempt()
-    assert b.state == HALF_OPEN
-    assert b.failure() == 20 and b.state == OPEN
+    assert b.state == BreakerState.HALF_OPEN
+    assert b.failure() == 20 and b.state == BreakerState.OPEN
     b.before_attempt()
     assert b.failure() == 35  # capped
     b.before_attempt()
@@ -39,7 +39,7 @@ def test_success_closes_and_resets_the_cooldown() -> None:
         b.failure()
     b.before_attempt()
     b.success()
-    assert b.state == CLOSED and b.consecutive_failures == 0
+    assert b.state == BreakerState.CLOSED and b.consecutive_failures == 0
     for _ in range(2):
         b.failure()
     assert b.failure() == 10
@@ -49,4 +49,4 @@ def test_retry_after_is_honoured_but_capped() -> None:
     b = breaker()
     assert b.failure(retry_after=7) == 7
     assert b.failure(retry_after=100) == 35
-    assert b.failure(retry_after=12) == 12 and b.state == OPEN  # the longer of cool-down and Retry-After
+    assert b.failure(retry_after=12) == 12 and b.state == BreakerState.OPEN  # the longer of cool-down and Retry-After

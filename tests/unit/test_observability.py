@@ -22,7 +22,8 @@ from wal2http.decode.events import Event
 from wal2http.errors import ConfigError
 from wal2http.observe.endpoint import liveness, readiness
 from wal2http.observe.log import ContextFilter
-from wal2http.observe.metrics import STREAMING, Histogram, Metrics
+from wal2http.observe.metrics import Histogram, Metrics
+from wal2http.runtime import RunState
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "contrib" / "prometheus" / "alerts.yml"
@@ -97,7 +98,7 @@ def test_liveness_and_readiness() -> None:
     m = Metrics()
     ok, body = readiness(m)
     assert not ok and "not connected to PostgreSQL" in body["reasons"]
-    m.set_state(STREAMING, connected=True)
+    m.set_state(RunState.STREAMING, connected=True)
     assert readiness(m) == (True, {"status": "ready", "state": "streaming", "breaker": "closed", "connected": True})
     m.set_breaker("open")
     assert not readiness(m)[0]

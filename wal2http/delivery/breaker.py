@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+from enum import StrEnum
 
-CLOSED = "closed"
-OPEN = "open"
-HALF_OPEN = "half-open"
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    HALF_OPEN = "half-open"
+    OPEN = "open"
 
 
 class Breaker:
@@ -24,7 +27,7 @@ class Breaker:
         self.cooldown_s = cooldown_s
         self.cooldown_max_s = max(cooldown_max_s, cooldown_s)
         self.backoff_max_s = backoff_max_s
-        self.state = CLOSED
+        self.state = BreakerState.CLOSED
         self.consecutive_failures = 0
         self.opened_count = 0
         self._current_cooldown = cooldown_s
@@ -33,7 +36,7 @@ class Breaker:
     def failure(self, retry_after: float | None = None) -> float:
         """Record a failed attempt; return the seconds to wait before the next one."""
         self.consecutive_failures += 1
-        if self.state == HALF_OPEN:
+        if self.state == BreakerState.HALF_OPEN:
             self._current_cooldown = min(self._current_cooldown * 2, self.cooldown_max_s)
             return self._open(retry_after)
         if self.consecutive_failures >= self.threshold:
@@ -45,16 +48,16 @@ class Breaker:
 
     def before_attempt(self) -> None:
         """Call when the wait is over: an open breaker lets exactly one probe through."""
-        if self.state == OPEN:
-            self.state = HALF_OPEN
+        if self.state == BreakerState.OPEN:
+            self.state = BreakerState.HALF_OPEN
 
     def success(self) -> None:
-        self.state = CLOSED
+        self.state = BreakerState.CLOSED
         self.consecutive_failures = 0
         self._current_cooldown = self.cooldown_s
 
     def _open(self, retry_after: float | None) -> float:
-        self.state = OPEN
+        self.state = BreakerState.OPEN
         self.opened_count += 1
         wait = self._current_cooldown
         if retry_after is not None:

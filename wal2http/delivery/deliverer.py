@@ -10,7 +10,7 @@ from typing import Any
 from wal2http.config.sections import OnReject
 from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
-from wal2http.delivery.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from wal2http.delivery.breaker import Breaker, BreakerState
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.errors import DeliveryError, RejectedError, TransientDeliveryError
 from wal2http.lsn import format_lsn
@@ -94,14 +94,14 @@ class Deliverer:
                 delay = breaker.failure(e.retry_after)
                 metrics.set_breaker(breaker.state)
                 fields = correlation(batch, attempt, e.status, took)
-                if attempt == 1 and was == CLOSED:
+                if attempt == 1 and was == BreakerState.CLOSED:
                     failing_since = time.monotonic()
                     logger.warning("delivery of %s failed: %s; retrying until it succeeds", batch.batch_id, e,
                                    extra=fields)
-                elif was == HALF_OPEN:
+                elif was == BreakerState.HALF_OPEN:
                     logger.warning("probe failed: circuit breaker open again for %.0f s (%s)", delay, e,
                                    extra=fields)
-                elif breaker.state == OPEN:
+                elif breaker.state == BreakerState.OPEN:
                     logger.warning("circuit breaker open after %d failed attempts: no requests for %.0f s "
                                    "(last error: %s)", breaker.consecutive_failures, delay, e, extra=fields)
                 else:
@@ -118,7 +118,7 @@ class Deliverer:
             took = time.perf_counter() - started
             metrics.request("success", took)
             metrics.delivered(batch.events, time.time_ns() // 1000)
-            if attempt > 1 or breaker.state != CLOSED:
+            if attempt > 1 or breaker.state != BreakerState.CLOSED:
                 logger.info("delivery recovered: %s accepted after %d attempts in %.1f s; circuit breaker closed",
                             batch.batch_id, attempt, time.monotonic() - failing_since,
                             extra=correlation(batch, attempt, status, took))

@@ -18,8 +18,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from wal2http.config.secrets import Secret
 from wal2http.config.validation import is_loopback
+from wal2http.delivery.breaker import BreakerState
 from wal2http.errors import ConfigError
-from wal2http.observe.metrics import STREAMING, Metrics
+from wal2http.observe.metrics import Metrics
+from wal2http.runtime import RunState
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +43,9 @@ def readiness(m: Metrics) -> tuple[bool, dict[str, Any]]:
     reasons = []
     if not m.replication_connected:
         reasons.append("not connected to PostgreSQL")
-    if m.state != STREAMING:
+    if m.state != RunState.STREAMING:
         reasons.append(f"not streaming: {m.state}")
-    if m.breaker_state != "closed":
+    if m.breaker_state != BreakerState.CLOSED:
         reasons.append(f"circuit breaker {m.breaker_state}: the receiver is failing")
     body: dict[str, Any] = {"status": "not ready" if reasons else "ready", "state": m.state,
                             "breaker": m.breaker_state, "connected": m.replication_connected}

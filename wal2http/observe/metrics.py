@@ -20,6 +20,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from wal2http import __version__
+from wal2http.delivery.breaker import BreakerState
+from wal2http.runtime import RunState
 
 if TYPE_CHECKING:
     from wal2http.decode.events import Event
@@ -28,10 +30,8 @@ OPS = ("insert", "update", "delete", "truncate", "message")
 # One request to the sink: accepted, failed and retried, refused for good, or a configuration error (stop).
 OUTCOMES = ("success", "failure", "rejected", "error")
 ERROR_KINDS = ("replication", "delivery", "rejection", "slot_poll", "notification", "fatal")
-BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
-# Run states, as /readyz and the logs name them.
-STARTING, STREAMING, RECONNECTING, STANDBY, STOPPING = "starting", "streaming", "reconnecting", "standby", "stopping"
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 100000)
@@ -97,14 +97,14 @@ class Metrics:
         self.slot_wal_status: str | None = None
         self.replication_connected = False
         self.reconnects = 0
-        self.breaker_state = "closed"
+        self.breaker_state = BreakerState.CLOSED
         self.breaker_open_since: float | None = None
         self.dead_letters = 0
         self.rejected_skipped = 0
         self.last_rejection = ""
         self.duplicate_transactions = 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
-        self.state = STARTING
+        self.state = RunState.STARTING
         self.started_at = time.monotonic()
         # When the main loop last made progress or waited on purpose (time.monotonic()).
         self.heartbeat = self.started_at
@@ -146,10 +146,10 @@ class Metrics:
             self.rejected_skipped += 1
         self.last_rejection = f"{event.id}: {reason}"
 
-    def set_breaker(self, state: str) -> None:
+    def set_breaker(self, state: BreakerState) -> None:
         if state == self.breaker_state:
             return
-        if state == "closed":
+        if state == BreakerState.CLOSED:
             self.breaker_open_since = None
         elif self.breaker_open_since is None:
             self.breaker_open_since = time.monotonic()
@@ -169,13 +169,13 @@ class Metrics:
 
     # -- the run (called by the pipeline) -------------------------------------------
 
-    def set_state(self, state: str, connected: bool) -> None:
+    def set_state(self, state: RunState, connected: bool) -> None:
         self.state = state
         self.replication_connected = connected
 
     def replication_lost(self) -> None:
         self.errors["replication"] += 1
-        self.set_state(RECONNECTING, connected=False)
+        self.set_state(RunState.RECONNECTING, connected=False)
 
     def set_positions(self, received_lsn: int | None, confirmed_lsn: int, duplicate_transactions: int) -> None:
         if received_lsn is not None and received_lsn > self.received_lsn:
@@ -251,7 +251,7 @@ class _Collector(Collector):
                      1 if m.replication_connected else 0)
         yield _counter("wal2http_reconnects", "Replication connections lost and opened again.", m.reconnects)
         yield _gauge("wal2http_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-                     BREAKER_STATES.get(m.breaker_state, 2))
+                     BREAKER_GAUGE[m.breaker_state])
         yield _counter("wal2http_dead_letters", "Events refused by the receiver and written to the dead-letter "
                        "file.", m.dead_letters)
         yield _counter("wal2http_duplicates_skipped", "Transactions resent by PostgreSQL after a reconnect and "
