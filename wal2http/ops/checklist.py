@@ -5,10 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
+
+
+class CheckName(StrEnum):
+    """The checks other code decides on by name (the others' names are only shown)."""
+
+    DSN = "dsn"
+    SINK_SETTINGS = "sink settings"
+    REPLICA_IDENTITY = "replica identity"
+    WAL_SENDERS = "wal senders"
 
 
 class Status(Enum):

@@ -15,7 +15,7 @@ from wal2http.hook0 import checks as hook0_checks
 from wal2http.hook0.checks import Published
 from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.lsn import format_lsn
-from wal2http.ops.checklist import Check, Status, failed, ident, ok, warning
+from wal2http.ops.checklist import Check, CheckName, Status, failed, ident, ok, warning
 from wal2http.ops.probe import probe
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connect_source, connection_params
@@ -53,7 +53,7 @@ def offline_checks(config: Config) -> list[Check]:
         _dsn_check(src, found.get("dsn")),
         check("slot name", "slot", src.slot),
         check("publication name", "publication", src.publication),
-        check("sink settings", "sink", sink_detail),
+        check(CheckName.SINK_SETTINGS, "sink", sink_detail),
         check("batch limits", "batch", f"--batch-size {batch.max_events}, --batch-bytes {batch.max_bytes}, "
                                        f"--batch-wait-ms {batch.max_wait_ms}"),
         check("delivery settings", "delivery", _delivery_detail(config)),
@@ -88,12 +88,12 @@ def _delivery_detail(config: Config) -> str:
 
 def _dsn_check(src: SourceConfig, messages: list[str] | None) -> Check:
     if messages:
-        return failed("dsn", "; ".join(messages))
+        return failed(CheckName.DSN, "; ".join(messages))
     dsn = src.dsn.reveal()
     try:
         params = connection_params(dsn, require_tls=src.require_tls)
     except ConfigError as e:
-        return failed("dsn", str(e))
+        return failed(CheckName.DSN, str(e))
     host = params.get("host") or params.get("hostaddr") or "local socket"
     where = [f"host {host}", f"port {params.get('port', '5432')}",
              f"database {params.get('dbname', '(default)')}", f"user {params.get('user', '(default)')}"]
@@ -102,7 +102,7 @@ def _dsn_check(src: SourceConfig, messages: list[str] | None) -> Check:
         where.append(f"sslmode {sslmode}")
     if src.require_tls:
         where.append("TLS required (--require-tls)")
-    return ok("dsn", f"{', '.join(where)}: {redact_dsn(dsn)}")
+    return ok(CheckName.DSN, f"{', '.join(where)}: {redact_dsn(dsn)}")
 
 
 # -- database --------------------------------------------------------------------------------------
@@ -153,11 +153,11 @@ def stream_checks(conn: Any, source: SourceConfig, facts: publication_sql.Server
     checks.append(slot_capacity_check(facts, slot is None))
     free = facts.max_wal_senders - facts.used_wal_senders
     if free <= 0:
-        checks.append(failed("wal senders", f"all {facts.max_wal_senders} wal senders are in use",
+        checks.append(failed(CheckName.WAL_SENDERS, f"all {facts.max_wal_senders} wal senders are in use",
                              "stop an unused replication consumer, or raise max_wal_senders "
                              "(needs a restart)", ExitStatus.DATABASE))
     else:
-        checks.append(ok("wal senders", f"{facts.used_wal_senders} of {facts.max_wal_senders} in use"))
+        checks.append(ok(CheckName.WAL_SENDERS, f"{facts.used_wal_senders} of {facts.max_wal_senders} in use"))
     return checks
 
 
@@ -175,7 +175,7 @@ def publication_check(publication: publication_sql.Publication | None, name: str
 
 
 def replica_identity_check(conn: Any, publication: publication_sql.Publication) -> Check:
-    name = "replica identity"
+    name = CheckName.REPLICA_IDENTITY
     ops = [op for op in ("update", "delete") if op in publication.operations]
     if not ops:
         return ok(name, f"not needed: publication {publication.name} publishes no update or delete")
@@ -339,12 +339,12 @@ def check_config(config: Config, offline: bool) -> list[Check]:
     if offline:
         return checks
     valid = {c.name for c in checks if c.status is Status.OK}
-    hook0 = config.sink.hook0 if config.sink.kind == SinkKind.HOOK0 and "sink settings" in valid else None
+    hook0 = config.sink.hook0 if config.sink.kind == SinkKind.HOOK0 and CheckName.SINK_SETTINGS in valid else None
     changes = None
-    if "dsn" in valid:
+    if CheckName.DSN in valid:
         online, changes = online_checks(config, hook0)
         checks.extend(online)
-    if "sink settings" in valid:
+    if CheckName.SINK_SETTINGS in valid:
         sink = sink_check(config)
         checks.append(sink)
         if hook0 is not None and sink.status is Status.OK:

@@ -12,7 +12,7 @@ from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.errors import Interrupted, StopRequested
 from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
-from wal2http.ops.checklist import require
+from wal2http.ops.checklist import CheckName, require
 from wal2http.ops.checks import stream_checks
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connect_source
@@ -41,7 +41,8 @@ def prepare_stream(source: SourceConfig) -> Prepared:
         facts = publication_sql.server_facts(conn)
         # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
         # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
-        for note in require(stream_checks(conn, source, facts), advisory=("replica identity", "wal senders")):
+        advisory = (CheckName.REPLICA_IDENTITY, CheckName.WAL_SENDERS)
+        for note in require(stream_checks(conn, source, facts), advisory=advisory):
             logger.warning("%s", note)
         info = find_slot(conn, source.slot)
         if info is None:
