@@ -1,0 +1,1 @@
+"""Configuration: the settings of every part, secrets, and the rules they are validated against once."""

@@ -1,0 +1,1 @@
+"""Getting batches accepted: batching, retries and the circuit breaker, dead letters, the position to confirm."""

@@ -1,4 +1,4 @@
-"""Where events go: the only package that imports requests."""
+"""Where events go: the Sink interface and the generic sinks (JSON lines, HTTP); Hook0 builds on them."""
 
 from __future__ import annotations
 
