@@ -96,6 +96,10 @@ class RejectedError(DeliveryError):
     """The receiver refused an event for good; the reject policy decides what follows."""
 
 
+class PayloadTooLarge(RejectedError):
+    """The receiver answered 413: send fewer events per request; only a single event is refused for good."""
+
+
 class TransientDeliveryError(DeliveryError):
     """A delivery attempt failed in a way worth retrying (network, timeout, 429, 5xx): never halts."""
 

@@ -11,6 +11,7 @@ import time
 from types import FrameType
 
 from wal2http.config.settings import Config
+from wal2http.deadline import limit_all
 from wal2http.decode import pgoutput
 from wal2http.decode.events import EventBuilder
 from wal2http.delivery.ack import AckTracker
@@ -55,7 +56,8 @@ class Pipeline:
         d = config.delivery
         # Retries pause in self.wait, which keeps the stream alive and honours a stop.
         self.deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
-                                   self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics)
+                                   self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
+                                   max_events=config.batch.max_events)
         self.builder = EventBuilder()
         self.ack = AckTracker(start_lsn)
         b = config.batch
@@ -86,6 +88,8 @@ class Pipeline:
                               "unconfirmed changes will be sent again on the next run")
         self.stop_requested = True
         self.stop_deadline = time.monotonic() + self.config.delivery.shutdown_timeout_s
+        # A request hanging now (or started later) ends by then: the stop never waits on a receiver.
+        limit_all(self.stop_deadline)
         self.metrics.set_state(RunState.STOPPING, self.stream.connected)
         logger.info("%s received: stopping after the current transaction (at most %.0f s)",
                     name, self.config.delivery.shutdown_timeout_s)

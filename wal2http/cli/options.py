@@ -96,8 +96,9 @@ sink_options = options(
     click.option("--http-url", envvar=env("HTTP_URL", "HTTP_ENDPOINT_URL"), metavar="URL",
                  help="Receiver URL for --sink http."),
     click.option("--http-timeout", type=_float("http_timeout"), envvar=env("HTTP_TIMEOUT"),
-                 default=HttpConfig.read_timeout_s,
-                 metavar="SECONDS", help="Read timeout of one request; keep it below wal_sender_timeout/2."),
+                 default=HttpConfig.timeout_s,
+                 metavar="SECONDS", help="Total time one request may take (connect, TLS, send, answer); "
+                                         "keep it below wal_sender_timeout/2."),
     secret_file_option(HTTP_BEARER_TOKEN, "File holding the token sent as 'Authorization: Bearer'."),
     secret_file_option(SIGNING_SECRET, "File holding the Standard Webhooks signing secret(s), whsec_..., "
                                        "separated by white space to sign with several during a rotation."),
@@ -297,7 +298,7 @@ def _http_config(o: dict[str, Any]) -> HttpConfig | None:
         return None
     return HttpConfig(
         url=o["http_url"],
-        **given(o, read_timeout_s="http_timeout"),
+        **given(o, timeout_s="http_timeout"),
         bearer_token=HTTP_BEARER_TOKEN.load(o.get("http_bearer_token_file"), os.environ),
         signing_secrets=split_signing_secrets(SIGNING_SECRET.load(o.get("signing_secret_file"), os.environ)),
         headers=parse_headers(o.get("headers", ()), os.environ),
@@ -316,7 +317,7 @@ def _hook0_config(o: dict[str, Any]) -> Hook0Config:
             raise ConfigError(f"--hook0-label must be NAME=COLUMN, not {mapping!r}")
         labels.append((name.strip(), column.strip()))
     return Hook0Config(
-        http=HttpConfig(url=o.get("hook0_api_url") or "", **given(o, read_timeout_s="http_timeout"),
+        http=HttpConfig(url=o.get("hook0_api_url") or "", **given(o, timeout_s="http_timeout"),
                         ca_file=o.get("ca_file"), client_cert=o.get("client_cert"), client_key=o.get("client_key")),
         application_id=(o.get("hook0_application_id") or "").strip(),
         token=token,

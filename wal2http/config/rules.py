@@ -105,7 +105,7 @@ def validate_sink(sink: SinkConfig) -> None:
 def validate_http(http: HttpConfig) -> None:
     """The receiver URL, credentials, signing secrets and TLS files of the http sink."""
     validate_url(http.url, "--http-url")
-    check_range("--http-timeout", http.read_timeout_s, *RANGES["http_timeout"])
+    check_range("--http-timeout", http.timeout_s, *RANGES["http_timeout"])
     if http.bearer_token is not None:
         check_bearer_token(http.bearer_token.reveal(), f"the bearer token ({HTTP_BEARER_TOKEN.describe()})")
     signing.signing_keys(http.signing_secrets)

@@ -84,7 +84,7 @@ class DeliveryConfig:
 class HttpConfig:
     url: str
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 15.0
+    timeout_s: float = 15.0  # total per request: connect, TLS, send, answer (--http-timeout)
     retries: int = 2  # quick retries inside one attempt (urllib3)
     retry_after_max_s: float = 5.0
     retry_max_wait_s: float = 30.0  # cap of the wait between attempts during an outage

@@ -12,12 +12,62 @@ from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker, BreakerState
 from wal2http.delivery.deadletter import DeadLetterFile
-from wal2http.errors import DeliveryError, RejectedError, TransientDeliveryError
+from wal2http.errors import DeliveryError, PayloadTooLarge, RejectedError, TransientDeliveryError
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
 from wal2http.sinks import Sink
 
 logger = logging.getLogger(__name__)
+
+# Requests accepted at a reduced size before a larger one is tried; doubled after each try that failed.
+GROW_AFTER = 16
+GROW_AFTER_MAX = 1024
+
+
+class SizeLimit:
+    """How many events one request may carry, learnt from 413 answers; pure.
+
+    A 413 halves the size, or goes back to the size that last passed when a larger try failed.
+    After GROW_AFTER requests accepted at the limit it grows by a quarter, until batches
+    go whole again.
+    """
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self.ceiling: int | None = None  # None: batches go whole
+        self._passed = 0  # the largest size accepted since the limit was last lowered below it
+        self._streak = 0
+        self._grow_after = GROW_AFTER
+
+    def size(self, available: int) -> int:
+        return available if self.ceiling is None else min(available, self.ceiling)
+
+    def too_large(self, size: int) -> int:
+        """``size`` events were answered 413: the new limit (below ``size``)."""
+        if 0 < self._passed < size:
+            self.ceiling = self._passed  # a larger try failed: back to what passed, try again later
+            self._grow_after = min(self._grow_after * 2, GROW_AFTER_MAX)
+        else:
+            self.ceiling = max(1, size // 2)
+            self._passed = 0
+        self._streak = 0
+        return self.ceiling
+
+    def accepted(self, size: int) -> int | None:
+        """``size`` events were accepted in one request: the new limit when it grows, else None."""
+        if self.ceiling is None:
+            return None
+        self._passed = max(self._passed, size)
+        if size < self.ceiling:
+            return None
+        self._streak += 1
+        if self._streak < self._grow_after:
+            return None
+        self._streak = 0
+        grown = self.ceiling + max(1, self.ceiling // 4)
+        self.ceiling = None if grown >= self.max_events else grown
+        return grown
+
 
 class Deliverer:
     """Sends batches through a sink; returns only once every event is accepted or parked.
@@ -28,7 +78,7 @@ class Deliverer:
 
     def __init__(self, sink: Sink, breaker: Breaker, wait: Callable[[float], None], *,
                  on_reject: OnReject = OnReject.HALT, dead_letters: DeadLetterFile | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, max_events: int = 1) -> None:
         self.sink = sink
         self.breaker = breaker
         self.wait = wait
@@ -38,10 +88,37 @@ class Deliverer:
         self.dead_lettered = 0
         self.skipped = 0
         self.metrics = metrics or Metrics()
+        self.size_limit = SizeLimit(max_events)
 
     def deliver(self, batch: Batch) -> None:
+        """Send the events of ``batch`` in order, in requests of at most the size the receiver takes."""
+        events = batch.events
+        start = 0
+        while start < len(events):
+            size = self.size_limit.size(len(events) - start)
+            part = batch if size == len(events) else Batch(events[start:start + size])
+            try:
+                self._deliver_part(part)
+            except PayloadTooLarge as e:
+                if size == 1:
+                    self.reject(events[start], str(e), e.status, e.body, e)
+                    start += 1
+                    continue
+                limit = self.size_limit.too_large(size)
+                logger.warning("receiver answered 413 (payload too large) to %d events (%s): sending at most "
+                               "%d per request from now on", size, part.batch_id, limit)
+                continue
+            start += size
+            grown = self.size_limit.accepted(size)
+            if grown is not None:
+                logger.info("receiver took %d events per request for a while: trying %s", size,
+                            f"up to {grown}" if self.size_limit.ceiling else "whole batches again")
+
+    def _deliver_part(self, batch: Batch) -> None:
         try:
             self._send_until_accepted(batch)
+        except PayloadTooLarge:
+            raise  # a matter of size, not of these events: deliver() sends fewer
         except RejectedError as e:
             if len(batch.events) == 1:
                 self.reject(batch.events[0], str(e), e.status, e.body, e)
@@ -52,7 +129,7 @@ class Deliverer:
             for event in batch.events:
                 try:
                     self._send_until_accepted(Batch.of(event))
-                except RejectedError as single:
+                except RejectedError as single:  # a single event answered 413 too
                     self.reject(event, str(single), single.status, single.body, single)
                 else:
                     self.delivered += 1

@@ -6,13 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from wal2http.hook0.settings import Hook0Config
-from wal2http.sinks.http import BearerAuth, new_session, request
+from wal2http.sinks.http import BearerAuth, Reply, new_session, request
 
 PEER = "Hook0 API"
 DETAIL_EXCERPT = 300
+LIST_KEPT_BYTES = 4 << 20  # of a GET answer read whole (event types); longer ones are not read on
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class ApiProblem:
     detail: str
 
     @classmethod
-    def of(cls, response: requests.Response) -> ApiProblem:
+    def of(cls, response: Reply) -> ApiProblem:
         try:
             value: Any = response.json()
         except ValueError:
@@ -33,7 +32,7 @@ class ApiProblem:
         detail = str(value.get("detail") or value.get("title") or "").strip()
         return cls(str(value.get("id") or ""), detail[:DETAIL_EXCERPT])
 
-    def describe(self, response: requests.Response) -> str:
+    def describe(self, response: Reply) -> str:
         text = f"{response.status_code} {self.id or response.reason}"
         return f"{text}: {self.detail}" if self.detail else text
 
@@ -60,7 +59,7 @@ class Hook0Api:
     def __init__(self, config: Hook0Config) -> None:
         self._config = config
         self._http = dataclasses.replace(config.http, retries=0)
-        self._session = new_session(self._http, statuses=frozenset())
+        self._session = new_session(self._http)
 
     def instance(self) -> Answer:
         """``GET /instance``: Hook0's public instance configuration; no token is sent."""
@@ -74,7 +73,7 @@ class Hook0Api:
     def _get(self, path: str, params: dict[str, str] | None) -> Answer:
         """Raises TransientDeliveryError when the API cannot be reached."""
         url = f"{self._config.api_url}/{path}"
-        response = request(self._session, self._http, "GET", url, params=params, peer=PEER)
+        response = request(self._session, self._http, "GET", url, params=params, peer=PEER, keep=LIST_KEPT_BYTES)
         problem = ApiProblem.of(response)
         token = self._config.token.reveal()
         if token and token in problem.detail:  # a proxy echoing the request: the token is never shown
@@ -86,7 +85,7 @@ class Hook0Api:
         self._session.close()
 
 
-def _json(response: requests.Response) -> Any:
+def _json(response: Reply) -> Any:
     if "json" not in response.headers.get("Content-Type", ""):
         return None
     try:

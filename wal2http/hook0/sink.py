@@ -7,7 +7,6 @@ import time
 from typing import NoReturn
 
 import orjson
-import requests
 
 from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
@@ -19,11 +18,11 @@ from wal2http.errors import (
     TransientDeliveryError,
     UnmappableEvent,
 )
-from wal2http.hook0.api import DETAIL_EXCERPT, PEER, ApiProblem
+from wal2http.hook0.api import DETAIL_EXCERPT, LIST_KEPT_BYTES, PEER, ApiProblem
 from wal2http.hook0.mapping import Hook0Event, Hook0Mapper, sanitize_name
 from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.sinks import SourceInfo
-from wal2http.sinks.http import BearerAuth, new_session, request, retry_after_seconds, warn_if_plain_http
+from wal2http.sinks.http import BearerAuth, Reply, new_session, request, retry_after_seconds, warn_if_plain_http
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class Hook0Sink:
                               "event ids and types are the ones Hook0 already knows")
         service = config.service or sanitize_name(source.database or "postgres")
         self.mapper = Hook0Mapper(config, service)
-        self._session = new_session(config.http, statuses=QUICK_RETRY_STATUSES)
+        self._session = new_session(config.http)
         self._session.auth = BearerAuth(config.token)  # as auth, ~/.netrc cannot replace it
         warn_if_plain_http(config.api_url, "--hook0-api-url", credentials=True)
         self._event_url = f"{config.api_url}/event"
@@ -135,7 +134,7 @@ class Hook0Sink:
         if self._config.ensure_event_types and known is not None and hook0_event.event_type not in known:
             self._create_event_type(hook0_event.event_type, event)
         response = request(self._session, self._config.http, "POST", self._event_url, hook0_event.body,
-                           peer=PEER)
+                           peer=PEER, retry_statuses=QUICK_RETRY_STATUSES)
         status = response.status_code
         if 200 <= status < 300:
             self.ingested += 1
@@ -155,7 +154,7 @@ class Hook0Sink:
 
     def _deliver_once_more(self, event: Event, hook0_event: Hook0Event) -> None:
         response = request(self._session, self._config.http, "POST", self._event_url, hook0_event.body,
-                           peer=PEER)
+                           peer=PEER, retry_statuses=QUICK_RETRY_STATUSES)
         if 200 <= response.status_code < 300:
             self.ingested += 1
             return
@@ -165,7 +164,7 @@ class Hook0Sink:
             return
         self._refused(response, problem, event, hook0_event)
 
-    def _refused(self, response: requests.Response, problem: ApiProblem, event: Event | None,
+    def _refused(self, response: Reply, problem: ApiProblem, event: Event | None,
                  hook0_event: Hook0Event | None) -> NoReturn:
         """Raise what an answer other than success means: retry, stop, or a rejection."""
         status = response.status_code
@@ -193,7 +192,7 @@ class Hook0Sink:
             location = response.headers.get("Location")
             raise DeliveryConfigError(
                 f"Hook0 API answered {answer}" + (f" (to {location})" if location else "")
-                + f" for {response.request.url}: check --hook0-api-url (e.g. https://app.hook0.com/api/v1)",
+                + f" for {response.url}: check --hook0-api-url (e.g. https://app.hook0.com/api/v1)",
                 status=status, event_id=event_id, body=problem.detail,
             )
         if event is None or hook0_event is None:
@@ -211,7 +210,8 @@ class Hook0Sink:
 
     def _list_event_types(self) -> set[str]:
         response = request(self._session, self._config.http, "GET", self._event_types_url,
-                           params={"application_id": self._application_id}, peer=PEER)
+                           params={"application_id": self._application_id}, peer=PEER,
+                           retry_statuses=QUICK_RETRY_STATUSES, keep=LIST_KEPT_BYTES)
         if response.status_code != 200:
             self._refused(response, ApiProblem.of(response), None, None)
         try:
@@ -226,7 +226,7 @@ class Hook0Sink:
         body = {"application_id": self._application_id, "service": service,
                 "resource_type": resource_type, "verb": verb}
         response = request(self._session, self._config.http, "POST", self._event_types_url,
-                           orjson.dumps(body), peer=PEER)
+                           orjson.dumps(body), peer=PEER, retry_statuses=QUICK_RETRY_STATUSES)
         status = response.status_code
         if not (200 <= status < 300 or status == 409):  # 409: created meanwhile
             problem = ApiProblem.of(response)

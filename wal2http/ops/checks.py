@@ -40,8 +40,8 @@ def offline_checks(config: Config) -> list[Check]:
     src, sink, batch = config.source, config.sink, config.batch
     http = _endpoint(config)
     if http is not None:
-        sink_detail = (f"{sink.kind} to {public_url(http.url)}, timeouts {http.connect_timeout_s:g} s "
-                       f"(connect) and {http.read_timeout_s:g} s (read){_protection(http)}")
+        sink_detail = (f"{sink.kind} to {public_url(http.url)}, at most {http.timeout_s:g} s per request "
+                       f"in all{_protection(http)}")
         if sink.hook0 is not None:
             sink_detail += (f", application {sink.hook0.application_id}, --hook0-mode {sink.hook0.mode}, "
                             "API token given (hidden)")
@@ -253,7 +253,7 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
             checks.append(wal_keep_check(facts))
             http = _endpoint(config)
             if http is not None:
-                checks.append(http_timeout_check(http.read_timeout_s, facts.wal_sender_timeout_ms))
+                checks.append(http_timeout_check(http.timeout_s, facts.wal_sender_timeout_ms))
             if hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
                 checks.extend(hook0_checks.outbox_checks(conn, hook0, src))
             elif hook0 is not None:
@@ -284,15 +284,15 @@ def wal_keep_check(facts: publication_sql.ServerFacts) -> Check:
     return ok(name, f"{facts.max_slot_wal_keep_size_mb} MB")
 
 
-def http_timeout_check(read_timeout_s: float, wal_sender_timeout_ms: int) -> Check:
+def http_timeout_check(timeout_s: float, wal_sender_timeout_ms: int) -> Check:
     name = "http timeout"
-    if wal_sender_timeout_ms > 0 and read_timeout_s * 1000 >= wal_sender_timeout_ms / 2:
-        return warning(name, f"--http-timeout {read_timeout_s:g} s is not below half of the server's "
+    if wal_sender_timeout_ms > 0 and timeout_s * 1000 >= wal_sender_timeout_ms / 2:
+        return warning(name, f"--http-timeout {timeout_s:g} s is not below half of the server's "
                              f"wal_sender_timeout ({wal_sender_timeout_ms / 1000:g} s): one slow request "
                              "can make the server end the stream",
                        f"use --http-timeout {max(0.1, wal_sender_timeout_ms / 4000):g}, "
                        "or raise wal_sender_timeout")
-    return ok(name, f"{read_timeout_s:g} s, below half of wal_sender_timeout")
+    return ok(name, f"{timeout_s:g} s, below half of wal_sender_timeout")
 
 
 def _endpoint(config: Config) -> HttpConfig | None:
@@ -312,7 +312,7 @@ def sink_check(config: Config) -> Check:
     if http is not None:
         option = "--hook0-api-url" if sink.kind == SinkKind.HOOK0 else "--http-url"
         try:
-            return ok("sink", probe(http.url, http.connect_timeout_s))
+            return ok("sink", probe(http.url, http.timeout_s))
         except ConfigError as e:
             return failed("sink", str(e), f"check {option} and that the receiver is running")
     if sink.kind == SinkKind.FILE and sink.file_path:

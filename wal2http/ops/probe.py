@@ -6,11 +6,29 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
+from wal2http.deadline import DeadlineExceeded, deadline
 from wal2http.errors import ConfigError
 
 
 def probe(url: str, timeout: float) -> str:
-    """Describe a successful connection to ``url``'s host and port; ConfigError saying what failed."""
+    """Describe a successful connection to ``url``'s host and port; ConfigError saying what failed.
+
+    ``timeout`` bounds the whole probe: resolving, connecting and the TLS handshake together.
+    """
+    try:
+        with deadline(timeout):
+            return _probe(url, timeout)
+    except DeadlineExceeded:
+        raise ConfigError(f"no connection to {_where(url)} within {timeout:g} s (--http-timeout): "
+                          "the host, a firewall or the TLS handshake does not answer") from None
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def _probe(url: str, timeout: float) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -42,7 +42,7 @@ def replay(config: Config, path: str, *, dry_run: bool = False, keep: bool = Fal
         d = config.delivery
         sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
         deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
-                              time.sleep, on_reject=OnReject.HALT)
+                              time.sleep, on_reject=OnReject.HALT, max_events=config.batch.max_events)
         batcher = Batcher(config.batch.max_events, config.batch.max_bytes, float("inf"))
         remaining = {line.number for line in lines}
         pending: list[ReplayLine] = []

@@ -15,7 +15,7 @@ import psycopg2.extras
 from wal2http.config.dsn import is_url, redact_dsn
 from wal2http.config.sections import SourceConfig
 from wal2http.config.validation import is_loopback
-from wal2http.errors import ConfigError, DatabaseError
+from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +99,40 @@ def connect_source(source: SourceConfig) -> Any:
 
 
 def connect_replication(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> Any:
-    """A logical replication connection (``replication=database``)."""
+    """A logical replication connection (``replication=database``).
+
+    Raises ReplicationLost when the server cannot be reached now (worth trying again), and
+    DatabaseError when it answered no for a reason that waiting does not change (credentials,
+    pg_hba.conf, a missing database or role, TLS refused under --require-tls).
+    """
     try:
         conn = psycopg2.connect(
             connection_factory=psycopg2.extras.LogicalReplicationConnection,
             **connection_params(dsn, connect_timeout, require_tls),
         )
     except psycopg2.Error as e:
-        raise DatabaseError(f"cannot open a replication connection ({redact_dsn(dsn)}): "
-                            f"{_tls_hint(error_text(e), require_tls)}") from None
+        text = error_text(e)
+        error = ReplicationLost if is_connection_failure(text) else DatabaseError
+        raise error(f"cannot open a replication connection ({redact_dsn(dsn)}): "
+                    f"{_tls_hint(text, require_tls)}") from None
     _check_tls(conn, "replication connection", require_tls)
     return conn
+
+
+# What the server (or libpq) says when it refuses a connection for a reason that waiting does not
+# change. Everything else (refused, timed out, reset, starting up, shutting down, too many clients,
+# no WAL sender free, a host name not resolving now) is a connection failure, retried.
+_PERMANENT_RE = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|does not exist|must be superuser or replication role"
+    r"|permission denied|not permitted|SSL was required|does not support SSL|certificate|invalid sslmode"
+    r"|invalid connection option|unsupported|no password supplied|password is required",
+    re.IGNORECASE,
+)
+
+
+def is_connection_failure(text: str) -> bool:
+    """True when a failed connect is worth retrying: the server could not be reached or was not ready."""
+    return _PERMANENT_RE.search(text) is None
 
 
 def _check_tls(conn: Any, kind: str, require_tls: bool) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
-from wal2http.errors import ReplicationLost, SlotInUse, SlotMissing
+from wal2http.errors import DatabaseError, ReplicationLost, SlotInUse, SlotMissing
 from wal2http.lsn import format_lsn
 from wal2http.pg.connection import connect_replication, error_text
 
@@ -44,12 +44,13 @@ class ReplicationStream:
         return self._cur is not None
 
     def open(self) -> None:
-        """Connect and start streaming; raises SlotInUse, SlotMissing or ReplicationLost."""
+        """Connect and start streaming; raises SlotInUse, SlotMissing or ReplicationLost (retry).
+
+        Anything else (DatabaseError: credentials, privileges, TLS refused under --require-tls;
+        ConfigError; a bug) is not a lost connection: it halts the run with its own exit code.
+        """
         self.close()
-        try:
-            self._conn = connect_replication(self._dsn, self.connect_timeout_s, self.require_tls)
-        except Exception as e:
-            raise ReplicationLost(str(e)) from None
+        self._conn = connect_replication(self._dsn, self.connect_timeout_s, self.require_tls)
         self._cur = self._conn.cursor()
         options = {"proto_version": "1", "publication_names": self.publication}
         if self.messages:
@@ -70,9 +71,12 @@ class ReplicationStream:
             self.close()
             # An invalidated slot (wal_status 'lost') never streams again: retrying cannot help.
             raise SlotMissing(f"replication slot {self.slot!r} cannot be used: {error_text(e)}") from None
-        except psycopg2.Error as e:
-            self.close()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            self.close()  # the connection broke, or the server is going down: try again
             raise ReplicationLost(f"cannot start replication on slot {self.slot!r}: {error_text(e)}") from None
+        except psycopg2.Error as e:
+            self.close()  # the server refused the command itself (privileges, an option): it will again
+            raise DatabaseError(f"cannot start replication on slot {self.slot!r}: {error_text(e)}") from None
         self._probed_at = None
         self._last_received = time.monotonic()
         logger.info("streaming from slot %s, publication %s", self.slot, self.publication)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import email.utils
+import http.client
+import json
 import logging
+import random
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.util.retry import Retry
@@ -17,31 +23,45 @@ from wal2http import __version__
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import HttpConfig
 from wal2http.config.validation import is_loopback
+from wal2http.deadline import DeadlineExceeded, deadline
 from wal2http.delivery.batch import Batch
-from wal2http.errors import DeliveryConfigError, RejectedError, TransientDeliveryError
+from wal2http.errors import DeliveryConfigError, PayloadTooLarge, RejectedError, TransientDeliveryError
 from wal2http.sinks.signing import Signer, signing_keys
 
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 CONFIGURATION_STATUSES = frozenset({401, 403, 404, 410})
-BODY_EXCERPT = 200
+BODY_EXCERPT = 200  # characters of an answer quoted in a log line or an error
+# Of an answer body, at most this much is kept (for logs and dead letters) ...
+ANSWER_KEPT_BYTES = 4096
+# ... and at most this much read: a longer body is left unread and its connection closed, so no
+# answer costs more memory or time than this, and a short one still keeps the connection alive.
+ANSWER_READ_BYTES = 65536
+_READ_CHUNK = 8192
+REASON_CHARS = 100  # of a status line's reason phrase, which the peer chooses
 
 
-class _CappedRetry(Retry):
-    """urllib3 Retry whose ``Retry-After`` wait is capped, so a receiver cannot stall us."""
+@dataclass(frozen=True)
+class Reply:
+    """An answer, of which at most ANSWER_KEPT_BYTES of body were kept (``complete`` if that is all)."""
 
-    # Not urllib3's own retry_after_max (2.6+ only, and an int): ours works on every 2.x.
-    retry_after_cap = 5.0
+    status_code: int
+    reason: str
+    headers: Mapping[str, str]
+    content: bytes
+    complete: bool
+    url: str
 
-    def new(self, **kw: Any) -> _CappedRetry:
-        retry = super().new(**kw)
-        retry.retry_after_cap = self.retry_after_cap
-        return retry
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
 
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, self.retry_after_cap)
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not, or was too long to keep whole."""
+        if not self.complete:
+            raise ValueError(f"answer longer than {len(self.content)} bytes")
+        return json.loads(self.content)
 
 
 class BearerAuth(AuthBase):
@@ -85,11 +105,21 @@ class HttpSink:
         if self._signer is not None:
             # Over the very bytes passed to requests, which sends bytes unchanged.
             headers["webhook-signature"] = self._signer.sign(webhook_id, timestamp, body)
-        response = request(self._session, self._config, "POST", self._config.url, body, headers)
+        response = request(self._session, self._config, "POST", self._config.url, body, headers,
+                           retry_statuses=RETRYABLE_STATUSES)
         status = response.status_code
         if 200 <= status < 300:
             return status
         excerpt = response.text[:BODY_EXCERPT].strip()
+        if status < 200:
+            raise TransientDeliveryError(f"receiver answered {status} {response.reason}, an interim answer, "
+                                         "and no final one", status=status)
+        if status == 413:
+            raise PayloadTooLarge(
+                f"receiver answered 413 {response.reason} to {len(batch.events)} event(s) "
+                f"({len(body)} bytes) in {webhook_id}" + (f"; body: {excerpt}" if excerpt else ""),
+                status=status, event_id=webhook_id, body=excerpt,
+            )
         if status in RETRYABLE_STATUSES:
             raise TransientDeliveryError(
                 f"receiver answered {status} {response.reason}",
@@ -112,29 +142,31 @@ class HttpSink:
         self._session.close()
 
 
-def new_session(config: HttpConfig, statuses: frozenset[int] = RETRYABLE_STATUSES) -> requests.Session:
-    """One keep-alive session with quick urllib3 retries of ``statuses`` inside an attempt."""
-    retry = _CappedRetry(
+def new_session(config: HttpConfig) -> requests.Session:
+    """One keep-alive session; urllib3 retries only what costs no answer body (see ``request``)."""
+    retry = Retry(
         total=config.retries,
         connect=config.retries,
-        read=0,  # a slow receiver is retried by the pipeline, which keeps PostgreSQL informed
-        status=config.retries,
+        # Once: a keep-alive connection the peer closed just as it was reused fails before any
+        # answer; a fresh connection is the cure. Anything slower is bounded by the deadline.
+        read=1,
+        status=0,  # statuses are retried by request(), which reads bounded bodies (urllib3 drains them)
         other=0,
         allowed_methods=None,  # POST is safe to repeat: ids make deliveries idempotent
-        status_forcelist=statuses,
         backoff_factor=0.1,
         backoff_max=2.0,
-        respect_retry_after_header=True,
+        respect_retry_after_header=False,
         raise_on_status=False,
         raise_on_redirect=False,
         redirect=0,
     )
-    retry.retry_after_cap = config.retry_after_max_s
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    session.headers.update({"Content-Type": "application/json", "User-Agent": f"wal2http/{__version__}"})
+    # identity: an answer excerpt is read as sent, never inflated from a compressed body.
+    session.headers.update({"Content-Type": "application/json", "User-Agent": f"wal2http/{__version__}",
+                            "Accept-Encoding": "identity"})
     _settle_environment(session, config.url)
     return session
 
@@ -160,26 +192,85 @@ def _settle_environment(session: requests.Session, url: str) -> None:
 
 def request(session: requests.Session, config: HttpConfig, method: str, url: str, body: bytes | None = None,
             headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
-            peer: str = "receiver") -> requests.Response:
-    """One request without following redirects; network failures become TransientDeliveryError."""
+            peer: str = "receiver", retry_statuses: frozenset[int] = frozenset(),
+            keep: int = ANSWER_KEPT_BYTES) -> Reply:
+    """One request within ``--http-timeout`` in all, quick retries of ``retry_statuses`` included.
+
+    Redirects are not followed. At most ``keep`` bytes of the answer are kept and
+    ANSWER_READ_BYTES read. Failures to get an answer become TransientDeliveryError.
+    """
     try:
-        return session.request(
-            method,
-            url,
-            data=body,
-            headers=headers,
-            params=params,
-            timeout=(config.connect_timeout_s, config.read_timeout_s),
-            allow_redirects=False,
-            # Per request, so REQUESTS_CA_BUNDLE (read into session.verify) cannot replace an
-            # explicit --ca-file.
-            verify=config.ca_file or session.verify,
-            cert=client_certificate(config),
-        )
+        with deadline(config.timeout_s):
+            started = time.monotonic()
+            retries = config.retries if retry_statuses else 0
+            for attempt in range(retries + 1):
+                reply = _exchange(session, config, method, url, body, headers, params, keep)
+                if reply.status_code not in retry_statuses or attempt == retries:
+                    return reply
+                pause = retry_after_seconds(reply.headers.get("Retry-After"))
+                if pause is None:
+                    pause = random.uniform(0, 0.1 * 2 ** (attempt + 1))
+                if started + config.timeout_s - time.monotonic() <= min(pause, config.retry_after_max_s) + 0.1:
+                    return reply  # no time left for another try: the caller retries later
+                time.sleep(min(pause, config.retry_after_max_s))
+            raise AssertionError("unreachable")
+    except DeadlineExceeded as e:
+        session.close()  # the connection may be mid-answer: never reuse it
+        if e.stopping:
+            raise TransientDeliveryError(f"stopped waiting for the {peer}: shutting down") from None
+        raise TransientDeliveryError(f"{peer} did not answer within {config.timeout_s:g} s "
+                                     "(--http-timeout)") from None
     except requests.Timeout as e:
         raise TransientDeliveryError(f"{peer} timed out: {_reason(e)}") from None
     except requests.RequestException as e:
-        raise TransientDeliveryError(f"cannot reach {peer}: {_reason(e)}") from None
+        raise TransientDeliveryError(_failure(peer, e)) from None
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
+        session.close()
+        raise TransientDeliveryError(f"the connection to the {peer} broke mid-answer: {_reason(e)}") from None
+
+
+def _exchange(session: requests.Session, config: HttpConfig, method: str, url: str, body: bytes | None,
+              headers: dict[str, str] | None, params: dict[str, str] | None, keep: int) -> Reply:
+    response = session.request(
+        method,
+        url,
+        data=body,
+        headers=headers,
+        params=params,
+        # Per socket operation, a backstop: the deadline around this bounds the whole request.
+        timeout=(min(config.connect_timeout_s, config.timeout_s), config.timeout_s),
+        allow_redirects=False,
+        stream=True,  # the body is read here, bounded
+        # Per request, so REQUESTS_CA_BUNDLE (read into session.verify) cannot replace an
+        # explicit --ca-file.
+        verify=config.ca_file or session.verify,
+        cert=client_certificate(config),
+    )
+    try:
+        status = response.status_code
+        content, complete = (b"", True) if status < 200 else _read_body(response, keep)
+    finally:
+        # After a whole body the connection is back in the pool and this closes nothing; else
+        # (an interim 1xx, a body too long, an error) it closes the connection.
+        response.close()
+    return Reply(status, (response.reason or "")[:REASON_CHARS], response.headers, content, complete,
+                 response.url)
+
+
+def _read_body(response: requests.Response, keep: int) -> tuple[bytes, bool]:
+    """The first ``keep`` bytes of the body, and whether that is all of it."""
+    raw = response.raw
+    kept = bytearray()
+    read = 0
+    limit = max(keep, ANSWER_READ_BYTES)
+    while read <= limit:
+        chunk = raw.read(_READ_CHUNK, decode_content=False)
+        if not chunk:
+            return bytes(kept), read <= keep
+        if len(kept) < keep:
+            kept += chunk[: keep - len(kept)]
+        read += len(chunk)
+    return bytes(kept), False
 
 
 def client_certificate(config: HttpConfig) -> str | tuple[str, str] | None:
@@ -211,12 +302,30 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _reason(error: requests.RequestException) -> str:
-    """The innermost cause, without the URL repeated by each wrapping layer."""
-    cause: BaseException = error
+def _failure(peer: str, error: requests.RequestException) -> str:
+    """What went wrong before an answer, in the terms an operator checks first."""
+    cause = _innermost(error)
+    if isinstance(cause, http.client.RemoteDisconnected):
+        return f"the {peer} closed the connection without answering"
+    if isinstance(cause, http.client.HTTPException | urllib3.exceptions.ProtocolError):
+        return f"the {peer} answered something that is not HTTP/1.1: {_reason(error)}"
+    return f"cannot reach {peer}: {_reason(error)}"
+
+
+def _innermost(error: BaseException) -> BaseException:
+    cause = error
     while True:
         inner = getattr(cause, "reason", None) or cause.__context__
         if not isinstance(inner, BaseException) or inner is cause:
-            break
+            return cause
         cause = inner
-    return type(cause).__name__ + (f": {cause}" if str(cause) and "://" not in str(cause) else "")
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause, without the URL repeated by each wrapping layer; short, the peer wrote part of it."""
+    cause = _innermost(error)
+    text = str(cause)
+    text = text if text and "://" not in text else ""
+    if len(text) > BODY_EXCERPT:
+        text = text[:BODY_EXCERPT] + "..."
+    return type(cause).__name__ + (f": {text}" if text else "")
