@@ -1,0 +1,208 @@
+"""Receivers that misbehave: every answer costs bounded memory and time, a stop works mid-request, rows all arrive."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from tests.integration.conftest import Start, publish
+from tests.integration.test_changes import assert_confirmed_past, assert_in_commit_order
+from tests.support.pgcluster import Database
+from tests.support.process import Wal2http
+from tests.support.rogue import RogueReceiver, RssWatch
+from wal2http.lsn import parse_lsn
+
+# wal2http streaming with a few batches in flight stays near 40 MiB; an answer read whole would not.
+RSS_LIMIT_MIB = 120
+HTTP_TIMEOUT_S = 2.0
+ROWS = 20
+
+
+@pytest.fixture
+def rogue() -> RogueReceiver:
+    with RogueReceiver() as running:
+        yield running
+
+
+def start(start_wal2http: Start, rogue: RogueReceiver, *extra: str) -> Wal2http:
+    return start_wal2http("--create-slot", "--sink", "http", "--http-url", rogue.url,
+                          "--http-timeout", str(HTTP_TIMEOUT_S), "--batch-size", "5", *extra)
+
+
+def insert_rows(db: Database, n: int = ROWS) -> None:
+    db.execute("INSERT INTO t SELECT i, 'x' FROM generate_series(1, %s) i", (n,))
+
+
+def assert_all_rows(events: list[dict[str, object]], n: int = ROWS) -> None:
+    assert sorted({e["new"]["id"] for e in events}) == list(range(1, n + 1))  # type: ignore[index]
+    assert_in_commit_order(events)
+
+
+def first_commit_lsn(rogue: RogueReceiver) -> int:
+    """The commit LSN of the first event sent: confirming its transaction means confirming past it."""
+    value = json.loads(rogue.bodies[0])
+    return parse_lsn((value[0] if isinstance(value, list) else value)["commit_lsn"])
+
+
+def assert_clean_log(wal2http: Wal2http) -> None:
+    assert "Traceback" not in wal2http.stderr
+    assert "unexpected error" not in wal2http.stderr
+
+
+@pytest.mark.parametrize("how", ["endless-body", "endless-chunks"])
+def test_an_endless_answer_body_is_not_read(db: Database, rogue: RogueReceiver, start_wal2http: Start,
+                                            how: str) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave(how, times=3)
+    wal2http = start(start_wal2http, rogue)
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
+    started = time.monotonic()
+    insert_rows(db)
+    events = rogue.wait_for_events(ROWS, timeout=30)
+    took = time.monotonic() - started
+    peak = watch.stop()
+    assert wal2http.stop() == 0
+    assert rogue.spoiled == 3
+    assert peak < RSS_LIMIT_MIB, f"RSS reached {peak:.0f} MiB"
+    assert took < 10, f"{took:.1f} s"  # no answer is read to its end
+    assert_all_rows(events)
+    assert len(events) == ROWS  # 200 means accepted: the spoiled requests' events are not sent again
+    assert_confirmed_past(db, events)
+    assert_clean_log(wal2http)
+
+
+@pytest.mark.parametrize("how", ["trickle-status", "trickle-headers", "trickle-body", "hang"])
+def test_a_trickled_answer_ends_at_the_http_timeout(db: Database, rogue: RogueReceiver, start_wal2http: Start,
+                                                    how: str) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave(how, times=2)
+    wal2http = start(start_wal2http, rogue)
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
+    started = time.monotonic()
+    insert_rows(db)
+    events = rogue.wait_for_events(ROWS, timeout=30)
+    took = time.monotonic() - started
+    peak = watch.stop()
+    assert wal2http.stop() == 0
+    assert_all_rows(events)
+    assert len(events) == ROWS  # the spoiled requests were not counted as delivered: sent again, once
+    # Two attempts cut at 2 s each, plus the backoff between attempts (under 1 s each).
+    assert 2 * HTTP_TIMEOUT_S <= took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
+    assert peak < RSS_LIMIT_MIB
+    assert "receiver did not answer within 2 s (--http-timeout)" in wal2http.stderr
+    assert_confirmed_past(db, events)
+    assert_clean_log(wal2http)
+
+
+@pytest.mark.parametrize("how, says", [
+    ("interim", "receiver answered 102 Processing, an interim answer, and no final one"),
+    ("continue-forever", "receiver did not answer within 2 s"),
+    ("garbage", "the receiver answered something that is not HTTP/1.1"),
+    ("bad-status", "the receiver answered something that is not HTTP/1.1"),
+    ("close-mid-answer", "the connection to the receiver broke mid-answer"),
+])
+def test_a_broken_answer_is_a_transient_error(db: Database, rogue: RogueReceiver, start_wal2http: Start,
+                                              how: str, says: str) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave(how, times=2)
+    wal2http = start(start_wal2http, rogue)
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
+    started = time.monotonic()
+    insert_rows(db)
+    events = rogue.wait_for_events(ROWS, timeout=30)
+    took = time.monotonic() - started
+    peak = watch.stop()
+    assert wal2http.stop() == 0
+    assert_all_rows(events)
+    assert len(events) == ROWS
+    assert took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
+    assert peak < RSS_LIMIT_MIB
+    assert says in wal2http.stderr
+    assert "retrying until it succeeds" in wal2http.stderr
+    assert_confirmed_past(db, events)
+    assert_clean_log(wal2http)
+
+
+def test_a_keep_alive_connection_closed_on_reuse_is_retried_at_once(db: Database, rogue: RogueReceiver,
+                                                                   start_wal2http: Start) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    wal2http = start(start_wal2http, rogue, "--batch-size", "1")
+    rogue.misbehave("close-on-reuse", times=3)
+    started = time.monotonic()
+    for i in range(1, 11):
+        db.execute("INSERT INTO t VALUES (%s, 'x')", (i,))
+    events = rogue.wait_for_events(10, timeout=30)
+    took = time.monotonic() - started
+    assert wal2http.stop() == 0
+    assert_all_rows(events, 10)
+    assert rogue.spoiled == 3
+    assert took < 5, f"{took:.1f} s"
+    # A fresh connection at once, inside the attempt: no failed delivery to report.
+    assert "retrying" not in wal2http.stderr
+    assert_clean_log(wal2http)
+
+
+def test_sigterm_during_a_hung_request_stops_within_the_shutdown_timeout(
+        db: Database, rogue: RogueReceiver, start_wal2http: Start) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave("hang", times=1000)
+    wal2http = start(start_wal2http, rogue, "--http-timeout", "60", "--shutdown-timeout", "3")
+    db.execute("INSERT INTO t VALUES (1, 'x')")
+    rogue.wait_for_spoiled(1, timeout=20)
+    time.sleep(0.5)
+    started = time.monotonic()
+    wal2http.signal(signal.SIGTERM)
+    assert wal2http.wait(20) == 0
+    took = time.monotonic() - started
+    assert 2.5 < took < 5, f"{took:.1f} s"  # the request was cut at --shutdown-timeout
+    # Nothing unconfirmed was confirmed.
+    assert (db.cluster.confirmed_flush_lsn("wal2http") or 0) <= first_commit_lsn(rogue)
+    assert "stopped before the pending changes could be delivered" in wal2http.stderr
+    assert_clean_log(wal2http)
+    # The next run delivers the row.
+    rogue.behave()
+    again = start(start_wal2http, rogue)
+    events = rogue.wait_for_events(1, timeout=30)
+    assert again.stop() == 0
+    assert [e["new"]["id"] for e in events] == [1]
+
+
+def test_a_second_signal_during_a_hung_request_exits_130_at_once(db: Database, rogue: RogueReceiver,
+                                                                 start_wal2http: Start) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave("hang", times=1000)
+    wal2http = start(start_wal2http, rogue, "--http-timeout", "60", "--shutdown-timeout", "60")
+    db.execute("INSERT INTO t VALUES (1, 'x')")
+    rogue.wait_for_spoiled(1, timeout=20)
+    wal2http.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    started = time.monotonic()
+    wal2http.signal(signal.SIGTERM)
+    assert wal2http.wait(20) == 130
+    assert time.monotonic() - started < 1.5
+    assert "second SIGTERM: stopping now" in wal2http.stderr
+    assert (db.cluster.confirmed_flush_lsn("wal2http") or 0) <= first_commit_lsn(rogue)
+    assert_clean_log(wal2http)
+
+
+def test_a_long_stuck_receiver_keeps_the_stream(db: Database, rogue: RogueReceiver, start_wal2http: Start) -> None:
+    """Hung requests past wal_sender_timeout (10 s here): each is cut, PostgreSQL hears from us between."""
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave("hang", times=1000)
+    wal2http = start(start_wal2http, rogue, "--http-timeout", "4")
+    insert_rows(db)
+    time.sleep(14)
+    assert wal2http.running
+    rogue.behave()
+    events = rogue.wait_for_events(ROWS, timeout=30)
+    assert wal2http.stop() == 0
+    assert_all_rows(events)
+    assert "connection lost" not in wal2http.stderr
+    log = db.cluster.logfile.read_text(errors="replace")
+    assert "terminating walsender process due to replication timeout" not in log
