@@ -9,7 +9,7 @@ PG_BINDIR ?= /usr/lib/postgresql/15/bin
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
 
-.PHONY: help venv postgres promtool docs-tools test unit integration demo bench lint man clean
+.PHONY: help venv postgres nginx promtool docs-tools test unit integration demo bench lint man clean
 
 help:
 	@echo "make demo    stream real changes from a throwaway PostgreSQL to a local receiver"
@@ -36,6 +36,14 @@ postgres:
 	fi
 	@test -x $(PG_BINDIR)/initdb || { echo "PostgreSQL 15 not found in $(PG_BINDIR)"; exit 1; }
 
+# nginx, run by tests/integration/test_receivers.py as a child process with its own configuration (a
+# proxy with a body limit in front of the test receiver). No service is started or configured.
+nginx:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+		echo "installing nginx with apt"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	fi
+
 # promtool alone, for the alert rule tests (tests/unit/test_observability.py): unpacked from Debian's
 # prometheus package into the venv, so no Prometheus server is installed or started. `make test` asks
 # for it; if the download fails the run goes on and those tests check only structure and metric names.
@@ -57,13 +65,13 @@ docs-tools:
 			mandoc man-db >/dev/null; \
 	fi
 
-test: venv postgres promtool docs-tools
+test: venv postgres nginx promtool docs-tools
 	$(BIN)/python -m pytest -q tests
 
 unit: venv docs-tools
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: venv postgres
+integration: venv postgres nginx
 	$(BIN)/python -m pytest -q tests/integration
 
 demo: venv postgres

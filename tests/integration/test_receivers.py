@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.conftest import Start, publish
 from tests.integration.test_changes import assert_confirmed_past, assert_in_commit_order
 from tests.support.pgcluster import Database
+from tests.support.nginx import Nginx, nginx_binary
 from tests.support.process import Wal2http
+from tests.support.receiver import Receiver
 from tests.support.rogue import RogueReceiver, RssWatch
 from wal2http.lsn import parse_lsn
 
@@ -22,7 +25,7 @@ ROWS = 20
 
 
 @pytest.fixture
-def rogue() -> RogueReceiver:
+def rogue() -> Iterator[RogueReceiver]:
     with RogueReceiver() as running:
         yield running
 
@@ -206,3 +209,42 @@ def test_a_long_stuck_receiver_keeps_the_stream(db: Database, rogue: RogueReceiv
     assert "connection lost" not in wal2http.stderr
     log = db.cluster.logfile.read_text(errors="replace")
     assert "terminating walsender process due to replication timeout" not in log
+
+
+@pytest.fixture
+def nginx(receiver: Receiver) -> Iterator[Nginx]:
+    binary = nginx_binary()
+    if binary is None:
+        pytest.fail("nginx is not installed: run `make nginx` (or apt-get install nginx)", pytrace=False)
+    proxy = Nginx(binary, receiver.port, max_body="16k", keepalive="1s")
+    yield proxy
+    proxy.stop()
+
+
+def test_behind_nginx_with_a_body_limit_and_an_upstream_outage(db: Database, receiver: Receiver, nginx: Nginx,
+                                                               start_wal2http: Start) -> None:
+    """413 halves the batch (not one event per request), keep-alive closes and 502s are retried."""
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", nginx.url, "--batch-size", "100",
+                              "--http-timeout", "5")
+    rounds, per_round = 4, 500
+    for r in range(rounds):
+        if r == 2:
+            receiver.down()  # nginx answers 502 meanwhile
+        db.execute("INSERT INTO t SELECT i, repeat('x', 200) FROM generate_series(%s, %s) i",
+                   (r * per_round + 1, (r + 1) * per_round))
+        time.sleep(1.5)  # past nginx's keepalive_timeout: the next request finds the connection closed
+        if r == 2:
+            receiver.up()
+    events = receiver.wait_for_events(rounds * per_round, timeout=60)
+    assert wal2http.stop() == 0
+    assert [e["new"]["id"] for e in events] == list(range(1, rounds * per_round + 1))  # in order, once
+    assert_in_commit_order(events)
+    statuses = nginx.statuses()
+    assert 413 in statuses and 502 in statuses, statuses
+    assert len(statuses) < len(events) / 10, f"{len(statuses)} requests for {len(events)} events"
+    assert statuses.count(413) < 10, statuses
+    assert wal2http.stderr.count("receiver answered 413 (payload too large)") == statuses.count(413)
+    assert "rejected" not in wal2http.stderr
+    assert_confirmed_past(db, events)
+    assert_clean_log(wal2http)
