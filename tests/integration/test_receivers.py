@@ -11,8 +11,8 @@ import pytest
 
 from tests.integration.conftest import Start, publish
 from tests.integration.test_changes import assert_confirmed_past, assert_in_commit_order
-from tests.support.pgcluster import Database
 from tests.support.nginx import Nginx, nginx_binary
+from tests.support.pgcluster import Database
 from tests.support.process import Wal2http
 from tests.support.receiver import Receiver
 from tests.support.rogue import RogueReceiver, RssWatch
