@@ -28,6 +28,10 @@ class ConfigError(Wal2HttpError):
     exit_status = ExitStatus.USAGE
 
 
+class FileUnwritable(ConfigError):
+    """A file wal2http writes (events, dead letters) cannot be written, and waiting will not change that."""
+
+
 class DatabaseError(Wal2HttpError):
     """PostgreSQL refused, failed or is unreachable."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,20 +13,22 @@ import orjson
 
 from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
-from wal2http.errors import ConfigError, DeliveryError
+from wal2http.delivery.lines import LineFile
+from wal2http.errors import ConfigError
 
 RESPONSE_EXCERPT = 500
 
 
 class DeadLetterFile:
-    """Appends one JSON line per refused event, fsynced before anything past it is confirmed."""
+    """Appends one JSON line per refused event, fsynced before anything past it is confirmed.
+
+    A full disk raises TransientDeliveryError (the deliverer waits and tries again), a file that
+    cannot be written FileUnwritable; either way the file keeps only whole lines.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            self._out = open(path, "ab")  # noqa: SIM115 - kept open for the life of the run
-        except OSError as e:
-            raise ConfigError(f"cannot open --dead-letter-path {path!r}: {e.strerror}") from None
+        self._out = LineFile(path, "--dead-letter-path")
         # A shared lock tells `wal2http replay` that this file is still being written.
         try:
             fcntl.flock(self._out.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -45,13 +46,7 @@ class DeadLetterFile:
             "response": response[:RESPONSE_EXCERPT],
             "event": orjson.Fragment(event.body),
         }
-        try:
-            self._out.write(orjson.dumps(entry) + b"\n")
-            self._out.flush()
-            os.fsync(self._out.fileno())
-        except OSError as e:
-            raise DeliveryError(f"cannot write dead letter to {self.path}: {e.strerror or e}",
-                                event_id=event.id) from None
+        self._out.append(orjson.dumps(entry) + b"\n", f"dead letter {event.id}")
 
     def close(self) -> None:
         self._out.close()

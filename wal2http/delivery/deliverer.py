@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # Requests accepted at a reduced size before a larger one is tried; doubled after each try that failed.
 GROW_AFTER = 16
 GROW_AFTER_MAX = 1024
+DISK_RETRY_MAX_S = 30.0  # between attempts to write a dead letter to a full disk
 
 
 class SizeLimit:
@@ -144,7 +145,7 @@ class Deliverer:
         fields = correlation(Batch.of(event), None, status, None)
         if self.on_reject == OnReject.DEAD_LETTER:
             assert self.dead_letters is not None
-            self.dead_letters.append(event, reason, status, response)
+            self._park(event, reason, status, response)
             self.dead_lettered += 1
             self.metrics.rejected(event, True, reason)
             logger.warning("dead-lettered %s to %s: %s", event.id, self.dead_letters.path, reason, extra=fields)
@@ -152,6 +153,26 @@ class Deliverer:
             self.skipped += 1
             self.metrics.rejected(event, False, reason)
             logger.warning("skipped %s (--on-reject skip): %s", event.id, reason, extra=fields)
+
+    def _park(self, event: Event, reason: str, status: int | None, response: str) -> None:
+        """Write a dead letter; while the disk is full, wait (PostgreSQL hears from us) and try again."""
+        assert self.dead_letters is not None
+        failures = 0
+        while True:
+            try:
+                self.dead_letters.append(event, reason, status, response)
+            except TransientDeliveryError as e:
+                failures += 1
+                delay = min(DISK_RETRY_MAX_S, 0.5 * 2 ** min(failures, 10))
+                log = logger.warning if failures == 1 else logger.debug
+                log("%s; trying again every %.0f s at most, nothing past it is confirmed meanwhile", e,
+                    DISK_RETRY_MAX_S)
+                self.wait(delay)
+                continue
+            if failures:
+                logger.info("wrote dead letter %s to %s after %d failed attempts", event.id,
+                            self.dead_letters.path, failures)
+            return
 
     def _send_until_accepted(self, batch: Batch) -> None:
         breaker, metrics = self.breaker, self.metrics

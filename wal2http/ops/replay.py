@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -14,8 +16,13 @@ from wal2http.delivery.batch import Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import ReplayLine, read_lines
 from wal2http.delivery.deliverer import Deliverer
-from wal2http.errors import ConfigError, RejectedError
+from wal2http.delivery.lines import HEALING, describe
+from wal2http.errors import ConfigError, FileUnwritable, RejectedError
 from wal2http.ops.start import make_sink
+
+logger = logging.getLogger(__name__)
+
+REWRITE_RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -109,14 +116,44 @@ def _raw_lines(path: str) -> dict[int, bytes]:
         return {n: raw if raw.endswith(b"\n") else raw + b"\n" for n, raw in enumerate(f, start=1) if raw.strip()}
 
 
-def _rewrite(path: str, raw_lines: list[bytes]) -> None:
-    """Replace ``path`` by ``raw_lines`` atomically: a crash leaves the old or the new file, whole."""
+def _rewrite(path: str, raw_lines: list[bytes], sleep: Callable[[float], None] = time.sleep) -> None:
+    """Replace ``path`` by ``raw_lines`` atomically: a crash leaves the old or the new file, whole.
+
+    A full disk leaves the old file as it was (its delivered lines are sent again by the next
+    replay) and is tried again with backoff until space is freed; a file that cannot be written
+    halts (FileUnwritable).
+    """
+    failures = 0
+    while True:
+        try:
+            _replace(path, raw_lines)
+        except OSError as e:
+            text = f"cannot rewrite {path} without its delivered lines: {describe(e)}"
+            if e.errno not in HEALING:
+                raise FileUnwritable(text) from None
+            failures += 1
+            if failures == 1:
+                logger.warning("%s; %s is unchanged, trying again every %.0f s at most", text, path,
+                               REWRITE_RETRY_MAX_S)
+            sleep(min(REWRITE_RETRY_MAX_S, 0.5 * 2 ** min(failures, 10)))
+            continue
+        if failures:
+            logger.info("rewrote %s after %d failed attempts", path, failures)
+        return
+
+
+def _replace(path: str, raw_lines: list[bytes]) -> None:
     tmp = f"{path}.replay-tmp"
-    with open(tmp, "wb") as out:
-        out.writelines(raw_lines)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as out:
+            out.writelines(raw_lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # never leave a partial copy behind
+        raise
     directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(directory)
