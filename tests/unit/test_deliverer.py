@@ -1,0 +1,94 @@
+"""The deliverer's answer to 413: fewer events per request, never a refused event, and growing back."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from wal2http.config.sections import OnReject
+from wal2http.decode.events import Event
+from wal2http.delivery.batch import Batch
+from wal2http.delivery.breaker import Breaker
+from wal2http.delivery.deliverer import GROW_AFTER, Deliverer, SizeLimit
+from wal2http.errors import PayloadTooLarge, RejectedError
+
+
+def event(n: int) -> Event:
+    record = {"id": f"{n:016X}-1"}
+    return Event(record["id"], "insert", 1, n, 0, 1, record, orjson.dumps(record))
+
+
+class LimitedReceiver:
+    """Answers 413 to more than ``limit`` events per request, else accepts; records every request."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.requests: list[int] = []
+        self.accepted: list[str] = []
+
+    def send(self, batch: Batch) -> int:
+        self.requests.append(len(batch.events))
+        if len(batch.events) > self.limit:
+            raise PayloadTooLarge("413", status=413)
+        self.accepted.extend(e.id for e in batch.events)
+        return 200
+
+    def close(self) -> None:
+        pass
+
+
+def deliverer(sink: LimitedReceiver, max_events: int, on_reject: OnReject = OnReject.HALT) -> Deliverer:
+    return Deliverer(sink, Breaker(5, 1, 1), lambda _s: None, on_reject=on_reject, max_events=max_events)
+
+
+def test_413_halves_until_it_fits_and_keeps_that_size() -> None:
+    sink = LimitedReceiver(limit=30)
+    d = deliverer(sink, max_events=100)
+    events = [event(n) for n in range(1, 301)]
+    for start in range(0, 300, 100):
+        d.deliver(Batch(events[start:start + 100]))
+    assert sink.accepted == [e.id for e in events]  # in order, once
+    assert sink.requests[:3] == [100, 50, 25]  # halved twice, then kept
+    assert sink.requests.count(100) == 1 and sink.requests.count(50) == 1
+    assert d.size_limit.ceiling == 25
+    assert d.delivered == 300 and d.skipped == 0
+
+
+def test_a_single_event_answered_413_goes_to_the_reject_policy() -> None:
+    sink = LimitedReceiver(limit=0)
+    d = deliverer(sink, max_events=8, on_reject=OnReject.SKIP)
+    d.deliver(Batch([event(n) for n in range(1, 9)]))
+    assert d.skipped == 8
+    assert sink.requests[:4] == [8, 4, 2, 1]
+    with pytest.raises(RejectedError):
+        deliverer(LimitedReceiver(limit=0), max_events=2).deliver(Batch([event(1), event(2)]))
+
+
+def test_the_size_grows_back_gradually_and_returns_to_what_passed() -> None:
+    limit = SizeLimit(max_events=100)
+    assert limit.too_large(100) == 50
+    for _ in range(GROW_AFTER - 1):
+        assert limit.accepted(50) is None
+    assert limit.accepted(50) == 62  # a quarter more
+    assert limit.too_large(62) == 50  # back to the size that passed, not half of 62
+    for _ in range(2 * GROW_AFTER - 1):  # a failed try doubles the wait before the next one
+        assert limit.accepted(50) is None
+    assert limit.accepted(50) == 62
+
+
+def test_whole_batches_again_once_grown_to_the_batch_size() -> None:
+    limit = SizeLimit(max_events=10)
+    assert limit.too_large(10) == 5
+    grown = [limit.accepted(5) for _ in range(GROW_AFTER)][-1]
+    assert grown == 6 and limit.ceiling == 6
+    while limit.ceiling is not None:
+        limit.accepted(limit.ceiling)
+    assert limit.size(10) == 10
+
+
+def test_smaller_batches_do_not_count_toward_growth() -> None:
+    limit = SizeLimit(max_events=100)
+    limit.too_large(100)
+    for _ in range(10 * GROW_AFTER):
+        assert limit.accepted(3) is None
+    assert limit.ceiling == 50
