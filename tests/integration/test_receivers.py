@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Start, publish
 from tests.integration.test_changes import assert_confirmed_past, assert_in_commit_order
+from tests.support.certs import CertificateAuthority
 from tests.support.nginx import Nginx, nginx_binary
 from tests.support.pgcluster import Database
-from tests.support.process import Wal2http
+from tests.support.process import Wal2http, run_once
 from tests.support.receiver import Receiver
 from tests.support.rogue import RogueReceiver, RssWatch
 from wal2http.lsn import parse_lsn
@@ -247,4 +250,70 @@ def test_behind_nginx_with_a_body_limit_and_an_upstream_outage(db: Database, rec
     assert wal2http.stderr.count("receiver answered 413 (payload too large)") == statuses.count(413)
     assert "rejected" not in wal2http.stderr
     assert_confirmed_past(db, events)
+    assert_clean_log(wal2http)
+
+
+@pytest.fixture
+def tls_rogue(tmp_path: Path) -> Iterator[tuple[RogueReceiver, CertificateAuthority]]:
+    ca = CertificateAuthority(tmp_path / "ca")
+    server = ca.issue("receiver", server=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(server.cert), str(server.key))
+    with RogueReceiver(ssl_context=context) as running:
+        yield running, ca
+
+
+def test_a_stalled_tls_handshake_ends_at_the_http_timeout(db: Database, tls_rogue: tuple[RogueReceiver,
+                                                          CertificateAuthority], start_wal2http: Start) -> None:
+    rogue, ca = tls_rogue
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave("stall-tls", times=2)
+    wal2http = start(start_wal2http, rogue, "--ca-file", str(ca.cert))
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
+    started = time.monotonic()
+    insert_rows(db)
+    events = rogue.wait_for_events(ROWS, timeout=30)
+    took = time.monotonic() - started
+    peak = watch.stop()
+    assert wal2http.stop() == 0
+    assert_all_rows(events)
+    assert 2 * HTTP_TIMEOUT_S <= took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
+    assert peak < RSS_LIMIT_MIB
+    assert "receiver did not answer within 2 s (--http-timeout)" in wal2http.stderr
+    assert_clean_log(wal2http)
+
+
+def test_check_config_probe_of_a_stalled_tls_handshake_ends_at_the_http_timeout(
+        db: Database, tls_rogue: tuple[RogueReceiver, CertificateAuthority], wal2http_bin: str) -> None:
+    rogue, _ca = tls_rogue
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
+    db.execute("SELECT pg_create_logical_replication_slot('wal2http', 'pgoutput')")
+    rogue.misbehave("stall-tls", times=10)
+    started = time.monotonic()
+    code, out, _err = run_once(wal2http_bin, ["check-config", "--sink", "http", "--http-url", rogue.url,
+                                              "--http-timeout", "2"], {"WAL2HTTP_DSN": db.dsn}, timeout=30)
+    assert time.monotonic() - started < 8
+    assert code == 2
+    assert f"no connection to 127.0.0.1:{rogue.port} within 2 s (--http-timeout)" in out
+
+
+def test_the_hook0_api_gets_the_same_deadline(db: Database, rogue: RogueReceiver, start_wal2http: Start) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    rogue.misbehave("trickle-body", times=2)
+    api = rogue.url.rsplit("/", 1)[0] + "/api/v1"
+    wal2http = start_wal2http("--create-slot", "--sink", "hook0", "--hook0-api-url", api,
+                              "--hook0-application-id", "4f2b5e0c-93a1-4c3e-9f3b-0b6f3f1d2a77", "--hook0-mode", "changes",
+                              "--http-timeout", str(HTTP_TIMEOUT_S), env={"HOOK0_API_TOKEN": "t0ken"})
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
+    started = time.monotonic()
+    insert_rows(db, 5)
+    posted = rogue.wait_for_events(5, timeout=30)
+    took = time.monotonic() - started
+    assert wal2http.stop() == 0
+    assert watch.stop() < RSS_LIMIT_MIB
+    assert len(posted) == 5 and len({p["event_id"] for p in posted}) == 5
+    assert 2 * HTTP_TIMEOUT_S <= took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
+    assert "Hook0 API did not answer within 2 s (--http-timeout)" in wal2http.stderr
     assert_clean_log(wal2http)
