@@ -303,7 +303,8 @@ def test_the_hook0_api_gets_the_same_deadline(db: Database, rogue: RogueReceiver
     rogue.misbehave("trickle-body", times=2)
     api = rogue.url.rsplit("/", 1)[0] + "/api/v1"
     wal2http = start_wal2http("--create-slot", "--sink", "hook0", "--hook0-api-url", api,
-                              "--hook0-application-id", "4f2b5e0c-93a1-4c3e-9f3b-0b6f3f1d2a77", "--hook0-mode", "changes",
+                              "--hook0-application-id", "4f2b5e0c-93a1-4c3e-9f3b-0b6f3f1d2a77",
+                              "--hook0-mode", "changes",
                               "--http-timeout", str(HTTP_TIMEOUT_S), env={"HOOK0_API_TOKEN": "t0ken"})
     assert wal2http.proc is not None
     watch = RssWatch(wal2http.proc.pid)
