@@ -176,6 +176,9 @@ class Hook0Sink:
                            "or wait for the day to turn", self._application_id, answer, QUOTA_COOLDOWN_S)
             raise TransientDeliveryError(f"Hook0 answered {answer}", status=status,
                                          retry_after=QUOTA_COOLDOWN_S)
+        if status < 200:
+            raise TransientDeliveryError(f"Hook0 answered {answer}, an interim answer, and no final one",
+                                         status=status)
         if status in (408, 425, 429) or status >= 500:
             raise TransientDeliveryError(
                 f"Hook0 answered {answer}", status=status,
