@@ -110,7 +110,7 @@ class HttpSink:
         status = response.status_code
         if 200 <= status < 300:
             return status
-        excerpt = response.text[:BODY_EXCERPT].strip()
+        excerpt = " ".join(response.text[:BODY_EXCERPT].split())  # one line, whatever the peer sent
         if status < 200:
             raise TransientDeliveryError(f"receiver answered {status} {response.reason}, an interim answer, "
                                          "and no final one", status=status)
