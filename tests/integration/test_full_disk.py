@@ -18,6 +18,7 @@ from tests.integration.conftest import Start, publish
 from tests.integration.test_changes import assert_confirmed_past
 from tests.support import wait_until
 from tests.support.pgcluster import Database
+from tests.support.process import Wal2http
 from tests.support.receiver import Receiver
 from wal2http.lsn import parse_lsn
 
@@ -157,3 +158,28 @@ def test_file_sink_halts_when_its_directory_is_gone(db: Database, start_wal2http
             db.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0][0])
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_replay_rewrite_on_a_full_disk(disk: SmallDisk, receiver: Receiver, wal2http_bin: str) -> None:
+    dead = disk.dir / "dead.jsonl"
+    entries = [{"dead_lettered_at": "2026-12-06T10:00:00.000000Z", "event_id": f"E{i}", "reason": "refused",
+                "status": 400, "response": "", "event": {"id": f"E{i}", "op": "insert", "new": {"id": i},
+                                                          "pad": "x" * 200}} for i in range(1, 41)]
+    original = "".join(json.dumps(entry) + "\n" for entry in entries)
+    dead.write_text(original)
+    disk.fill(leave=2 * 1024)  # too little for the rewritten copy
+    replay = Wal2http(wal2http_bin, ["replay", "--sink", "http", "--http-url", receiver.url, "--batch-size", "10",
+                                     str(dead)]).start()
+    try:
+        wait_until(lambda: "No space left on device (ENOSPC)" in replay.stderr, timeout=30, what="ENOSPC logged")
+        assert f"cannot rewrite {dead} without its delivered lines: No space left on device (ENOSPC)" in replay.stderr
+        assert dead.read_text() == original  # unchanged, whole
+        assert not (disk.dir / "dead.jsonl.replay-tmp").exists()  # no partial copy left behind
+        assert replay.running
+        disk.free()
+        assert replay.wait(60) == 0
+    finally:
+        replay.kill()
+    assert dead.read_text() == ""
+    assert [e["new"]["id"] for e in receiver.events()] == list(range(1, 41))  # each once, in order
+    assert "Traceback" not in replay.stderr
