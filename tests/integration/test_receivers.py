@@ -139,6 +139,8 @@ def test_a_keep_alive_connection_closed_on_reuse_is_retried_at_once(db: Database
                                                                    start_wal2http: Start) -> None:
     publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
     wal2http = start(start_wal2http, rogue, "--batch-size", "1")
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
     rogue.misbehave("close-on-reuse", times=3)
     started = time.monotonic()
     for i in range(1, 11):
@@ -149,6 +151,7 @@ def test_a_keep_alive_connection_closed_on_reuse_is_retried_at_once(db: Database
     assert_all_rows(events, 10)
     assert rogue.spoiled == 3
     assert took < 5, f"{took:.1f} s"
+    assert watch.stop() < RSS_LIMIT_MIB
     # A fresh connection at once, inside the attempt: no failed delivery to report.
     assert "retrying" not in wal2http.stderr
     assert_clean_log(wal2http)
@@ -160,12 +163,15 @@ def test_sigterm_during_a_hung_request_stops_within_the_shutdown_timeout(
     rogue.misbehave("hang", times=1000)
     wal2http = start(start_wal2http, rogue, "--http-timeout", "60", "--shutdown-timeout", "3")
     db.execute("INSERT INTO t VALUES (1, 'x')")
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
     rogue.wait_for_spoiled(1, timeout=20)
     time.sleep(0.5)
     started = time.monotonic()
     wal2http.signal(signal.SIGTERM)
     assert wal2http.wait(20) == 0
     took = time.monotonic() - started
+    assert watch.stop() < RSS_LIMIT_MIB
     assert 2.5 < took < 5, f"{took:.1f} s"  # the request was cut at --shutdown-timeout
     # Nothing unconfirmed was confirmed.
     assert (db.cluster.confirmed_flush_lsn("wal2http") or 0) <= first_commit_lsn(rogue)
@@ -185,6 +191,8 @@ def test_a_second_signal_during_a_hung_request_exits_130_at_once(db: Database, r
     rogue.misbehave("hang", times=1000)
     wal2http = start(start_wal2http, rogue, "--http-timeout", "60", "--shutdown-timeout", "60")
     db.execute("INSERT INTO t VALUES (1, 'x')")
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
     rogue.wait_for_spoiled(1, timeout=20)
     wal2http.signal(signal.SIGTERM)
     time.sleep(0.5)
@@ -192,6 +200,7 @@ def test_a_second_signal_during_a_hung_request_exits_130_at_once(db: Database, r
     wal2http.signal(signal.SIGTERM)
     assert wal2http.wait(20) == 130
     assert time.monotonic() - started < 1.5
+    assert watch.stop() < RSS_LIMIT_MIB
     assert "second SIGTERM: stopping now" in wal2http.stderr
     assert (db.cluster.confirmed_flush_lsn("wal2http") or 0) <= first_commit_lsn(rogue)
     assert_clean_log(wal2http)
@@ -202,6 +211,8 @@ def test_a_long_stuck_receiver_keeps_the_stream(db: Database, rogue: RogueReceiv
     publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
     rogue.misbehave("hang", times=1000)
     wal2http = start(start_wal2http, rogue, "--http-timeout", "4")
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
     insert_rows(db)
     time.sleep(14)
     assert wal2http.running
@@ -210,6 +221,7 @@ def test_a_long_stuck_receiver_keeps_the_stream(db: Database, rogue: RogueReceiv
     assert wal2http.stop() == 0
     assert_all_rows(events)
     assert "connection lost" not in wal2http.stderr
+    assert watch.stop() < RSS_LIMIT_MIB
     log = db.cluster.logfile.read_text(errors="replace")
     assert "terminating walsender process due to replication timeout" not in log
 
@@ -230,6 +242,9 @@ def test_behind_nginx_with_a_body_limit_and_an_upstream_outage(db: Database, rec
     publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
     wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", nginx.url, "--batch-size", "100",
                               "--http-timeout", "5")
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
+    started = time.monotonic()
     rounds, per_round = 4, 500
     for r in range(rounds):
         if r == 2:
@@ -240,6 +255,8 @@ def test_behind_nginx_with_a_body_limit_and_an_upstream_outage(db: Database, rec
         if r == 2:
             receiver.up()
     events = receiver.wait_for_events(rounds * per_round, timeout=60)
+    assert time.monotonic() - started < 30
+    assert watch.stop() < RSS_LIMIT_MIB
     assert wal2http.stop() == 0
     assert [e["new"]["id"] for e in events] == list(range(1, rounds * per_round + 1))  # in order, once
     assert_in_commit_order(events)
