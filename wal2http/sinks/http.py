@@ -25,7 +25,13 @@ from wal2http.config.sections import HttpConfig
 from wal2http.config.validation import is_loopback
 from wal2http.deadline import DeadlineExceeded, deadline
 from wal2http.delivery.batch import Batch
-from wal2http.errors import DeliveryConfigError, PayloadTooLarge, RejectedError, TransientDeliveryError
+from wal2http.errors import (
+    DeliveryConfigError,
+    PayloadTooLarge,
+    RejectedError,
+    StopRequested,
+    TransientDeliveryError,
+)
 from wal2http.sinks.signing import Signer, signing_keys
 
 logger = logging.getLogger(__name__)
@@ -216,8 +222,8 @@ def request(session: requests.Session, config: HttpConfig, method: str, url: str
             raise AssertionError("unreachable")
     except DeadlineExceeded as e:
         session.close()  # the connection may be mid-answer: never reuse it
-        if e.stopping:
-            raise TransientDeliveryError(f"stopped waiting for the {peer}: shutting down") from None
+        if e.stopping:  # --shutdown-timeout is up: nothing of this batch is confirmed
+            raise StopRequested(f"stopped waiting for the {peer}: --shutdown-timeout is up") from None
         raise TransientDeliveryError(f"{peer} did not answer within {config.timeout_s:g} s "
                                      "(--http-timeout)") from None
     except requests.Timeout as e:
