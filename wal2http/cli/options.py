@@ -47,6 +47,11 @@ def _float(option: str) -> click.FloatRange:
     return click.FloatRange(*RANGES[option])
 
 
+failover_option = click.option(
+    "--failover", is_flag=True, envvar=env("FAILOVER"),
+    help="Create the slot as a failover slot (PostgreSQL 17+): standbys with sync_replication_slots "
+         "keep it, so streaming goes on after a promotion.")
+
 source_options = options(
     "Database",
     click.option("--dsn", envvar=env("DSN", "DATABASE_URL"), metavar="DSN",
@@ -203,6 +208,7 @@ run_options = options(
         "Database",
         click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
                      help="Create the slot when it does not exist (never a publication)."),
+        failover_option,
         click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
                      help="Also deliver pg_logical_emit_message() messages as 'message' events."),
     ),
@@ -287,7 +293,8 @@ def source_config(o: dict[str, Any]) -> SourceConfig:
     from_flag = click.get_current_context().get_parameter_source("dsn") is ParameterSource.COMMANDLINE
     return SourceConfig(
         dsn=load_dsn(o.get("dsn") if from_flag else None, o.get("dsn_file"), os.environ),
-        **given(o, slot="slot", publication="publication", create_slot="create_slot", messages="messages",
+        **given(o, slot="slot", publication="publication", create_slot="create_slot", failover="failover",
+                messages="messages",
                 reconnect_max_wait_s="reconnect_max_wait", replication_timeout_s="replication_timeout",
                 require_tls="require_tls"),
     )

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, emit, env, execute, logger, main, options
-from wal2http.cli.options import build_config, source_options, unchecked_config
+from wal2http.cli.options import build_config, failover_option, source_options, unchecked_config
 from wal2http.config.rules import validate
 from wal2http.errors import ConfigError, Wal2HttpError
 from wal2http.hook0.settings import Hook0Config, outbox_schema_table
@@ -40,6 +40,7 @@ def slot() -> None:
               help="Publish every table of this schema (FOR TABLES IN SCHEMA); repeatable.")
 @click.option("--all-tables", is_flag=True, envvar=env("ALL_TABLES"),
               help="Publish every table of the database (FOR ALL TABLES; needs a superuser).")
+@failover_option
 @click.option("--publish", envvar=env("PUBLISH"), metavar="OPS", show_default=False,
               help="Operations the created publication publishes [default: insert,update,delete,truncate; "
                    "insert for --hook0-outbox alone].")

@@ -53,6 +53,7 @@ class SourceConfig:
     slot: str = "wal2http"
     publication: str = "wal2http"
     create_slot: bool = False
+    failover: bool = False  # create the slot with failover (PostgreSQL 17+)
     messages: bool = False
     status_interval_s: float = 10.0
     connect_timeout_s: int = 10

@@ -21,7 +21,8 @@ from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connect_source, connection_params
 from wal2http.pg.slot import Slot, consumer, find_slot
 
-TESTED_VERSION = 150000
+OLDEST_TESTED = 140000  # the test suite runs on PostgreSQL 14 to 18
+FAILOVER_VERSION = 170000
 
 
 # -- offline ---------------------------------------------------------------------------------------
@@ -114,31 +115,80 @@ def server_checks(facts: publication_sql.ServerFacts, messages: bool = False) ->
     name = "server version"
     if facts.version_num < 100000:
         checks.append(failed(name, f"PostgreSQL {facts.version} has no pgoutput",
-                             "use PostgreSQL 10 or later (wal2http is tested with 15)", ExitStatus.DATABASE))
+                             "use PostgreSQL 10 or later (wal2http is tested with 14 to 18)", ExitStatus.DATABASE))
     elif messages and facts.version_num < 140000:
         checks.append(failed(name, f"PostgreSQL {facts.version} cannot send messages",
                              "--messages needs PostgreSQL 14 or later", ExitStatus.DATABASE))
-    elif facts.version_num < TESTED_VERSION:
-        checks.append(warning(name, f"PostgreSQL {facts.version}; wal2http is tested with 15"))
+    elif facts.version_num < OLDEST_TESTED:
+        checks.append(warning(name, f"PostgreSQL {facts.version}; wal2http is tested with 14 to 18"))
     else:
         checks.append(ok(name, f"PostgreSQL {facts.version}"))
     if facts.wal_level != "logical":
         checks.append(failed("wal_level",
                              f"wal_level is {facts.wal_level!r}; logical decoding needs 'logical'",
-                             "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
-                             ExitStatus.DATABASE))
+                             _wal_level_fix(facts), ExitStatus.DATABASE))
     else:
         checks.append(ok("wal_level", "logical"))
-    role = facts.user
-    if not facts.can_replicate:
-        checks.append(failed("replication privilege",
-                             f"role {role!r} may not use replication slots "
-                             "(neither REPLICATION nor superuser)",
-                             f"ALTER ROLE {ident(role)} REPLICATION;", ExitStatus.DATABASE))
-    else:
-        what = "is a superuser" if facts.superuser else "has REPLICATION"
-        checks.append(ok("replication privilege", f"role {role} {what}"))
+    checks.append(privilege_check(facts))
     return checks
+
+
+def _wal_level_fix(facts: publication_sql.ServerFacts) -> str:
+    """The switch to turn: a managed service's own parameter where the server shows one."""
+    for parameter, value in facts.provider_switches:
+        if parameter == "rds.logical_replication":
+            return (f"set rds.logical_replication = 1 (now {value}) in the DB parameter group (RDS) or DB "
+                    "cluster parameter group (Aurora), then reboot the instance")
+        if parameter == "cloudsql.logical_decoding":
+            return f"set the database flag cloudsql.logical_decoding to on (now {value}); Cloud SQL restarts"
+    return "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+
+
+def privilege_check(facts: publication_sql.ServerFacts) -> Check:
+    """May the role use replication slots? Managed services grant it through roles of their own."""
+    name, role = "replication privilege", facts.user
+    if facts.superuser:
+        return ok(name, f"role {role} is a superuser")
+    if facts.can_replicate:
+        return ok(name, f"role {role} has REPLICATION")
+    granting = [r for r in facts.member_of if r in publication_sql.REPLICATION_ROLES]
+    if granting:
+        return ok(name, f"role {role} is a member of {granting[0]} (Amazon RDS / Aurora)")
+    admin = [r for r in facts.member_of if r in publication_sql.ADMIN_ROLES]
+    if admin:
+        return warning(name, f"role {role} has neither REPLICATION nor superuser but is a member of "
+                             f"{admin[0]}, whose powers the catalogue does not show: the server decides when "
+                             "the slot is used",
+                       f"if streaming is refused: ALTER ROLE {ident(role)} REPLICATION; or the service's own "
+                       "grant (see README, Managed PostgreSQL)")
+    return failed(name, f"role {role!r} may not use replication slots (neither REPLICATION nor superuser, "
+                        f"nor a member of {', '.join(publication_sql.REPLICATION_ROLES)})",
+                  f"ALTER ROLE {ident(role)} REPLICATION;", ExitStatus.DATABASE)
+
+
+def failover_check(facts: publication_sql.ServerFacts, slot: Slot | None, wanted: bool) -> Check | None:
+    """Failover slots (17+): refused below 17; on the primary, is a standby's slot named to wait for?"""
+    name = "failover slot"
+    has_failover = bool(slot is not None and slot.failover)
+    if not wanted and not has_failover:
+        return None
+    if facts.version_num < FAILOVER_VERSION:
+        return failed(name, f"PostgreSQL {facts.version} has no failover slots (they came with 17)",
+                      "leave out --failover; after a failover to a standby, recreate the slot and backfill",
+                      ExitStatus.DATABASE)
+    if wanted and slot is not None and not slot.failover:
+        return warning(name, f"replication slot {slot.name!r} exists without failover: --failover applies only "
+                             "when the slot is created",
+                       f"wal2http slot drop --slot {slot.name}, then create it with --failover "
+                       "(changes in between are not streamed)")
+    standby_slots = (facts.synchronized_standby_slots or "").strip()
+    if not standby_slots:
+        return warning(name, "synchronized_standby_slots is empty: a standby's copy of the slot may lag behind "
+                             "what wal2http was sent, and after a promotion changes could be skipped",
+                       "on the primary: ALTER SYSTEM SET synchronized_standby_slots = '<the standby's physical "
+                       "slot>'; SELECT pg_reload_conf();")
+    return ok(name, f"the slot is kept on standbys; the primary waits for {standby_slots} "
+                    "(synchronized_standby_slots)")
 
 
 def stream_checks(conn: Any, source: SourceConfig, facts: publication_sql.ServerFacts) -> list[Check]:
@@ -150,6 +200,9 @@ def stream_checks(conn: Any, source: SourceConfig, facts: publication_sql.Server
         checks.append(replica_identity_check(conn, publication))
     slot = find_slot(conn, source.slot)
     checks.append(slot_check(conn, slot, source, facts.database))
+    failover = failover_check(facts, slot, source.failover and source.create_slot)
+    if failover is not None:
+        checks.append(failover)
     checks.append(slot_capacity_check(facts, slot is None))
     free = facts.max_wal_senders - facts.used_wal_senders
     if free <= 0:
@@ -207,8 +260,8 @@ def slot_check(conn: Any, slot: Slot | None, source: SourceConfig, database: str
         return failed(name, f"replication slot {s!r} belongs to database {slot.database!r}, "
                             f"but the DSN connects to {database!r}",
                       f"connect to database {slot.database!r}, or choose another --slot")
-    if slot.wal_status == "lost":
-        return failed(name, f"replication slot {s!r} is lost: PostgreSQL removed WAL it needs",
+    if slot.invalidated:
+        return failed(name, f"replication slot {s!r} is lost: {slot.why_invalidated()}",
                       "drop it and create it again (wal2http slot drop, wal2http slot create); "
                       "changes in between are not streamed", ExitStatus.DATABASE)
     confirmed = format_lsn(slot.confirmed_flush_lsn) if slot.confirmed_flush_lsn is not None else "nothing"

@@ -13,6 +13,7 @@ from wal2http.hook0.outbox import Outbox, existing_outbox, outbox_into, outbox_r
 from wal2http.lsn import format_lsn
 from wal2http.ops.checklist import Status, require
 from wal2http.ops.checks import (
+    failover_check,
     publication_check,
     replica_identity_check,
     server_checks,
@@ -154,6 +155,9 @@ def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not
     facts = publication_sql.server_facts(conn)
     warnings = require(server_checks(facts, source.messages))
     slot = find_slot(conn, source.slot)
+    failover = failover_check(facts, slot, source.failover)
+    if failover is not None:
+        warnings.extend(require([failover]))
     if slot is not None:
         if not if_not_exists:
             raise ConfigError(f"replication slot {source.slot!r} already exists (plugin {slot.plugin}, "
@@ -175,7 +179,7 @@ def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not
     consistent_lsn = None
     if slot is None:
         try:
-            consistent_lsn = create_slot(conn, source.slot)
+            consistent_lsn = create_slot(conn, source.slot, failover=source.failover)
         except DatabaseError:
             done.undo(conn, source.publication, request.outbox)  # a retry starts clean
             raise

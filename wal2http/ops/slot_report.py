@@ -56,8 +56,8 @@ class Report:
 def judge(slot: Slot, t: Thresholds) -> Verdict:
     """The health of one slot: the worst of its lag, activity and WAL reservation."""
     found: list[tuple[Health, str]] = []
-    if slot.wal_status == "lost":
-        found.append((Health.CRITICAL, "WAL it needs was removed (wal_status lost): drop and recreate it"))
+    if slot.invalidated:
+        found.append((Health.CRITICAL, f"invalidated: {slot.why_invalidated()}; drop and recreate it"))
     elif slot.wal_status == "unreserved":
         found.append((Health.CRITICAL, "WAL it needs goes at the next checkpoint (wal_status unreserved)"))
     lag = slot.lag_bytes
@@ -181,7 +181,24 @@ def details(v: Verdict) -> list[tuple[str, str]]:
         ("spilled", spill),
         ("streamed", stream),
         ("decoded", decoded),
+        *_newer_columns(s),
     ]
+
+
+def _newer_columns(s: Slot) -> list[tuple[str, str]]:
+    """The columns only newer servers have (16: conflicting; 17: failover, synced, ...), when present."""
+    rows = []
+    if s.invalidation_reason is not None:
+        rows.append(("invalidation_reason", s.invalidation_reason))
+    if s.conflicting is not None:
+        rows.append(("conflicting", "yes" if s.conflicting else "no"))
+    if s.failover is not None:
+        rows.append(("failover", "yes" if s.failover else "no"))
+    if s.synced is not None:
+        rows.append(("synced", "yes (a standby's copy)" if s.synced else "no"))
+    if s.inactive_since is not None:
+        rows.append(("inactive_since", s.inactive_since))
+    return rows
 
 
 def render_text(report: Report) -> list[str]:

@@ -46,7 +46,7 @@ def prepare_stream(source: SourceConfig) -> Prepared:
             logger.warning("%s", note)
         info = find_slot(conn, source.slot)
         if info is None:
-            create_slot(conn, source.slot)
+            create_slot(conn, source.slot, failover=source.failover)
             info = find_slot(conn, source.slot)
             assert info is not None
         return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)))

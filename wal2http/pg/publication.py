@@ -14,6 +14,12 @@ from wal2http.pg.connection import TlsStatus, is_local, query, tls_status
 logger = logging.getLogger(__name__)
 
 OPERATIONS = ("insert", "update", "delete", "truncate")
+# Managed services' roles. rds_replication grants replication (Amazon RDS and Aurora never set the
+# REPLICATION attribute); the others are their admin roles, whose powers the catalogue does not show.
+REPLICATION_ROLES = ("rds_replication",)
+ADMIN_ROLES = ("rds_superuser", "cloudsqlsuperuser", "azure_pg_admin", "neon_superuser", "supabase_admin")
+# Parameters a managed service uses to switch logical decoding on, instead of wal_level itself.
+PROVIDER_SWITCHES = ("rds.logical_replication", "cloudsql.logical_decoding")
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,11 @@ class ServerFacts:
     wal_sender_timeout_ms: int
     user: str
     database: str
-    can_replicate: bool
+    can_replicate: bool  # superuser or the REPLICATION attribute
     superuser: bool
+    member_of: tuple[str, ...]  # of REPLICATION_ROLES and ADMIN_ROLES
+    provider_switches: tuple[tuple[str, str], ...]  # (parameter, value) of PROVIDER_SWITCHES present
+    synchronized_standby_slots: str | None  # 17+; None before
     tls: TlsStatus
     local: bool  # a Unix socket or loopback: nothing crosses a network
     host: str
@@ -46,13 +55,19 @@ SELECT current_setting('server_version'), current_setting('server_version_num'):
        current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication),
        (SELECT setting::int FROM pg_settings WHERE name = 'max_slot_wal_keep_size'),
        (SELECT setting::int FROM pg_settings WHERE name = 'wal_sender_timeout'),
-       current_user, current_database(), r.rolreplication, r.rolsuper
+       current_user, current_database(), r.rolreplication, r.rolsuper,
+       ARRAY(SELECT m.rolname::text FROM pg_roles m WHERE m.rolname = ANY(%(roles)s)
+             AND pg_has_role(current_user, m.oid, 'MEMBER') ORDER BY 1),
+       ARRAY(SELECT ARRAY[p, current_setting(p, true)] FROM unnest(%(switches)s::text[]) p
+             WHERE current_setting(p, true) IS NOT NULL),
+       current_setting('synchronized_standby_slots', true)
 FROM pg_roles r WHERE r.rolname = current_user
 """
 
 
 def server_facts(conn: Any) -> ServerFacts:
-    (row,) = query(conn, _FACTS_SQL, what="read the server settings")
+    params_sql = {"roles": list(REPLICATION_ROLES + ADMIN_ROLES), "switches": list(PROVIDER_SWITCHES)}
+    (row,) = query(conn, _FACTS_SQL, params_sql, what="read the server settings")
     params = conn.get_dsn_parameters()
     host = params.get("host") or params.get("hostaddr") or "local socket"
     return ServerFacts(
@@ -61,6 +76,8 @@ def server_facts(conn: Any) -> ServerFacts:
         max_wal_senders=row[5], used_wal_senders=row[6],
         max_slot_wal_keep_size_mb=row[7], wal_sender_timeout_ms=row[8],
         user=row[9], database=row[10], can_replicate=bool(row[11] or row[12]), superuser=bool(row[12]),
+        member_of=tuple(row[13]), provider_switches=tuple((p, v) for p, v in row[14]),
+        synchronized_standby_slots=row[15],
         tls=tls_status(conn), local=is_local(conn.info.host), host=host, port=params.get("port", "5432"),
     )
 

@@ -41,6 +41,26 @@ class Slot:
     stream_bytes: int | None = None
     total_txns: int | None = None
     total_bytes: int | None = None
+    # Columns of newer servers; None where the server has no such column.
+    conflicting: bool | None = None  # 16+: invalidated by a recovery conflict (on a standby)
+    invalidation_reason: str | None = None  # 17+: why the slot can no longer be used
+    inactive_since: str | None = None  # 17+: when its last consumer went away (UTC, ISO 8601)
+    failover: bool | None = None  # 17+: kept in sync on standbys (sync_replication_slots)
+    synced: bool | None = None  # 17+: a standby's copy synced from the primary
+
+    @property
+    def invalidated(self) -> bool:
+        """The slot can never stream again: WAL it needs is gone (``lost``), or the server
+        invalidated it for another reason (18's ``idle_timeout``, a recovery conflict, ...)."""
+        return self.wal_status == "lost" or self.invalidation_reason is not None or bool(self.conflicting)
+
+    def why_invalidated(self) -> str:
+        reason = self.invalidation_reason or ("recovery conflict" if self.conflicting else "wal_removed")
+        return {"wal_removed": "PostgreSQL removed WAL it needs (wal_status lost)",
+                "idle_timeout": "it was inactive longer than idle_replication_slot_timeout",
+                "rows_removed": "a standby conflict: rows it needed were removed",
+                "wal_level_insufficient": "wal_level was lowered below logical"}.get(
+                    reason, f"PostgreSQL invalidated it ({reason})")
 
 
 @dataclass(frozen=True)
@@ -73,12 +93,18 @@ def find_slot(conn: Any, name: str) -> Slot | None:
     return found[0] if found else None
 
 
-def create_slot(conn: Any, name: str) -> int:
-    """Create a pgoutput slot; return its consistent point."""
-    rows = query(conn, "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (name,),
-                 what=f"create replication slot {name!r}")
+def create_slot(conn: Any, name: str, failover: bool = False) -> int:
+    """Create a pgoutput slot, with failover (PostgreSQL 17+) when asked; return its consistent point."""
+    if failover:
+        # Arguments: temporary, two-phase, failover.
+        rows = query(conn, "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput', false, false,"
+                           " true)", (name,), what=f"create failover replication slot {name!r}")
+    else:
+        rows = query(conn, "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (name,),
+                     what=f"create replication slot {name!r}")
     lsn = parse_lsn(rows[0][0])
-    logger.info("created replication slot %s (pgoutput) at %s", name, format_lsn(lsn))
+    logger.info("created replication slot %s (pgoutput%s) at %s", name, ", failover" if failover else "",
+                format_lsn(lsn))
     return lsn
 
 
@@ -120,7 +146,11 @@ SELECT s.slot_name, s.plugin, s.database, s.active, s.active_pid, a.application_
        pg_wal_lsn_diff(here.lsn, s.confirmed_flush_lsn)::bigint,
        pg_wal_lsn_diff(here.lsn, s.restart_lsn)::bigint,
        st.spill_txns, st.spill_count, st.spill_bytes, st.stream_txns, st.stream_count, st.stream_bytes,
-       st.total_txns, st.total_bytes
+       st.total_txns, st.total_bytes,
+       -- Columns added by later versions, read through to_jsonb so one query serves 14 to 18.
+       (to_jsonb(s) ->> 'conflicting')::bool, to_jsonb(s) ->> 'invalidation_reason',
+       to_char((to_jsonb(s) ->> 'inactive_since')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       (to_jsonb(s) ->> 'failover')::bool, (to_jsonb(s) ->> 'synced')::bool
 FROM pg_replication_slots s
 CROSS JOIN here
 LEFT JOIN pg_stat_replication_slots st ON st.slot_name = s.slot_name
@@ -144,6 +174,7 @@ def read_slots(conn: Any, name: str | None) -> list[Slot]:
             spill_txns=r[12], spill_count=r[13], spill_bytes=r[14],
             stream_txns=r[15], stream_count=r[16], stream_bytes=r[17],
             total_txns=r[18], total_bytes=r[19],
+            conflicting=r[20], invalidation_reason=r[21], inactive_since=r[22], failover=r[23], synced=r[24],
         )
         for r in rows
     ]
