@@ -56,7 +56,7 @@ def test_an_admin_role_of_a_managed_service_gives_a_warning(db: Database, member
     created = cli(wal2http_bin, "slot", "create", dsn=db.cluster.dsn(db.name, user=member_of),
                   env={"WAL2HTTP_SLOT": "other"})
     assert "may not use replication slots" not in created.err  # not wal2http's refusal: the server's
-    assert created.code == 3 and "cannot create replication slot 'other': must be superuser" in created.err
+    assert created.code == 3 and "cannot create replication slot 'other'" in created.err
 
 
 def test_without_any_grant_the_role_is_refused(db: Database, member_of: str, wal2http_bin: str) -> None:
