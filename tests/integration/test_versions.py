@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.conftest import Start
 from tests.integration.test_check_config import check, failures, ready
 from tests.integration.test_slot_commands import cli
 from tests.support.pgcluster import Database, PgCluster
+from tests.support.receiver import Receiver
 
 FAILOVER_VERSION = 170000
 
@@ -114,3 +116,17 @@ def test_slot_status_shows_what_the_server_has(db: Database, wal2http_bin: str) 
 def publish_ready(db: Database) -> None:
     db.execute("CREATE TABLE t (id int PRIMARY KEY)")
     db.execute("CREATE PUBLICATION wal2http FOR TABLE t")
+
+
+def test_published_generated_columns_arrive_as_values(db: Database, receiver: Receiver,
+                                                     start_wal2http: Start) -> None:
+    """18 can publish stored generated columns; earlier versions never send them."""
+    version = server_version(db)
+    db.execute("CREATE TABLE g (id int PRIMARY KEY, a int, doubled int GENERATED ALWAYS AS (a * 2) STORED)")
+    options = " WITH (publish_generated_columns = stored)" if version >= 180000 else ""
+    db.execute(f"CREATE PUBLICATION wal2http FOR TABLE g{options}")
+    start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url)
+    db.execute("INSERT INTO g (id, a) VALUES (1, 21)")
+    (event,) = receiver.wait_for_events(1)
+    expected = {"id": 1, "a": 21, "doubled": 42} if version >= 180000 else {"id": 1, "a": 21}
+    assert event["new"] == expected
