@@ -1,8 +1,13 @@
-"""Fixtures for the whole suite: a real PostgreSQL 15, a database per test, a webhook receiver, the CLI."""
+"""Fixtures for the whole suite: a real PostgreSQL, a database per test, a webhook receiver, the CLI.
+
+The server is PG_BINDIR's (Debian's 15 by default; ``make test PG=17`` runs the suite on 17). The modules
+in SERVER_FACING are marked ``server``: ``make test`` runs them (``pytest -m server``) on 14, 16, 17 and 18 too.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import sys
@@ -17,16 +22,52 @@ from tests.support.receiver import Receiver
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 MAX_IDENTIFIER = 63
 
+# The integration tests whose outcome depends on what the server does (replication protocol, slots,
+# catalogue queries, types, TLS): the version matrix runs these on every supported PostgreSQL. The others
+# (CLI usage, validation, README, observability, security) use the server only as a fixture.
+SERVER_FACING = frozenset({
+    "test_changes.py",        # streaming: every kind of change, in commit order
+    "test_reliability.py",    # walsender kills, restarts, lost slots
+    "test_faults.py",         # receiver faults and operator stops while streaming
+    "test_slot_commands.py",  # slot create / status / drop
+    "test_check_config.py",   # the catalogue checks
+    "test_types.py",          # every type's JSON value
+    "test_tls.py",            # TLS to PostgreSQL
+    "test_hook0.py",          # the Hook0 sink: outbox rows and messages
+    "test_hook0_setup.py",    # slot create --hook0-outbox, check-config --sink hook0
+    "test_support.py",        # the test cluster itself works on this version
+})  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = sorted(name for name in SERVER_FACING if not (INTEGRATION_DIR / name).is_file())
+    if missing:  # a renamed module would silently drop out of the version matrix
+        raise pytest.UsageError(f"SERVER_FACING in tests/conftest.py names missing modules: {', '.join(missing)}")
+    config.addinivalue_line(
+        "markers", "server: server-facing integration test, run on every PostgreSQL version of the matrix"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which server the integration tests start, so every log says what version it tested."""
+    try:
+        cluster = PgCluster()
+        return f"PostgreSQL: {cluster.binaries_version()} from {cluster.bindir}"
+    except RuntimeError as e:
+        return f"PostgreSQL: unusable ({e}); PG_BINDIR={os.environ.get('PG_BINDIR', '(unset)')}"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in item.path.resolve().parents:
             item.add_marker(pytest.mark.integration)
+            if item.path.name in SERVER_FACING:
+                item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgCluster]:
-    """One PostgreSQL 15 server for the session; a missing installation fails, it never skips."""
+    """One PostgreSQL server (PG_BINDIR's) for the session; a missing installation fails, it never skips."""
     try:
         cluster = PgCluster(settings={"wal_sender_timeout": "10s"})
         cluster.start()
