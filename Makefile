@@ -28,7 +28,8 @@ override PG_BINDIR := $(PG_CACHE)/$(PG)/bin
 else
 $(error PG=$(PG) is not a tested PostgreSQL version: use one of $(PG_APT_MAJOR) $(PG_NPM_MAJORS))
 endif
-PYTEST := $(BIN)/python -m pytest -q -rs
+# -rfEs: the summary names every failure, error and skip (with its reason).
+PYTEST := $(BIN)/python -m pytest -q -rfEs
 # ruff reads no setup.cfg; its settings live here so the top level stays as DESIGN.md fixes it.
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
