@@ -21,6 +21,7 @@ from tests.support.receiver import Receiver
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 MAX_IDENTIFIER = 63
+SERVER_STARTED = pytest.StashKey[str]()
 
 # The integration tests whose outcome depends on what the server does (replication protocol, slots,
 # catalogue queries, types, TLS): the version matrix runs these on every supported PostgreSQL. The others
@@ -49,12 +50,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    """Which server the integration tests start, so every log says what version it tested."""
+    """Which server the integration tests will start (shown without -q; the summary says what ran)."""
     try:
         cluster = PgCluster()
         return f"PostgreSQL: {cluster.binaries_version()} from {cluster.bindir}"
     except RuntimeError as e:
         return f"PostgreSQL: unusable ({e}); PG_BINDIR={os.environ.get('PG_BINDIR', '(unset)')}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Even under -q, the log of a matrix run says which server the tests ran against."""
+    if SERVER_STARTED in config.stash:
+        terminalreporter.write_line(f"tests ran against {config.stash[SERVER_STARTED]}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,7 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[PgCluster]:
+def pg(pytestconfig: pytest.Config) -> Iterator[PgCluster]:
     """One PostgreSQL server (PG_BINDIR's) for the session; a missing installation fails, it never skips."""
     try:
         cluster = PgCluster(settings={"wal_sender_timeout": "10s"})
@@ -77,6 +84,8 @@ def pg() -> Iterator[PgCluster]:
         problem = ""
     if problem:  # failed outside the except block, so the report is the message alone
         pytest.fail(f"cannot start the test PostgreSQL: {problem}", pytrace=False)
+    server = cluster.execute("SHOW server_version")[0][0]
+    pytestconfig.stash[SERVER_STARTED] = f"PostgreSQL {server} from {cluster.bindir}"
     yield cluster
     cluster.cleanup()
 
