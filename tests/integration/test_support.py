@@ -25,7 +25,7 @@ def start_consumer(pg: PgCluster, database: Database, slot: str) -> subprocess.P
     database.execute("CREATE PUBLICATION support_pub FOR ALL TABLES")
     database.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     consumer = subprocess.Popen(
-        [str(pg.bindir / "pg_recvlogical"), "--dbname", database.dsn, "--slot", slot, "--start", "--no-loop",
+        [str(pg.client_program("pg_recvlogical")), "--dbname", database.dsn, "--slot", slot, "--start", "--no-loop",
          "-o", "proto_version=1", "-o", "publication_names=support_pub", "--file", "/dev/null"],
         stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -52,6 +52,13 @@ def test_cluster_runs_with_logical_wal_and_the_suite_settings(pg: PgCluster) -> 
     assert pg.url("shop") == f"postgresql://postgres@127.0.0.1:{pg.port}/shop"
     with closing(pg.connect()) as conn:
         assert conn.autocommit
+
+
+def test_cluster_reports_the_version_its_binaries_say(pg: PgCluster) -> None:
+    assert 14 <= pg.major <= 18
+    assert pg.version // 10000 == pg.major
+    assert f"(PostgreSQL) {pg.major}." in pg.binaries_version()
+    assert pg.client_program("pg_recvlogical").is_file()
 
 
 def test_db_is_a_fresh_database_reachable_by_its_dsn(db: Database, pg: PgCluster) -> None:

@@ -1,4 +1,9 @@
-"""A throwaway PostgreSQL 15 server with wal_level=logical, for the tests, `make demo` and `make bench`."""
+"""A throwaway PostgreSQL server with wal_level=logical, for the tests, `make demo` and `make bench`.
+
+Any version from 14 to 18: PG_BINDIR names its server binaries (initdb, pg_ctl, postgres), by default
+Debian's PostgreSQL 15. ``make postgres-17`` puts 17's in .cache/postgresql/17/bin (see the Makefile).
+``python -m tests.support.pgcluster`` starts one, decodes a change with pgoutput and says which version ran.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from contextlib import closing
 from dataclasses import dataclass
@@ -24,7 +30,8 @@ from tests.support import wait_until
 
 __all__ = ["Database", "PgCluster", "wait_until"]
 
-DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
+APT_BINDIR = "/usr/lib/postgresql/15/bin"
+DEFAULT_BINDIR = APT_BINDIR
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
 LOG_NAME = "postgresql.log"
@@ -72,12 +79,14 @@ class PgCluster:
         self.bindir = Path(bindir or os.environ.get("PG_BINDIR") or DEFAULT_BINDIR)
         if not (self.bindir / "initdb").is_file():
             raise RuntimeError(
-                f"PostgreSQL 15 server binaries not found in {self.bindir} (no initdb): install them with "
-                "`apt-get install postgresql-15` (`make test` installs it), or point PG_BINDIR at them"
+                f"PostgreSQL server binaries not found in {self.bindir} (no initdb): for 15, "
+                "`apt-get install postgresql-15` (`make test` installs it); for 14, 16, 17 or 18, "
+                "`make postgres-17` (say) fetches them into .cache/postgresql/17/bin; point PG_BINDIR at them"
             )
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.datadir: Path | None = None
         self._port: int | None = None
+        self._version: int | None = None
         # initdb and postgres refuse to run as root; the data directory must belong to postgres.
         self._as_postgres = os.geteuid() == 0
 
@@ -86,6 +95,41 @@ class PgCluster:
         if self._port is None:
             raise RuntimeError("the PostgreSQL cluster is not started")
         return self._port
+
+    @property
+    def version(self) -> int:
+        """The running server's ``server_version_num``, e.g. 170010 for 17.10 (and 150014 for 15.14)."""
+        if self._version is None:
+            self._version = int(self.execute("SHOW server_version_num")[0][0])
+        return self._version
+
+    @property
+    def major(self) -> int:
+        """The running server's major version: 14 to 18."""
+        return self.version // 10000
+
+    def binaries_version(self) -> str:
+        """What ``postgres --version`` says, without starting a server: ``postgres (PostgreSQL) 17.10``."""
+        done = subprocess.run(
+            [str(self.bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.bindir / 'postgres'} --version failed: {(done.stderr or done.stdout).strip()}")
+        return done.stdout.strip()
+
+    def client_program(self, name: str) -> Path:
+        """A client program such as pg_recvlogical: beside the server, else Debian's 15 (any version talks to
+        14 to 18), else on PATH. The npm server packages have none; ``make postgres`` installs Debian's."""
+        for candidate in (self.bindir / name, Path(APT_BINDIR) / name):
+            if candidate.is_file():
+                return candidate
+        found = shutil.which(name)
+        if found is None:
+            raise RuntimeError(
+                f"{name} not found in {self.bindir}, {APT_BINDIR} or on PATH: "
+                "`apt-get install postgresql-client-15` (`make postgres` installs it)"
+            )
+        return Path(found)
 
     @property
     def logfile(self) -> Path:
@@ -117,6 +161,7 @@ class PgCluster:
             self._port = _free_port()
             self._write_config()
             self._pg_ctl("start")
+            self._check_pgoutput()
         except BaseException:
             with contextlib.suppress(RuntimeError):
                 self.stop("immediate")  # pg_ctl -w may give up on a server that still came up
@@ -215,6 +260,14 @@ class PgCluster:
         )
         self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
+    def _check_pgoutput(self) -> None:
+        """Fail at start, not in the first test, when the server cannot load pgoutput (an incomplete tree)."""
+        libdir = Path(self.execute("SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")[0][0])
+        if not (libdir / "pgoutput.so").is_file():
+            raise RuntimeError(
+                f"PostgreSQL {self.version} in {self.bindir} has no pgoutput: {libdir}/pgoutput.so is missing"
+            )
+
     def _require_datadir(self) -> Path:
         if self.datadir is None:
             raise RuntimeError("the PostgreSQL cluster is not started")
@@ -262,6 +315,7 @@ class PgCluster:
             shutil.rmtree(self.datadir, ignore_errors=True)
         self.datadir = None
         self._port = None
+        self._version = None
 
 
 @dataclass(frozen=True)
@@ -287,3 +341,33 @@ class Database:
 
     def drop(self) -> None:
         self.cluster.drop_database(self.name)
+
+
+def _smoke_test() -> None:
+    """Start the server of PG_BINDIR, decode one insert with pgoutput, say what ran; exit 1 if it fails."""
+    with PgCluster() as cluster:
+        cluster.execute("CREATE TABLE smoke (id int PRIMARY KEY)")
+        cluster.execute("CREATE PUBLICATION smoke FOR TABLE smoke")
+        cluster.execute("SELECT pg_create_logical_replication_slot('smoke', 'pgoutput')")
+        cluster.execute("INSERT INTO smoke VALUES (1)")
+        # synchronous_commit=off: SQL decoding stops at the flushed WAL, which the walwriter soon moves on.
+        messages = wait_until(
+            lambda: cluster.execute(
+                "SELECT substr(data, 1, 1) FROM pg_logical_slot_peek_binary_changes('smoke', NULL, NULL, "
+                "'proto_version', '1', 'publication_names', 'smoke')"
+            ),
+            timeout=10,
+            what="pgoutput to decode the insert",
+        )
+        kinds = b"".join(bytes(row[0]) for row in messages)
+        if kinds != b"BRIC":  # begin, relation, insert, commit
+            raise RuntimeError(f"pgoutput decoded {kinds!r}, expected b'BRIC'")
+        server = cluster.execute("SHOW server_version")[0][0]
+        print(f"PostgreSQL {server} from {cluster.bindir}: initdb, start and pgoutput decoding work")
+
+
+if __name__ == "__main__":
+    try:
+        _smoke_test()
+    except (RuntimeError, TimeoutError, psycopg2.Error) as e:
+        sys.exit(f"PostgreSQL smoke test failed: {e}")
