@@ -37,6 +37,9 @@ SERVER_FACING = frozenset({
     "test_hook0.py",          # the Hook0 sink: outbox rows and messages
     "test_hook0_setup.py",    # slot create --hook0-outbox, check-config --sink hook0
     "test_support.py",        # the test cluster itself works on this version
+    "test_versions.py",       # version and managed-service differences
+    "test_failover.py",       # failover slots (17+), the halt below 17
+    "test_stream_errors.py",  # what the server refuses at connection: halt, not reconnect
 })  # fmt: skip
 # Slow tests in those modules whose subject is the receiver side alone (its TLS, Hook0's quota): the server
 # only feeds them one row, so they run on 15 only. Together ~95 s of each matrix version's ~380 s.

@@ -37,6 +37,7 @@ from wal2http.pg.slot import (
 )
 
 DROP_TIMEOUT_S = 10.0
+SCHEMA_PUBLICATION_VERSION = 150000  # CREATE PUBLICATION ... FOR TABLES IN SCHEMA
 
 
 def status(source: SourceConfig, thresholds: Thresholds, all_slots: bool) -> Report:
@@ -154,6 +155,9 @@ def create(source: SourceConfig, request: PublicationRequest, if_not_exists: boo
 def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
     facts = publication_sql.server_facts(conn)
     warnings = require(server_checks(facts, source.messages))
+    if request.schemas and facts.version_num < SCHEMA_PUBLICATION_VERSION:
+        raise DatabaseError(f"--schema needs PostgreSQL 15 or later (FOR TABLES IN SCHEMA); on PostgreSQL "
+                            f"{facts.version} name the tables with --table instead")
     slot = find_slot(conn, source.slot)
     failover = failover_check(facts, slot, source.failover)
     if failover is not None:
