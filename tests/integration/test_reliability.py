@@ -9,6 +9,7 @@ import random
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ from wal2http.lsn import parse_lsn
 
 
 class Writer:
-    """Inserts single-row transactions in a thread until stopped, riding out server restarts."""
+    """Inserts single-row transactions in a thread until stopped, riding out server restarts.
+
+    Any other exception ends the thread; ``stop()`` then fails the test with its traceback.
+    """
 
     def __init__(self, db: Database, rate_per_s: float = 200, limit: int = 20_000) -> None:
         self.dsn = db.dsn
@@ -34,21 +38,38 @@ class Writer:
         self.limit = limit
         self.committed: list[int] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._failure: tuple[BaseException, str] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="writer")
 
     def __enter__(self) -> Writer:
         self._thread.start()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if exc is None:
+            self.stop()
+        else:  # the test failed already: stop the thread, keep that failure
+            self._stop.set()
+            self._thread.join(30)
 
     def stop(self) -> list[int]:
+        """Stop writing; the ids committed. Raises if the thread failed or does not end."""
         self._stop.set()
         self._thread.join(30)
+        if self._thread.is_alive():
+            raise AssertionError("the writer thread did not stop within 30 s")
+        if self._failure is not None:
+            error, text = self._failure
+            raise AssertionError(f"the writer thread failed after {len(self.committed)} commits:\n{text}") from error
         return self.committed
 
     def _run(self) -> None:
+        try:
+            self._write()
+        except BaseException as e:
+            self._failure = (e, traceback.format_exc())
+
+    def _write(self) -> None:
         next_id = 1
         conn = None
         while not self._stop.is_set() and next_id <= self.limit:
@@ -119,6 +140,14 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def test_a_failing_writer_fails_the_test_with_its_traceback(db: Database) -> None:
+    setup_table(db)
+    writer = Writer(db, limit=5)
+    writer.interval = "one second"  # type: ignore[assignment]  # time.sleep raises after the first commit
+    with pytest.raises(AssertionError, match=r"(?s)writer thread failed after 1 commits.*TypeError"), writer:
+        wait_until(lambda: writer.committed, timeout=10, what="the first commit")
 
 
 def test_kill9_at_random_points_under_load(db: Database, receiver: Receiver, start_wal2http: Start) -> None:

@@ -8,8 +8,10 @@ import json
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from typing import Any
 __all__ = ["Event", "Receiver", "RecordedRequest"]
 
 HOST = "127.0.0.1"
+# A client that hung up (wal2http killed, or down() cutting it) is not a failure of the test.
+HANGUPS = (ConnectionError, TimeoutError, ssl.SSLError)
 
 Event = dict[str, Any]
 
@@ -158,7 +162,10 @@ class _Server(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hung up (or down() cutting it) is not the test's failure
+        """Keep any error but a hang-up: a bug in the receiver or in a test's predicate fails the test."""
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, HANGUPS):
+            self.receiver._record_error(error, traceback.format_exc())
 
 
 class Receiver:
@@ -180,6 +187,7 @@ class Receiver:
         self._on_event = on_event
         self._ssl_context = ssl_context
         self._tls_failures: list[str] = []
+        self._errors: list[tuple[BaseException, str]] = []
         self._changed = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._events: list[Event] = []
@@ -210,8 +218,24 @@ class Receiver:
 
     @property
     def requests(self) -> list[RecordedRequest]:
+        self.check()
         with self._changed:
             return list(self._requests)
+
+    @property
+    def errors(self) -> list[str]:
+        """The traceback of each exception raised while answering a request (hang-ups excepted)."""
+        with self._changed:
+            return [text for _, text in self._errors]
+
+    def check(self) -> None:
+        """Raise AssertionError with the traceback of the first error the server met, if any."""
+        with self._changed:
+            errors = list(self._errors)
+        if errors:
+            first, text = errors[0]
+            raise AssertionError(f"the test receiver failed {len(errors)} time(s) while answering; "
+                                 f"the first time:\n{text}") from first
 
     @property
     def is_up(self) -> bool:
@@ -219,6 +243,7 @@ class Receiver:
 
     def events(self) -> list[Event]:
         """Every event of the requests answered 2xx, in arrival order."""
+        self.check()
         with self._changed:
             return list(self._events)
 
@@ -314,6 +339,8 @@ class Receiver:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        if exc is None:
+            self.check()  # a failure of the server is the failure of whoever ran it
 
     def _answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes, received_at: float
@@ -347,6 +374,11 @@ class Receiver:
                 self._on_event(event)
         return answer
 
+    def _record_error(self, error: BaseException, text: str) -> None:
+        with self._changed:
+            self._errors.append((error, text))
+            self._changed.notify_all()
+
     def _record_handshake_failure(self, error: BaseException) -> None:
         with self._changed:
             self._tls_failures.append(f"{type(error).__name__}: {error}")
@@ -361,6 +393,8 @@ class Receiver:
         deadline = time.monotonic() + timeout
         with self._changed:
             while not done():
+                if self._errors:
+                    break  # waiting on would end in a timeout that hides the cause
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
@@ -368,6 +402,7 @@ class Receiver:
                         f" in {len(self._requests)} requests ({sum(not r.ok for r in self._requests)} failed)"
                     )
                 self._changed.wait(remaining)
+        self.check()
 
 
 def _print_event(event: Event) -> None:
