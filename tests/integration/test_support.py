@@ -183,17 +183,16 @@ def test_wait_for_events_says_how_many_arrived(receiver: Receiver, session: requ
 
 def test_an_error_in_the_receiver_fails_the_test_with_its_traceback(session: requests.Session) -> None:
     receiver = Receiver()
-    with pytest.raises(AssertionError, match=r"(?s)receiver failed 1 time.*KeyError: 'new'"):
-        with receiver:
-            receiver.reject_when(lambda event: event["new"]["v"] == "poison")  # a predicate with a bug
-            with pytest.raises(requests.ConnectionError):  # what wal2http would see, and retry
-                session.post(receiver.url, json={"id": "a", "op": "delete"}, timeout=5)
-            started = time.monotonic()
-            with pytest.raises(AssertionError, match="KeyError"):
-                receiver.wait_for_events(1, timeout=30)  # at once, not after 30 s
-            assert time.monotonic() - started < 5
-            with pytest.raises(AssertionError, match="KeyError"):
-                receiver.events()
+    with pytest.raises(AssertionError, match=r"(?s)receiver failed 1 time.*KeyError: 'new'"), receiver:
+        receiver.reject_when(lambda event: event["new"]["v"] == "poison")  # a predicate with a bug
+        with pytest.raises(requests.ConnectionError):  # what wal2http would see, and retry
+            session.post(receiver.url, json={"id": "a", "op": "delete"}, timeout=5)
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match="KeyError"):
+            receiver.wait_for_events(1, timeout=30)  # at once, not after 30 s
+        assert time.monotonic() - started < 5
+        with pytest.raises(AssertionError, match="KeyError"):
+            receiver.events()
     # A client hanging up is no error.
     with Receiver() as quiet, socket.create_connection(("127.0.0.1", quiet.port)) as client:
         client.sendall(b"POST /hook HTTP/1.1\r\nContent-Length: 10\r\n\r\n{")
@@ -202,17 +201,16 @@ def test_an_error_in_the_receiver_fails_the_test_with_its_traceback(session: req
 
 def test_an_error_in_the_fake_hook0_fails_the_test_with_its_traceback(session: requests.Session) -> None:
     fake = FakeHook0()
-    with pytest.raises(AssertionError, match=r"(?s)fake Hook0 failed 1 time.*AttributeError"):
-        with fake:
-            fake._event_types = None  # type: ignore[assignment]  # a bug in the fake
-            headers = {"Authorization": f"Bearer {fake.token}"}
-            with pytest.raises(requests.ConnectionError):
-                session.get(f"{fake.url}/event_types", params={"application_id": fake.application_id},
-                            headers=headers, timeout=5)
-            started = time.monotonic()
-            with pytest.raises(AssertionError, match="AttributeError"):
-                fake.wait_for_events(1, timeout=30)  # at once, not after 30 s
-            assert time.monotonic() - started < 5
+    with pytest.raises(AssertionError, match=r"(?s)fake Hook0 failed 1 time.*AttributeError"), fake:
+        fake._event_types = None  # type: ignore[assignment]  # a bug in the fake
+        headers = {"Authorization": f"Bearer {fake.token}"}
+        with pytest.raises(requests.ConnectionError):
+            session.get(f"{fake.url}/event_types", params={"application_id": fake.application_id},
+                        headers=headers, timeout=5)
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match="AttributeError"):
+            fake.wait_for_events(1, timeout=30)  # at once, not after 30 s
+        assert time.monotonic() - started < 5
 
 
 def test_receiver_script_prints_its_url_then_each_event() -> None:
