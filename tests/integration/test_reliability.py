@@ -135,11 +135,16 @@ def assert_all_arrived_in_order(events: list[dict[str, Any]], committed: list[in
     assert backwards <= restarts, f"order went back {backwards} times with {restarts} restarts"
 
 
-def rss_kb(pid: int) -> int:
+def status_kb(pid: int, field: str) -> int:
+    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM) in kB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def rss_kb(pid: int) -> int:
+    return status_kb(pid, "VmRSS")
 
 
 def test_a_failing_writer_fails_the_test_with_its_traceback(db: Database) -> None:
@@ -263,25 +268,45 @@ def lag_bytes(db: Database) -> int:
     return int(db.execute("SELECT pg_current_wal_insert_lsn() - confirmed_flush_lsn FROM pg_replication_slots")[0][0])
 
 
-def test_slow_receiver_backpressure(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
+MEMORY_BOUND_KB = 15_000  # what wal2http may hold beyond its baseline, whatever the backlog
+ROW_KB = 256
+
+
+def test_stalled_receiver_backlog_stays_in_the_slot_not_in_memory(db: Database, receiver: Receiver,
+                                                                   start_wal2http: Start) -> None:
     setup_table(db)
-    receiver.set_delay(0.01)  # about 80 requests a second
+    # Stored uncompressed, so the WAL (the slot's lag) is as large as the events wal2http would hold.
+    db.execute("ALTER TABLE t ALTER COLUMN v SET STORAGE EXTERNAL")
+    insert = ("INSERT INTO t SELECT i, (SELECT string_agg(md5(random()::text || i || g), '')"
+              f" FROM generate_series(1, {ROW_KB * 1024 // 32}) g) FROM generate_series(%s, %s) i")
     process = start_wal2http(*http_args(receiver))
     assert process.proc is not None
     pid = process.proc.pid
-    baseline = rss_kb(pid)
-    lag_seen, rss_seen = [], []
-    with Writer(db, rate_per_s=300, limit=1200) as writer:
-        for _ in range(8):  # writing outpaces delivery for about four seconds
-            time.sleep(0.5)
-            lag_seen.append(lag_bytes(db))
-            rss_seen.append(rss_kb(pid))
-        committed = writer.stop()
-    wait_until(lambda: set(committed) <= set(ids(receiver.events())), timeout=60, what="the backlog to drain")
+    db.execute(insert, (1, 1))  # warm-up: one event of the size to come
+    receiver.wait_for_events(1)
+    baseline, baseline_peak = status_kb(pid, "VmRSS"), status_kb(pid, "VmHWM")
+    rows = 4 * MEMORY_BOUND_KB // ROW_KB  # four times what wal2http may hold
+    receiver.hold()  # the receiver stalls: nothing is delivered, so nothing can be confirmed
+    try:
+        for first in range(2, rows + 2, 10):
+            db.execute(insert, (first, min(first + 9, rows + 1)))
+        backlog_kb = lag_bytes(db) // 1024
+        held_rss = status_kb(pid, "VmRSS")
+    finally:
+        receiver.release()
+    peak = held_rss
+    deadline = time.monotonic() + 120
+    while len(receiver.events()) < rows + 1 and process.running and time.monotonic() < deadline:
+        peak = max(peak, status_kb(pid, "VmRSS"))
+        time.sleep(0.02)
+    assert ids(receiver.events()) == list(range(1, rows + 2))
+    # Between samples too: how far the peak since start-up rose above the one before the backlog.
+    growth = max(peak - baseline, status_kb(pid, "VmHWM") - baseline_peak)
     wait_until(lambda: lag_bytes(db) == 0, timeout=20, what="the slot lag to drain")
     assert process.stop() == 0
-    assert lag_seen[-1] > lag_seen[0] and max(lag_seen) > 50_000  # the slot held the backlog...
-    assert max(rss_seen) - baseline < 20_000  # ...not wal2http's memory (kB)
+    assert backlog_kb > 3 * MEMORY_BOUND_KB  # the slot held the backlog...
+    assert growth < MEMORY_BOUND_KB, (  # ...not wal2http's memory
+        f"RSS grew {growth} kB over {baseline} kB with a backlog of {backlog_kb} kB")
 
 
 def test_kill9_inside_a_large_transaction_after_keepalives(db: Database, receiver: Receiver,

@@ -161,6 +161,16 @@ def test_delay_makes_a_client_time_out(receiver: Receiver, session: requests.Ses
         session.post(receiver.url, json={"id": "slow"}, timeout=0.2)
 
 
+def test_hold_keeps_requests_waiting_until_release(receiver: Receiver, session: requests.Session) -> None:
+    receiver.hold()
+    with pytest.raises(requests.Timeout):
+        session.post(receiver.url, json={"id": "held"}, timeout=0.5)
+    assert receiver.requests == []  # not answered, not recorded
+    receiver.release()
+    assert session.post(receiver.url, json={"id": "after"}, timeout=5).status_code == 200
+    receiver.wait_for_events(2)  # the held one was answered too (to a client that gave up)
+
+
 def test_down_refuses_connections_until_up_on_the_same_port(
     receiver: Receiver, session: requests.Session
 ) -> None:

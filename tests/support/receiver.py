@@ -24,6 +24,7 @@ __all__ = ["Event", "Receiver", "RecordedRequest"]
 HOST = "127.0.0.1"
 # A client that hung up (wal2http killed, or down() cutting it) is not a failure of the test.
 HANGUPS = (ConnectionError, TimeoutError, ssl.SSLError)
+HOLD_MAX_S = 120.0  # a held request is answered by then even if the test never releases it
 
 Event = dict[str, Any]
 
@@ -194,6 +195,8 @@ class Receiver:
         self._failures: deque[_Answer] = deque()
         self._status: _Answer | None = None
         self._delay = 0.0
+        self._released = threading.Event()
+        self._released.set()
         self._reject: Callable[[Event], bool] | None = None
         self._reject_status = 400
         self._server: _Server | None = None
@@ -276,8 +279,17 @@ class Receiver:
         with self._changed:
             self._delay = seconds
 
+    def hold(self) -> None:
+        """Keep every request waiting for its answer until release() (at most HOLD_MAX_S)."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Answer the requests held since hold(), and the next ones at once."""
+        self._released.set()
+
     def reset(self) -> None:
         """Back to answering 200 at once; recorded requests are kept (see clear())."""
+        self.release()
         with self._changed:
             self._failures.clear()
             self._status = None
@@ -346,6 +358,7 @@ class Receiver:
         self, method: str, path: str, headers: dict[str, str], body: bytes, received_at: float
     ) -> _Answer:
         """Decide, record and return the answer to one request (called from the handler threads)."""
+        self._released.wait(HOLD_MAX_S)
         with self._changed:
             delay = self._delay
         if delay:
