@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -319,11 +320,24 @@ def test_kill9_inside_a_large_transaction_after_keepalives(db: Database, receive
     setup_table(db)
     receiver.set_delay(0.005)
     process = start_wal2http(*http_args(receiver))
-    db.execute("INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 1500) i")
-    receiver.wait_for_events(200, timeout=30)
-    time.sleep(1)
+    before = db.cluster.current_wal_lsn()
+    with closing(db.connect()) as conn:
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 750) i")
+            # The transaction is open: wal2http has nothing of it, yet confirms what keepalives report.
+            wait_until(lambda: (db.cluster.confirmed_flush_lsn("wal2http") or 0) > before, timeout=30,
+                       what="the slot to confirm a position inside the open transaction")
+            cur.execute("INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(751, 1500) i")
+        conn.commit()
+    events = receiver.wait_for_events(200, timeout=30)
+    confirmed = db.cluster.confirmed_flush_lsn("wal2http") or 0
     process.signal(signal.SIGKILL)
     process.wait(10)
+    first_change, commit = parse_lsn(events[0]["lsn"]), parse_lsn(events[0]["commit_lsn"])
+    assert len(receiver.events()) < 1500, "killed after the transaction was delivered"
+    assert first_change < confirmed < commit, "the confirmed position was not inside the transaction"
+    assert db.cluster.confirmed_flush_lsn("wal2http") == confirmed
     receiver.reset()
     again = start_wal2http(*http_args(receiver, "--batch-size", "100"))
     wait_until(lambda: set(range(1, 1501)) <= set(ids(receiver.events())), timeout=60, what="all 1500 rows")
