@@ -9,7 +9,7 @@ PG_BINDIR ?= /usr/lib/postgresql/15/bin
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
 
-.PHONY: help venv postgres nginx promtool docs-tools test unit integration demo bench lint man clean
+.PHONY: help venv postgres nginx promtool docs-tools deploy-tools test unit integration demo bench lint man clean
 
 help:
 	@echo "make demo    stream real changes from a throwaway PostgreSQL to a local receiver"
@@ -65,10 +65,20 @@ docs-tools:
 			mandoc man-db >/dev/null; \
 	fi
 
-test: venv postgres nginx promtool docs-tools
+# systemd-analyze, so tests/unit/test_deploy.py verifies the unit file. Debian ships it only in the systemd
+# package; installing it in a container starts nothing (systemd is not PID 1 there), and without
+# recommends it brings no daemons.
+deploy-tools:
+	@if ! command -v systemd-analyze >/dev/null; then \
+		echo "installing systemd (for systemd-analyze) with apt"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			systemd >/dev/null; \
+	fi
+
+test: venv postgres nginx promtool docs-tools deploy-tools
 	$(BIN)/python -m pytest -q tests
 
-unit: venv docs-tools
+unit: venv docs-tools deploy-tools
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: venv postgres nginx
