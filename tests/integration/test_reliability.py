@@ -480,7 +480,8 @@ def test_second_signal_exits_130_at_once(db: Database, receiver: Receiver, start
     db.execute("INSERT INTO t VALUES (1, 'x')")
     wait_until(lambda: "retrying" in process.stderr, timeout=30, what="a failing delivery")
     process.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    # SIGINT only once the first signal was taken: before, it would be the first one itself.
+    wait_until(lambda: "SIGTERM received: stopping" in process.stderr, timeout=10, what="the stopping state")
     process.signal(signal.SIGINT)
     assert process.wait(10) == 130
     assert "second SIGINT" in process.stderr
