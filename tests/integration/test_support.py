@@ -223,6 +223,30 @@ def test_an_error_in_the_fake_hook0_fails_the_test_with_its_traceback(session: r
         assert time.monotonic() - started < 5
 
 
+SIGNAL_TO_ANOTHER_THREAD = """
+import signal, threading, time
+from tests.support import wait_for_signal
+
+def server():
+    time.sleep(0.3)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the kernel may pick any thread
+    time.sleep(30)
+
+threading.Thread(target=server, daemon=True).start()
+try:
+    wait_for_signal()
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_wait_for_signal_wakes_when_another_thread_got_the_signal() -> None:
+    # threading.Event().wait() here slept on: the scripts below then ignored a Ctrl-C now and then.
+    done = subprocess.run([sys.executable, "-c", SIGNAL_TO_ANOTHER_THREAD], cwd=ROOT, capture_output=True,
+                          text=True, timeout=20, check=False)
+    assert done.stdout == "interrupted\n", done.stderr
+
+
 def test_receiver_script_prints_its_url_then_each_event() -> None:
     script = subprocess.Popen(
         [sys.executable, "-m", "tests.support.receiver", "--port", "0"],

@@ -23,6 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 from hook0.generated.models import EventPost, EventTypePost, InstanceConfig
 from hook0.runtime import DecodeError
 
+from tests.support import wait_for_signal
+
 __all__ = ["FakeHook0", "HookRequest"]
 
 HOST = "127.0.0.1"
@@ -444,7 +446,7 @@ def main() -> None:
     with FakeHook0() as fake:
         print(fake.url, fake.token, fake.application_id, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+            wait_for_signal()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from tests.support import wait_for_signal
+
 __all__ = ["Event", "Receiver", "RecordedRequest"]
 
 HOST = "127.0.0.1"
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     with Receiver(port=args.port, on_event=_print_event) as receiver, contextlib.suppress(KeyboardInterrupt):
         # Inside the suppress: Ctrl-C may come while the URL is still being written.
         print(receiver.url, flush=True)
-        threading.Event().wait()
+        wait_for_signal()
 
 
 if __name__ == "__main__":
