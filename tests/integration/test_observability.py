@@ -357,6 +357,7 @@ def test_notification_emails(db: Database, receiver: Receiver, start_wal2http: S
         # the 1 s allowed is for the first mail's own delivery).
         summaries = wait_until(lambda: dead_letter_summaries(mailbox, after=3, count=2), timeout=30,
                                what="summaries of the two later dead letters")
+        assert summaries is not None  # wait_until returns the predicate's truthy value
         assert "3 in this run" in summaries[-1].get_content()
         times = mailbox.arrival_times[2:3 + len(summaries)]
         assert all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(times)), times

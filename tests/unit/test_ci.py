@@ -46,4 +46,5 @@ def test_the_suite_loads_the_ci_rule() -> None:
 
 
 def test_property_tests_have_no_deadline() -> None:
-    assert settings.default.deadline is None
+    loaded = settings.default
+    assert loaded is not None and loaded.deadline is None
