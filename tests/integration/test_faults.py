@@ -151,3 +151,23 @@ def test_sigterm_while_receiver_is_down_exits_without_confirming(db: Database, r
     (event,) = receiver.wait_for_events(1)
     assert event["new"]["id"] == 1
     assert again.stop() == 0
+
+
+def test_connection_lost_while_a_received_commit_waits_for_the_receiver(db: Database, receiver: Receiver,
+                                                                         start_wal2http: Start) -> None:
+    """The commit was read but not delivered when the stream broke: the server sends it again, and it
+    must be taken as new, not as a commit out of order (which reconnected for ever, delivering nothing)."""
+    setup_table(db)
+    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "10",
+                              "--reconnect-max-wait", "1")
+    receiver.set_status(503)
+    db.execute("INSERT INTO t VALUES (1, 'x')")
+    receiver.wait_for_requests(2, timeout=30)  # the whole transaction read, its delivery being retried
+    assert db.cluster.terminate_walsenders("wal2http") == 1
+    wait_until(lambda: "reconnecting" in wal2http.stderr, what="the lost connection noticed")
+    receiver.set_status(None)
+    db.execute("INSERT INTO t VALUES (2, 'y')")
+    events = receiver.wait_for_events(2, timeout=30)
+    assert [e["new"]["id"] for e in events] == [1, 2]
+    assert "commit order violated" not in wal2http.stderr
+    assert wal2http.stop() == 0
