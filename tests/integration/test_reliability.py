@@ -9,7 +9,9 @@ import random
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,10 @@ from wal2http.lsn import parse_lsn
 
 
 class Writer:
-    """Inserts single-row transactions in a thread until stopped, riding out server restarts."""
+    """Inserts single-row transactions in a thread until stopped, riding out server restarts.
+
+    Any other exception ends the thread; ``stop()`` then fails the test with its traceback.
+    """
 
     def __init__(self, db: Database, rate_per_s: float = 200, limit: int = 20_000) -> None:
         self.dsn = db.dsn
@@ -34,21 +39,38 @@ class Writer:
         self.limit = limit
         self.committed: list[int] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._failure: tuple[BaseException, str] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="writer")
 
     def __enter__(self) -> Writer:
         self._thread.start()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if exc is None:
+            self.stop()
+        else:  # the test failed already: stop the thread, keep that failure
+            self._stop.set()
+            self._thread.join(30)
 
     def stop(self) -> list[int]:
+        """Stop writing; the ids committed. Raises if the thread failed or does not end."""
         self._stop.set()
         self._thread.join(30)
+        if self._thread.is_alive():
+            raise AssertionError("the writer thread did not stop within 30 s")
+        if self._failure is not None:
+            error, text = self._failure
+            raise AssertionError(f"the writer thread failed after {len(self.committed)} commits:\n{text}") from error
         return self.committed
 
     def _run(self) -> None:
+        try:
+            self._write()
+        except BaseException as e:
+            self._failure = (e, traceback.format_exc())
+
+    def _write(self) -> None:
         next_id = 1
         conn = None
         while not self._stop.is_set() and next_id <= self.limit:
@@ -114,11 +136,24 @@ def assert_all_arrived_in_order(events: list[dict[str, Any]], committed: list[in
     assert backwards <= restarts, f"order went back {backwards} times with {restarts} restarts"
 
 
-def rss_kb(pid: int) -> int:
+def status_kb(pid: int, field: str) -> int:
+    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM) in kB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def rss_kb(pid: int) -> int:
+    return status_kb(pid, "VmRSS")
+
+
+def test_a_failing_writer_fails_the_test_with_its_traceback(db: Database) -> None:
+    setup_table(db)
+    writer = Writer(db, limit=5)
+    writer.interval = "one second"  # type: ignore[assignment]  # time.sleep raises after the first commit
+    with pytest.raises(AssertionError, match=r"(?s)writer thread failed after 1 commits.*TypeError"), writer:
+        wait_until(lambda: writer.committed, timeout=10, what="the first commit")
 
 
 def test_kill9_at_random_points_under_load(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
@@ -234,25 +269,45 @@ def lag_bytes(db: Database) -> int:
     return int(db.execute("SELECT pg_current_wal_insert_lsn() - confirmed_flush_lsn FROM pg_replication_slots")[0][0])
 
 
-def test_slow_receiver_backpressure(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
+MEMORY_BOUND_KB = 15_000  # what wal2http may hold beyond its baseline, whatever the backlog
+ROW_KB = 256
+
+
+def test_stalled_receiver_backlog_stays_in_the_slot_not_in_memory(db: Database, receiver: Receiver,
+                                                                   start_wal2http: Start) -> None:
     setup_table(db)
-    receiver.set_delay(0.01)  # about 80 requests a second
+    # Stored uncompressed, so the WAL (the slot's lag) is as large as the events wal2http would hold.
+    db.execute("ALTER TABLE t ALTER COLUMN v SET STORAGE EXTERNAL")
+    insert = ("INSERT INTO t SELECT i, (SELECT string_agg(md5(random()::text || i || g), '')"
+              f" FROM generate_series(1, {ROW_KB * 1024 // 32}) g) FROM generate_series(%s, %s) i")
     process = start_wal2http(*http_args(receiver))
     assert process.proc is not None
     pid = process.proc.pid
-    baseline = rss_kb(pid)
-    lag_seen, rss_seen = [], []
-    with Writer(db, rate_per_s=300, limit=1200) as writer:
-        for _ in range(8):  # writing outpaces delivery for about four seconds
-            time.sleep(0.5)
-            lag_seen.append(lag_bytes(db))
-            rss_seen.append(rss_kb(pid))
-        committed = writer.stop()
-    wait_until(lambda: set(committed) <= set(ids(receiver.events())), timeout=60, what="the backlog to drain")
+    db.execute(insert, (1, 1))  # warm-up: one event of the size to come
+    receiver.wait_for_events(1)
+    baseline, baseline_peak = status_kb(pid, "VmRSS"), status_kb(pid, "VmHWM")
+    rows = 4 * MEMORY_BOUND_KB // ROW_KB  # four times what wal2http may hold
+    receiver.hold()  # the receiver stalls: nothing is delivered, so nothing can be confirmed
+    try:
+        for first in range(2, rows + 2, 10):
+            db.execute(insert, (first, min(first + 9, rows + 1)))
+        backlog_kb = lag_bytes(db) // 1024
+        held_rss = status_kb(pid, "VmRSS")
+    finally:
+        receiver.release()
+    peak = held_rss
+    deadline = time.monotonic() + 120
+    while len(receiver.events()) < rows + 1 and process.running and time.monotonic() < deadline:
+        peak = max(peak, status_kb(pid, "VmRSS"))
+        time.sleep(0.02)
+    assert ids(receiver.events()) == list(range(1, rows + 2))
+    # Between samples too: how far the peak since start-up rose above the one before the backlog.
+    growth = max(peak - baseline, status_kb(pid, "VmHWM") - baseline_peak)
     wait_until(lambda: lag_bytes(db) == 0, timeout=20, what="the slot lag to drain")
     assert process.stop() == 0
-    assert lag_seen[-1] > lag_seen[0] and max(lag_seen) > 50_000  # the slot held the backlog...
-    assert max(rss_seen) - baseline < 20_000  # ...not wal2http's memory (kB)
+    assert backlog_kb > 3 * MEMORY_BOUND_KB  # the slot held the backlog...
+    assert growth < MEMORY_BOUND_KB, (  # ...not wal2http's memory
+        f"RSS grew {growth} kB over {baseline} kB with a backlog of {backlog_kb} kB")
 
 
 def test_kill9_inside_a_large_transaction_after_keepalives(db: Database, receiver: Receiver,
@@ -265,11 +320,24 @@ def test_kill9_inside_a_large_transaction_after_keepalives(db: Database, receive
     setup_table(db)
     receiver.set_delay(0.005)
     process = start_wal2http(*http_args(receiver))
-    db.execute("INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 1500) i")
-    receiver.wait_for_events(200, timeout=30)
-    time.sleep(1)
+    before = db.cluster.current_wal_lsn()
+    with closing(db.connect()) as conn:
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(1, 750) i")
+            # The transaction is open: wal2http has nothing of it, yet confirms what keepalives report.
+            wait_until(lambda: (db.cluster.confirmed_flush_lsn("wal2http") or 0) > before, timeout=30,
+                       what="the slot to confirm a position inside the open transaction")
+            cur.execute("INSERT INTO t SELECT i, repeat('x', 500) FROM generate_series(751, 1500) i")
+        conn.commit()
+    events = receiver.wait_for_events(200, timeout=30)
+    confirmed = db.cluster.confirmed_flush_lsn("wal2http") or 0
     process.signal(signal.SIGKILL)
     process.wait(10)
+    first_change, commit = parse_lsn(events[0]["lsn"]), parse_lsn(events[0]["commit_lsn"])
+    assert len(receiver.events()) < 1500, "killed after the transaction was delivered"
+    assert first_change < confirmed < commit, "the confirmed position was not inside the transaction"
+    assert db.cluster.confirmed_flush_lsn("wal2http") == confirmed
     receiver.reset()
     again = start_wal2http(*http_args(receiver, "--batch-size", "100"))
     wait_until(lambda: set(range(1, 1501)) <= set(ids(receiver.events())), timeout=60, what="all 1500 rows")
@@ -412,7 +480,8 @@ def test_second_signal_exits_130_at_once(db: Database, receiver: Receiver, start
     db.execute("INSERT INTO t VALUES (1, 'x')")
     wait_until(lambda: "retrying" in process.stderr, timeout=30, what="a failing delivery")
     process.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    # SIGINT only once the first signal was taken: before, it would be the first one itself.
+    wait_until(lambda: "SIGTERM received: stopping" in process.stderr, timeout=10, what="the stopping state")
     process.signal(signal.SIGINT)
     assert process.wait(10) == 130
     assert "second SIGINT" in process.stderr

@@ -162,19 +162,45 @@ def test_no_secret_leaks_through_a_connection_failure(
     assert_no_secret(out, err)
 
 
+def secret_file_args(env: dict[str, str], tmp_path: Path) -> list[str]:
+    """Move the secrets of ``env`` into files named by --*-file flags: the flags an operator types."""
+    files = {"--dsn-file": env.pop("WAL2HTTP_DSN"), "--http-bearer-token-file": env.pop("WAL2HTTP_HTTP_BEARER_TOKEN"),
+             "--signing-secret-file": env.pop("WAL2HTTP_SIGNING_SECRET"), "X-Api-Key": env.pop("LEAK_HEADER")}
+    del env["WAL2HTTP_HEADER"]
+    env["WAL2HTTP_DSN"] = ""  # empty is unset: else start_wal2http passes its own
+    args = []
+    for flag, secret in files.items():
+        path = tmp_path / flag.strip("-").lower()
+        path.write_text(secret + "\n")
+        args += ["--header", f"{flag}: file:{path}"] if flag == "X-Api-Key" else [flag, str(path)]
+    return args
+
+
+def command_line(process: Wal2http) -> list[str]:
+    assert process.proc is not None
+    return Path(f"/proc/{process.proc.pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+
+
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_no_secret_leaks_through_a_401(
-    db: Database, receiver: Receiver, start_wal2http: Start, fmt: str
+    db: Database, receiver: Receiver, start_wal2http: Start, fmt: str, tmp_path: Path
 ) -> None:
     publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
     # A careless receiver that echoes the credentials it refused.
     receiver.set_status(401, body=f"invalid credentials: Bearer {TOKEN}, X-Api-Key {HEADER_VALUE}".encode())
-    wal2http = start_wal2http("--create-slot", env=leak_env(db, receiver, fmt))
-    assert_no_secret(Path(f"/proc/{wal2http.proc.pid}/cmdline").read_bytes().decode(errors="replace"))
+    env = leak_env(db, receiver, fmt)
+    files = secret_file_args(env, tmp_path)
+    visible = "trace-" + secrets.token_hex(8)  # a value passed as a flag, as a secret would be if it could
+    wal2http = start_wal2http("--create-slot", *files, "--header", f"X-Trace: {visible}", env=env)
+    cmdline = command_line(wal2http)
+    assert f"X-Trace: {visible}" in cmdline and str(tmp_path / "dsn-file") in cmdline  # argv is what we read
+    assert_no_secret("\0".join(cmdline))  # ...and no secret is in it
     db.execute("INSERT INTO t VALUES (1)")
     assert wal2http.wait() == 4
     (request,) = receiver.requests
-    assert request.headers["authorization"] == f"Bearer {TOKEN}"  # the secrets were really in use
+    # The secrets were really in use, read from the files.
+    assert request.headers["authorization"] == f"Bearer {TOKEN}" and request.headers["x-api-key"] == HEADER_VALUE
+    assert Webhook(SIGNING).verify(request.body, request.headers)
     assert "receiver answered 401" in wal2http.stderr and "invalid credentials: Bearer ***" in wal2http.stderr
     assert_no_secret(wal2http.stdout, wal2http.stderr)
 

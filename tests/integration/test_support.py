@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import requests
 
 from tests.support import wait_until
+from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database, PgCluster
 from tests.support.receiver import Receiver
 
@@ -165,6 +168,16 @@ def test_delay_makes_a_client_time_out(receiver: Receiver, session: requests.Ses
         session.post(receiver.url, json={"id": "slow"}, timeout=0.2)
 
 
+def test_hold_keeps_requests_waiting_until_release(receiver: Receiver, session: requests.Session) -> None:
+    receiver.hold()
+    with pytest.raises(requests.Timeout):
+        session.post(receiver.url, json={"id": "held"}, timeout=0.5)
+    assert receiver.requests == []  # not answered, not recorded
+    receiver.release()
+    assert session.post(receiver.url, json={"id": "after"}, timeout=5).status_code == 200
+    receiver.wait_for_events(2)  # the held one was answered too (to a client that gave up)
+
+
 def test_down_refuses_connections_until_up_on_the_same_port(
     receiver: Receiver, session: requests.Session
 ) -> None:
@@ -183,6 +196,62 @@ def test_wait_for_events_says_how_many_arrived(receiver: Receiver, session: requ
     session.post(receiver.url, json=[{"id": "a"}, {"id": "b"}])
     with pytest.raises(TimeoutError, match="got 2 events in 1 requests"):
         receiver.wait_for_events(3, timeout=0.1)
+
+
+def test_an_error_in_the_receiver_fails_the_test_with_its_traceback(session: requests.Session) -> None:
+    receiver = Receiver()
+    with pytest.raises(AssertionError, match=r"(?s)receiver failed 1 time.*KeyError: 'new'"), receiver:
+        receiver.reject_when(lambda event: event["new"]["v"] == "poison")  # a predicate with a bug
+        with pytest.raises(requests.ConnectionError):  # what wal2http would see, and retry
+            session.post(receiver.url, json={"id": "a", "op": "delete"}, timeout=5)
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match="KeyError"):
+            receiver.wait_for_events(1, timeout=30)  # at once, not after 30 s
+        assert time.monotonic() - started < 5
+        with pytest.raises(AssertionError, match="KeyError"):
+            receiver.events()
+    # A client hanging up is no error.
+    with Receiver() as quiet, socket.create_connection(("127.0.0.1", quiet.port)) as client:
+        client.sendall(b"POST /hook HTTP/1.1\r\nContent-Length: 10\r\n\r\n{")
+    assert quiet.errors == []
+
+
+def test_an_error_in_the_fake_hook0_fails_the_test_with_its_traceback(session: requests.Session) -> None:
+    fake = FakeHook0()
+    with pytest.raises(AssertionError, match=r"(?s)fake Hook0 failed 1 time.*AttributeError"), fake:
+        fake._event_types = None  # type: ignore[assignment]  # a bug in the fake
+        headers = {"Authorization": f"Bearer {fake.token}"}
+        with pytest.raises(requests.ConnectionError):
+            session.get(f"{fake.url}/event_types", params={"application_id": fake.application_id},
+                        headers=headers, timeout=5)
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match="AttributeError"):
+            fake.wait_for_events(1, timeout=30)  # at once, not after 30 s
+        assert time.monotonic() - started < 5
+
+
+SIGNAL_TO_ANOTHER_THREAD = """
+import signal, threading, time
+from tests.support import wait_for_signal
+
+def server():
+    time.sleep(0.3)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the kernel may pick any thread
+    time.sleep(30)
+
+threading.Thread(target=server, daemon=True).start()
+try:
+    wait_for_signal()
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_wait_for_signal_wakes_when_another_thread_got_the_signal() -> None:
+    # threading.Event().wait() here slept on: the scripts below then ignored a Ctrl-C now and then.
+    done = subprocess.run([sys.executable, "-c", SIGNAL_TO_ANOTHER_THREAD], cwd=ROOT, capture_output=True,
+                          text=True, timeout=20, check=False)
+    assert done.stdout == "interrupted\n", done.stderr
 
 
 def test_receiver_script_prints_its_url_then_each_event() -> None:

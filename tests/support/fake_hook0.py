@@ -7,8 +7,10 @@ import binascii
 import contextlib
 import json
 import socketserver
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,12 +23,16 @@ from urllib.parse import parse_qs, urlsplit
 from hook0.generated.models import EventPost, EventTypePost, InstanceConfig
 from hook0.runtime import DecodeError
 
+from tests.support import wait_for_signal
+
 __all__ = ["FakeHook0", "HookRequest"]
 
 HOST = "127.0.0.1"
 API = "/api/v1"
 PAYLOAD_MAX_CHARS = 699_050
 CONTENT_TYPES = ("text/plain", "application/json", "application/octet-stream+base64")
+# A client that hung up (wal2http killed mid-request) is not a failure of the test.
+HANGUPS = (ConnectionError, TimeoutError)
 ROUTES = frozenset({("POST", f"{API}/event"), ("GET", f"{API}/event_types"), ("POST", f"{API}/event_types")})
 
 PROBLEMS: dict[str, tuple[int, str]] = {
@@ -138,7 +144,10 @@ class _Server(ThreadingHTTPServer):
         self.server_name, self.server_port = HOST, self.server_address[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
+        """Keep any error but a hang-up: a bug in the fake fails the test instead of looking like an outage."""
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, HANGUPS):
+            self.fake._record_error(error, traceback.format_exc())
 
 
 class FakeHook0:
@@ -152,6 +161,7 @@ class FakeHook0:
         self._order: list[str] = []
         self._event_types: dict[str, dict[str, str]] = {}
         self._requests: list[HookRequest] = []
+        self._errors: list[tuple[BaseException, str]] = []
         self._injected: deque[_Injected] = deque()
         self._quota: int | None = None
         self._delay = 0.0
@@ -200,11 +210,28 @@ class FakeHook0:
 
     @property
     def requests(self) -> list[HookRequest]:
+        self.check()
         with self._lock:
             return list(self._requests)
 
+    @property
+    def errors(self) -> list[str]:
+        """The traceback of each exception raised while answering a request (hang-ups excepted)."""
+        with self._lock:
+            return [text for _, text in self._errors]
+
+    def check(self) -> None:
+        """Raise AssertionError with the traceback of the first error the fake met, if any."""
+        with self._lock:
+            errors = list(self._errors)
+        if errors:
+            first, text = errors[0]
+            raise AssertionError(f"the fake Hook0 failed {len(errors)} time(s) while answering; "
+                                 f"the first time:\n{text}") from first
+
     def events(self) -> list[StoredEvent]:
         """Ingested events, in ingestion order; each event id at most once, as Hook0 keeps them."""
+        self.check()
         with self._lock:
             return [self._events[event_id] for event_id in self._order]
 
@@ -214,7 +241,7 @@ class FakeHook0:
     def wait_for_events(self, n: int, timeout: float = 30.0) -> list[StoredEvent]:
         deadline = time.monotonic() + timeout
         with self._lock:
-            while len(self._order) < n:
+            while len(self._order) < n and not self._errors:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"waited {timeout:g}s for {n} Hook0 events; got {len(self._order)} "
@@ -243,6 +270,13 @@ class FakeHook0:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+        if exc is None:
+            self.check()  # a failure of the fake is the failure of whoever ran it
+
+    def _record_error(self, error: BaseException, text: str) -> None:
+        with self._lock:
+            self._errors.append((error, text))
+            self._lock.notify_all()
 
     # -- the API -----------------------------------------------------------------
 
@@ -412,7 +446,7 @@ def main() -> None:
     with FakeHook0() as fake:
         print(fake.url, fake.token, fake.application_id, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+            wait_for_signal()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ class Mailbox:
 
     def __init__(self) -> None:
         self._messages: list[EmailMessage] = []
+        self._arrived: list[float] = []  # time.monotonic() when each message was received
         self._changed = threading.Condition()
         self._controller = Controller(self, hostname=HOST, port=_free_port())
 
@@ -33,6 +34,7 @@ class Mailbox:
         assert isinstance(message, EmailMessage)
         with self._changed:
             self._messages.append(message)
+            self._arrived.append(time.monotonic())
             self._changed.notify_all()
         return "250 OK"
 
@@ -40,6 +42,12 @@ class Mailbox:
     def messages(self) -> list[EmailMessage]:
         with self._changed:
             return list(self._messages)
+
+    @property
+    def arrival_times(self) -> list[float]:
+        """When each message arrived (``time.monotonic()``), in the order of ``messages``."""
+        with self._changed:
+            return list(self._arrived)
 
     def wait_for(self, n: int, timeout: float = 30.0) -> list[EmailMessage]:
         """Block until at least ``n`` messages arrived; TimeoutError says how many did."""

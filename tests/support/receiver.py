@@ -8,8 +8,10 @@ import json
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from tests.support import wait_for_signal
+
 __all__ = ["Event", "Receiver", "RecordedRequest"]
 
 HOST = "127.0.0.1"
+# A client that hung up (wal2http killed, or down() cutting it) is not a failure of the test.
+HANGUPS = (ConnectionError, TimeoutError, ssl.SSLError)
+HOLD_MAX_S = 120.0  # a held request is answered by then even if the test never releases it
 
 Event = dict[str, Any]
 
@@ -158,7 +165,10 @@ class _Server(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hung up (or down() cutting it) is not the test's failure
+        """Keep any error but a hang-up: a bug in the receiver or in a test's predicate fails the test."""
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, HANGUPS):
+            self.receiver._record_error(error, traceback.format_exc())
 
 
 class Receiver:
@@ -180,12 +190,15 @@ class Receiver:
         self._on_event = on_event
         self._ssl_context = ssl_context
         self._tls_failures: list[str] = []
+        self._errors: list[tuple[BaseException, str]] = []
         self._changed = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._events: list[Event] = []
         self._failures: deque[_Answer] = deque()
         self._status: _Answer | None = None
         self._delay = 0.0
+        self._released = threading.Event()
+        self._released.set()
         self._reject: Callable[[Event], bool] | None = None
         self._reject_status = 400
         self._server: _Server | None = None
@@ -210,8 +223,24 @@ class Receiver:
 
     @property
     def requests(self) -> list[RecordedRequest]:
+        self.check()
         with self._changed:
             return list(self._requests)
+
+    @property
+    def errors(self) -> list[str]:
+        """The traceback of each exception raised while answering a request (hang-ups excepted)."""
+        with self._changed:
+            return [text for _, text in self._errors]
+
+    def check(self) -> None:
+        """Raise AssertionError with the traceback of the first error the server met, if any."""
+        with self._changed:
+            errors = list(self._errors)
+        if errors:
+            first, text = errors[0]
+            raise AssertionError(f"the test receiver failed {len(errors)} time(s) while answering; "
+                                 f"the first time:\n{text}") from first
 
     @property
     def is_up(self) -> bool:
@@ -219,6 +248,7 @@ class Receiver:
 
     def events(self) -> list[Event]:
         """Every event of the requests answered 2xx, in arrival order."""
+        self.check()
         with self._changed:
             return list(self._events)
 
@@ -251,8 +281,17 @@ class Receiver:
         with self._changed:
             self._delay = seconds
 
+    def hold(self) -> None:
+        """Keep every request waiting for its answer until release() (at most HOLD_MAX_S)."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Answer the requests held since hold(), and the next ones at once."""
+        self._released.set()
+
     def reset(self) -> None:
         """Back to answering 200 at once; recorded requests are kept (see clear())."""
+        self.release()
         with self._changed:
             self._failures.clear()
             self._status = None
@@ -314,11 +353,14 @@ class Receiver:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        if exc is None:
+            self.check()  # a failure of the server is the failure of whoever ran it
 
     def _answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes, received_at: float
     ) -> _Answer:
         """Decide, record and return the answer to one request (called from the handler threads)."""
+        self._released.wait(HOLD_MAX_S)
         with self._changed:
             delay = self._delay
         if delay:
@@ -347,6 +389,11 @@ class Receiver:
                 self._on_event(event)
         return answer
 
+    def _record_error(self, error: BaseException, text: str) -> None:
+        with self._changed:
+            self._errors.append((error, text))
+            self._changed.notify_all()
+
     def _record_handshake_failure(self, error: BaseException) -> None:
         with self._changed:
             self._tls_failures.append(f"{type(error).__name__}: {error}")
@@ -361,6 +408,8 @@ class Receiver:
         deadline = time.monotonic() + timeout
         with self._changed:
             while not done():
+                if self._errors:
+                    break  # waiting on would end in a timeout that hides the cause
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
@@ -368,6 +417,7 @@ class Receiver:
                         f" in {len(self._requests)} requests ({sum(not r.ok for r in self._requests)} failed)"
                     )
                 self._changed.wait(remaining)
+        self.check()
 
 
 def _print_event(event: Event) -> None:
@@ -383,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     with Receiver(port=args.port, on_event=_print_event) as receiver, contextlib.suppress(KeyboardInterrupt):
         # Inside the suppress: Ctrl-C may come while the URL is still being written.
         print(receiver.url, flush=True)
-        threading.Event().wait()
+        wait_for_signal()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from wal2http.decode import pgoutput as po
 from wal2http.decode.events import Event, EventBuilder
 from wal2http.errors import UnmappableEvent
 from wal2http.hook0.mapping import (
-    NAMESPACE,
     Hook0Event,
     Hook0Mapper,
     derived_event_id,
@@ -31,6 +29,15 @@ UUID_OID, TEXT_OID, JSONB_OID, JSON_OID, TSTZ_OID, INT_OID = 2950, 25, 3802, 114
 OUTBOX = [("event_id", UUID_OID, True), ("event_type", TEXT_OID, False), ("payload", JSONB_OID, False),
           ("labels", JSONB_OID, False), ("metadata", JSONB_OID, False), ("occurred_at", TSTZ_OID, False)]
 ROW_ID = "0b9a3c55-9d43-4a4e-8d6a-6f6a7f2a0c11"
+# Derived Hook0 event ids as wal2http 0.1 sends them, written out rather than computed: if the derivation
+# changed, every redelivered change would get a new id after an upgrade and Hook0 would ingest it twice.
+DERIVED_IDS = {
+    ("shop", "00000000016B3800-1"): "216c042a-52fe-5f2e-ac0d-78c92dcce840",
+    ("shop", "00000000016B3800-2"): "935a9880-488f-5922-8ab5-7582e4fefb96",
+    ("shop", "00000000016B3800-3"): "e1317af5-f7f8-501c-844f-add2980de7d3",
+    ("shop", "00000000016B3800-4"): "9333a994-d5e2-5a59-948b-8fb98f7b2f21",
+    ("crm", "00000000016B3800-1"): "54194510-9328-55d4-96c5-ca98dc8f7fef",
+}
 
 
 def mapper(mode: str = "outbox", **kw: Any) -> Hook0Mapper:
@@ -148,7 +155,8 @@ def test_message_outbox_with_and_without_an_event_id() -> None:
                "labels": {"tenant": "acme"}, "metadata": {"source": "sql"}}
     (without_id,) = events(OUTBOX, pb.message("hook0", json.dumps(content).encode(), 0x16B3700))
     body = sent(mapper().map(without_id))
-    assert body["event_id"] == str(uuid.uuid5(NAMESPACE, f"shop/{without_id.id}"))
+    assert without_id.id == "00000000016B3800-1"
+    assert body["event_id"] == "216c042a-52fe-5f2e-ac0d-78c92dcce840"  # stable across restarts and upgrades
     assert body["payload"] == '{"amount":1.1,"n":1180591620717411303424}'
     assert body["payload_content_type"] == "application/json"
     assert body["occurred_at"] == "2025-11-28T01:02:03.456789Z"
@@ -187,18 +195,21 @@ def test_changes_mode_types_ids_labels_and_payload() -> None:
         {"schema": "public", "table": "Order Lines"},  # the key-only old row has no tenant_id
         {"schema": "public", "table": "Order Lines"},
     ]
+    assert [b["event_id"] for b in bodies] == [DERIVED_IDS["shop", f"00000000016B3800-{n}"] for n in (1, 2, 3, 4)]
     for body, event in zip(bodies, changes, strict=True):
-        assert body["event_id"] == derived_event_id("shop", event.id)
         assert json.loads(body["payload"]) == event.record
         assert body["payload_content_type"] == "application/json"
         assert body["occurred_at"] == "2025-11-28T01:02:03.456789Z"
     assert m.event_types_for("Order Lines")[0] == "shop.Order_Lines.inserted"
 
 
-def test_derived_ids_are_stable_and_distinct() -> None:
-    assert derived_event_id("shop", "00000000016B3800-1") == derived_event_id("shop", "00000000016B3800-1")
-    assert derived_event_id("shop", "00000000016B3800-1") != derived_event_id("shop", "00000000016B3800-2")
-    assert derived_event_id("shop", "00000000016B3800-1") != derived_event_id("crm", "00000000016B3800-1")
+@pytest.mark.parametrize(("service", "change_id"), list(DERIVED_IDS))
+def test_derived_ids_are_the_ones_already_sent(service: str, change_id: str) -> None:
+    assert derived_event_id(service, change_id) == DERIVED_IDS[service, change_id]
+
+
+def test_derived_ids_are_distinct() -> None:
+    assert len(set(DERIVED_IDS.values())) == len(DERIVED_IDS)
 
 
 @pytest.mark.parametrize(("name", "sanitized"), [("app", "app"), ("my-db.prod", "my_db_prod"),
