@@ -53,7 +53,16 @@ RECEIVER_SIDE_ONLY = frozenset({
 })
 
 
+# Property tests run beside PostgreSQL and wal2http processes on a shared machine: no per-example
+# deadline (Hypothesis's 200 ms default fails on a slow moment, not on a bug). On CI the examples are
+# the same on every run, so a failure there is reproducible. HYPOTHESIS_PROFILE picks another.
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if on_ci() else "dev"))
     missing = sorted(name for name in SERVER_FACING if not (INTEGRATION_DIR / name).is_file())
     if missing:  # a renamed module would silently drop out of the version matrix
         raise pytest.UsageError(f"SERVER_FACING in tests/conftest.py names missing modules: {', '.join(missing)}")
@@ -75,17 +84,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     """Even under -q, the log of a matrix run says which server the tests ran against."""
     if SERVER_STARTED in config.stash:
         terminalreporter.write_line(f"tests ran against {config.stash[SERVER_STARTED]}")
-
-# Property tests run beside PostgreSQL and wal2http processes on a shared machine: no per-example
-# deadline (Hypothesis's 200 ms default fails on a slow moment, not on a bug). On CI the examples are
-# the same on every run, so a failure there is reproducible. HYPOTHESIS_PROFILE picks another.
-settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if on_ci() else "dev"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
