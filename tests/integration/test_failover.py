@@ -22,10 +22,9 @@ class Standby(PgCluster):
     """A standby made from a cold copy of a stopped primary's data directory (there is no pg_basebackup
     among the packaged binaries): no slots of its own, streaming from the primary's physical slot."""
 
-    def __init__(self, primary: PgCluster, version: int) -> None:
+    def __init__(self, primary: PgCluster) -> None:
         super().__init__(primary.bindir, primary.settings)
         self.primary = primary
-        self.version = version
 
     def start(self) -> None:
         source = self.primary._require_datadir()
@@ -43,7 +42,7 @@ class Standby(PgCluster):
             "primary_slot_name": STANDBY_SLOT,
             "hot_standby_feedback": "on",
         }
-        if self.version >= FAILOVER_VERSION:
+        if self.primary.version >= FAILOVER_VERSION:
             settings["sync_replication_slots"] = "on"
         with open(self.datadir / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write("\n# standby\n" + "".join(f"{k} = {_conf_value(v)}\n" for k, v in settings.items()))
@@ -57,8 +56,8 @@ class Standby(PgCluster):
 def pair() -> Iterator[tuple[PgCluster, Standby, int]]:
     primary = PgCluster(settings={"wal_sender_timeout": "10s"})
     primary.start()
-    version = int(primary.execute("SELECT current_setting('server_version_num')")[0][0])
-    standby = Standby(primary, version)
+    version = primary.version
+    standby = Standby(primary)
     try:
         yield primary, standby, version
     finally:
