@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from wal2http.backfill import requests as backfill_requests
 from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, emit, env, execute, logger, main, options
 from wal2http.cli.options import build_config, source_options, unchecked_config
 from wal2http.config.rules import validate
@@ -53,9 +54,12 @@ def slot() -> None:
 )
 @click.option("--if-not-exists", is_flag=True,
               help="An existing slot (or outbox table) is a success, not an error.")
+@click.option("--backfill", is_flag=True,
+              help="Once the slot is created, queue a backfill of every published table (the initial "
+                   "snapshot), sent by the first 'run' along with the changes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: bool, publish: str | None,
-                hook0_outbox: bool, hook0_outbox_table: str, if_not_exists: bool, as_json: bool,
+                hook0_outbox: bool, hook0_outbox_table: str, if_not_exists: bool, backfill: bool, as_json: bool,
                 **options: Any) -> None:
     """Create the pgoutput slot (and its publication when missing).
 
@@ -79,6 +83,11 @@ def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: b
         created = slot_ops.create(config.source, request, if_not_exists)
         for text in created.warnings:
             click.echo(f"wal2http: warning: {text}", err=True)
+        if backfill and created.slot_created:
+            requested = backfill_requests.request_all(config.source)
+            emit(as_json, {**created.as_json(), "backfill": requested.as_json()},
+                 created.lines() + requested.lines())
+            return
         emit(as_json, created.as_json(), created.lines())
 
     execute(config, action, as_log=False)
