@@ -129,6 +129,9 @@ class Writer(threading.Thread):
 
 
 ITEMS = ["CREATE TABLE items (id int PRIMARY KEY, v text, n int)", "CREATE TABLE fence (n int PRIMARY KEY)"]
+# A condition true for every row that makes each chunk select take about 0.1 s (1 ms a row): the writer's
+# changes then often commit while a chunk is between its watermarks, the case the algorithm is about.
+SLOW = "CREATE FUNCTION slow(int) RETURNS bool LANGUAGE sql AS 'SELECT pg_sleep(0.001) IS NOT NULL'"
 
 
 def fill(db: Database, table: str, n: int) -> None:
@@ -137,13 +140,13 @@ def fill(db: Database, table: str, n: int) -> None:
 
 def test_backfill_under_concurrent_changes_reproduces_the_table(
         db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
-    publish(db, *ITEMS, tables="items, fence")
+    publish(db, *ITEMS, SLOW, tables="items, fence")
     fill(db, "items", 3000)
     wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "50",
                               "--backfill-chunk-size", "100")
-    writer = Writer(db, "items", 3001)
+    writer = Writer(db, "items", 3001, operations=2000)
     writer.start()
-    out, _ = backfill(wal2http_bin, db, "--table", "public.items")
+    out, _ = backfill(wal2http_bin, db, "--table", "public.items", "--where", "slow(id)")
     assert "backfill request 1 queued" in out
     wait_done(db)
     writer.join(70)
