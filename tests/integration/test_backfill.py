@@ -159,3 +159,173 @@ def test_backfill_under_concurrent_changes_reproduces_the_table(
     assert states(db) == [("public.items", "done", len(reads))]
     assert all(r["old"] is None and r["key"] == {"id": r["new"]["id"]} for r in reads)
     assert len({e["id"] for e in events}) == len(events)
+
+
+def test_composite_key_and_replica_identity_full(db: Database, receiver: Receiver, start_wal2http: Start,
+                                                 wal2http_bin: str) -> None:
+    publish(db, "CREATE TABLE lines (order_id int, n int, sku text, PRIMARY KEY (order_id, n))",
+            "CREATE TABLE audit (id int PRIMARY KEY, note text)", "ALTER TABLE audit REPLICA IDENTITY FULL",
+            "CREATE TABLE fence (n int PRIMARY KEY)", tables="lines, audit, fence")
+    db.execute("INSERT INTO lines SELECT o, n, 'sku' || o || '-' || n FROM generate_series(1, 60) o,"
+               " generate_series(1, 5) n")
+    db.execute("INSERT INTO audit SELECT i, 'note ' || i FROM generate_series(1, 250) i")
+    start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "100",
+                   "--backfill-chunk-size", "40")
+    backfill(wal2http_bin, db, "--table", "public.lines", "--table", "public.audit")
+    db.execute("UPDATE audit SET note = 'changed' WHERE id % 7 = 0")
+    db.execute("DELETE FROM audit WHERE id % 11 = 0")
+    db.execute("UPDATE lines SET n = n + 100 WHERE order_id = 3")
+    wait_done(db)
+    events = fence(db, receiver)
+    result = materialize(events)
+    assert result["public.lines"] == table_rows(db, "lines", ["order_id", "n"])
+    assert result["public.audit"] == table_rows(db, "audit", ["id"])
+    # Under REPLICA IDENTITY FULL the key is still the primary key, for changes and reads alike.
+    audit = [e for e in events if e["table"] == "audit"]
+    assert {tuple(e["key"]) for e in audit} == {("id",)}
+    assert any(e["op"] == "update" for e in audit) and any(e["op"] == "read" for e in audit)
+    assert {tuple(e["key"]) for e in events if e["table"] == "lines"} == {("order_id", "n")}
+    assert [s for _, s, _ in states(db)] == ["done", "done"]
+
+
+def test_kill_9_mid_backfill_resumes_from_the_last_confirmed_chunk(
+        db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 2000)
+    args = ("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "20",
+            "--backfill-chunk-size", "100")
+    receiver.set_delay(0.02)  # about 1,000 rows a second: slow enough to kill in the middle
+    first = start_wal2http(*args)
+    backfill(wal2http_bin, db, "--table", "public.items")
+    wait_until(lambda: states(db)[0][2] >= 500, timeout=60, what="500 rows confirmed")
+    db.execute("UPDATE items SET v = 'while down' WHERE id IN (1, 1999)")
+    first.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    first.proc.wait(10)  # type: ignore[union-attr]
+    before = states(db)[0]
+    assert before[1] == "running" and 500 <= before[2] < 2000
+    receiver.set_delay(0)
+    start_wal2http(*args)
+    wait_done(db)
+    events = fence(db, receiver)
+    assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
+    reads = [e["key"]["id"] for e in events if e["op"] == "read"]
+    resent = len(reads) - len(set(reads))
+    # At most the chunk in flight (and the batch being delivered) is read twice.
+    assert resent <= 100 + 20, resent
+    assert states(db)[0][1:] == ("done", 2000)
+
+
+def test_a_standby_instance_takes_over_a_backfill(db: Database, receiver: Receiver, start_wal2http: Start,
+                                                 wal2http_bin: str) -> None:
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 2000)
+    args = ("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "20",
+            "--backfill-chunk-size", "100")
+    receiver.set_delay(0.02)
+    active = start_wal2http(*args)
+    standby = start_wal2http(*args, wait=False)
+    wait_until(lambda: "standing by" in standby.stderr, timeout=30, what="the second instance standing by")
+    backfill(wal2http_bin, db, "--table", "public.items")
+    wait_until(lambda: states(db)[0][2] >= 400, timeout=60, what="400 rows confirmed")
+    active.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    receiver.set_delay(0)
+    standby.wait_streaming(60)
+    wait_done(db)
+    events = fence(db, receiver)
+    assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
+    assert states(db)[0][1:] == ("done", 2000)
+    assert "backfill of public.items resumed" in standby.stderr
+
+
+def test_row_filter_column_list_and_where(db: Database, receiver: Receiver, start_wal2http: Start,
+                                         wal2http_bin: str) -> None:
+    db.execute("CREATE TABLE people (id int PRIMARY KEY, name text, secret text, active bool)")
+    db.execute("CREATE TABLE fence (n int PRIMARY KEY)")
+    db.execute("CREATE PUBLICATION wal2http FOR TABLE people (id, name, active) WHERE (active), fence")
+    db.execute("INSERT INTO people SELECT i, 'p' || i, 'hush', i % 3 <> 0 FROM generate_series(1, 300) i")
+    start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "100",
+                   "--backfill-chunk-size", "64")
+    backfill(wal2http_bin, db, "--table", "public.people", "--where", "id <= 200")
+    wait_done(db)
+    reads = [e for e in fence(db, receiver) if e["op"] == "read"]
+    expected = [{"id": i, "name": f"p{i}", "active": True} for i in range(1, 201) if i % 3 != 0]
+    assert [e["new"] for e in reads] == expected  # in key order, no hidden row, no hidden column
+    assert states(db) == [("public.people", "done", len(expected))]
+
+
+def test_cancel_stops_a_backfill(db: Database, receiver: Receiver, start_wal2http: Start,
+                                 wal2http_bin: str) -> None:
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 3000)
+    receiver.set_delay(0.02)
+    start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "10",
+                   "--backfill-chunk-size", "50")
+    backfill(wal2http_bin, db, "--table", "public.items")
+    wait_until(lambda: states(db)[0][2] >= 100, timeout=60, what="100 rows confirmed")
+    out, _ = backfill(wal2http_bin, db, "cancel", "1")
+    assert "public.items: cancelled after" in out
+    receiver.set_delay(0)
+    events = fence(db, receiver)
+    time.sleep(3)  # a run that ignored the cancel would go on reading chunks
+    reads = [e for e in receiver.events() if e["op"] == "read"]
+    assert 100 <= len(reads) <= states(db)[0][2] + 100, len(reads)
+    assert states(db)[0][1] == "cancelled"
+    assert len(events) < 3000
+    status, _ = backfill(wal2http_bin, db, "status", "--json")
+    assert json.loads(status)["requests"][0]["state"] == "cancelled"
+
+
+@pytest.mark.parametrize(("ddl", "args", "expected"), [
+    ([], ["--table", "public.unpublished"], "is not published by publication wal2http"),
+    ([], ["--table", "public.keyless"], "neither a primary key nor a replica identity index"),
+    ([], ["--table", "public.nowhere"], "does not exist"),
+    ([], ["--table", "public.items", "--where", "no_such_column > 1"], "cannot be used on public.items"),
+    ([], ["--table", "public.items", "--where", "true; DROP TABLE items"], "without ';'"),
+    ([], [], "--table SCHEMA.TABLE"),
+])
+def test_refusals_queue_nothing(db: Database, start_wal2http: Start, wal2http_bin: str, ddl: list[str],
+                                args: list[str], expected: str) -> None:
+    publish(db, "CREATE TABLE items (id int PRIMARY KEY, v text, n int)", "CREATE TABLE keyless (v text)",
+            "CREATE TABLE unpublished (id int PRIMARY KEY)", tables="items, keyless")
+    db.execute("SELECT pg_create_logical_replication_slot('wal2http', 'pgoutput')")
+    backfill(wal2http_bin, db, "--table", "public.items")  # the requests table exists, with one request
+    _, err = backfill(wal2http_bin, db, *args, expect=2)
+    assert expected in err
+    assert len(states(db)) == 1
+    assert db.execute("SELECT count(*) FROM items") == [(0,)]
+
+
+def test_a_table_dropped_mid_backfill_fails_the_request_and_streaming_goes_on(
+        db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
+    publish(db, *ITEMS, "CREATE TABLE doomed (id int PRIMARY KEY)", tables="items, fence, doomed")
+    db.execute("INSERT INTO doomed SELECT generate_series(1, 3000)")
+    receiver.set_delay(0.02)
+    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "10",
+                              "--backfill-chunk-size", "50")
+    backfill(wal2http_bin, db, "--table", "public.doomed")
+    wait_until(lambda: states(db)[0][2] >= 50, timeout=60, what="a chunk confirmed")
+    db.execute("DROP TABLE doomed")
+    receiver.set_delay(0)
+    wait_done(db)
+    (name, state, _), = states(db)
+    assert state == "failed"
+    reason = db.execute("SELECT reason FROM wal2http_backfill")[0][0]
+    assert "does not exist" in reason or "dropped" in reason
+    db.execute("INSERT INTO items VALUES (1, 'after', 0)")
+    wait_until(lambda: any(e["table"] == "items" for e in receiver.events()), timeout=30, what="a later change")
+    assert wal2http.running
+
+
+def test_slot_create_backfill_sends_existing_rows_and_hides_its_own_table(
+        db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
+    publish(db, *ITEMS)  # FOR ALL TABLES: the requests table is published too
+    fill(db, "items", 500)
+    code, out, err = run_once(wal2http_bin, ["slot", "create", "--backfill"], {"WAL2HTTP_DSN": db.dsn})
+    assert code == 0, err
+    assert "backfill request 1 queued" in out and "public.items" in out
+    start_wal2http("--sink", "http", "--http-url", receiver.url, "--batch-size", "100")
+    wait_done(db)
+    events = fence(db, receiver)
+    assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
+    assert not [e for e in events if e["table"] == "wal2http_backfill"]
+    assert {s for _, s, _ in states(db)} == {"done"}
