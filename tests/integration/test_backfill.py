@@ -329,3 +329,27 @@ def test_slot_create_backfill_sends_existing_rows_and_hides_its_own_table(
     assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
     assert not [e for e in events if e["table"] == "wal2http_backfill"]
     assert {s for _, s, _ in states(db)} == {"done"}
+
+
+def test_a_row_of_every_type_reads_as_it_streams(db: Database, receiver: Receiver, start_wal2http: Start,
+                                                wal2http_bin: str) -> None:
+    from tests.integration.test_types import EXPECTED, ROW_SQL, SCHEMA, TEXT
+
+    publish(db, *SCHEMA, "CREATE DOMAIN posint AS int CHECK (VALUE > 0)",
+            "CREATE DOMAIN label AS text", "ALTER TABLE everything ADD COLUMN dom posint, ADD COLUMN doms posint[],"
+            " ADD COLUMN lab label", tables="everything")
+    db.execute(ROW_SQL, (TEXT,))  # id 1: exists before the slot, so only a backfill sends it
+    db.execute("UPDATE everything SET dom = 5, doms = '{1,2}', lab = 'x'")
+    start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url)
+    backfill(wal2http_bin, db, "--table", "public.everything")
+    wait_done(db)
+    db.execute(ROW_SQL, (TEXT,))  # id 2: streamed
+    db.execute("UPDATE everything SET dom = 5, doms = '{1,2}', lab = 'x' WHERE id = 2")
+    read, insert, update = receiver.wait_for_events(3)
+    assert (read["op"], insert["op"], update["op"]) == ("read", "insert", "update")
+    backfilled, streamed = dict(read["new"]), dict(update["new"])
+    assert backfilled.pop("id") == 1 and streamed.pop("id") == 2
+    assert backfilled == streamed
+    assert {k: backfilled[k] for k in EXPECTED} == EXPECTED
+    assert (backfilled["dom"], backfilled["doms"], backfilled["lab"]) == (5, [1, 2], "x")  # domains: base type
+    assert read["key"] == {"id": 1}

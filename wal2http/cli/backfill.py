@@ -10,15 +10,19 @@ import click
 
 from wal2http.backfill import requests
 from wal2http.backfill.model import State, Task
-from wal2http.cli.app import CONTEXT_SETTINGS, emit, env, execute, main
+from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, Wal2httpGroup, emit, env, execute, main
 from wal2http.cli.options import build_config, source_options
 from wal2http.errors import ExitStatus
 
 WAIT_POLL_S = 1.0
 
 
-class BackfillGroup(click.Group):
+class BackfillGroup(Wal2httpGroup):
     """``backfill`` requests a backfill itself; ``backfill status|cancel`` are its subcommands."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        SectionedCommand.format_options(self, ctx, formatter)  # type: ignore[arg-type]
+        self.format_commands(ctx, formatter)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage(ctx.command_path, "[OPTIONS] | status [OPTIONS] | cancel [OPTIONS] ID")
@@ -95,7 +99,7 @@ def _line(task: Task) -> str:
     return f"{task.name}: {task.state.value}, {task.rows_sent} rows sent (estimated {estimate}){reason}"
 
 
-@backfill.command("status", context_settings=CONTEXT_SETTINGS)
+@backfill.command("status", context_settings=CONTEXT_SETTINGS, short_help="List backfill requests.")
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the requests as JSON.")
 def status(as_json: bool, **options: Any) -> None:
@@ -127,7 +131,7 @@ def _time(value: Any) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-@backfill.command("cancel", context_settings=CONTEXT_SETTINGS)
+@backfill.command("cancel", context_settings=CONTEXT_SETTINGS, short_help="Cancel a backfill request.")
 @source_options
 @click.argument("request_id", metavar="ID", type=int)
 def cancel(request_id: int, **options: Any) -> None:
