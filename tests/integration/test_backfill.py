@@ -353,3 +353,27 @@ def test_a_row_of_every_type_reads_as_it_streams(db: Database, receiver: Receive
     assert {k: backfilled[k] for k in EXPECTED} == EXPECTED
     assert (backfilled["dom"], backfilled["doms"], backfilled["lab"]) == (5, [1, 2], "x")  # domains: base type
     assert read["key"] == {"id": 1}
+
+
+def test_hook0_changes_mode_reads_and_outbox_mode_refuses(db: Database, start_wal2http: Start,
+                                                         wal2http_bin: str) -> None:
+    from tests.integration.test_hook0 import hook0_args, token_env
+    from tests.support.fake_hook0 import FakeHook0
+
+    publish(db, "CREATE TABLE orders (id int PRIMARY KEY, status text)", tables="orders")
+    db.execute("INSERT INTO orders VALUES (1, 'new'), (2, 'paid')")
+    with FakeHook0() as hook0:
+        outbox = start_wal2http("--create-slot", *hook0_args(hook0), env=token_env(hook0))
+        backfill(wal2http_bin, db, "--table", "public.orders")
+        wait_done(db, timeout=30)
+        assert states(db) == [("public.orders", "failed", 0)]
+        reason = db.execute("SELECT reason FROM wal2http_backfill")[0][0]
+        assert "outbox rows are events, not state" in reason
+        assert outbox.stop() == 0
+        start_wal2http(*hook0_args(hook0, "--hook0-mode", "changes", "--hook0-service", "shop",
+                                   "--hook0-ensure-event-types"), env=token_env(hook0))
+        backfill(wal2http_bin, db, "--table", "public.orders")
+        stored = hook0.wait_for_events(2)
+        assert [e.raw["event_type"] for e in stored] == ["shop.orders.read", "shop.orders.read"]
+        assert [json.loads(e.raw["payload"])["new"] for e in stored] == [{"id": 1, "status": "new"},
+                                                                         {"id": 2, "status": "paid"}]

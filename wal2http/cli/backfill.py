@@ -28,7 +28,8 @@ class BackfillGroup(Wal2httpGroup):
         formatter.write_usage(ctx.command_path, "[OPTIONS] | status [OPTIONS] | cancel [OPTIONS] ID")
 
 
-@main.group("backfill", cls=BackfillGroup, invoke_without_command=True, context_settings=CONTEXT_SETTINGS)
+@main.group("backfill", cls=BackfillGroup, invoke_without_command=True, context_settings=CONTEXT_SETTINGS,
+            short_help="Send the current rows of tables as 'read' events.")
 @source_options
 @click.option("--table", "tables", multiple=True, envvar=env("BACKFILL_TABLE"), metavar="SCHEMA.TABLE",
               help="A published table whose current rows to send; repeatable.")
