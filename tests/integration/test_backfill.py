@@ -307,7 +307,8 @@ def test_a_table_dropped_mid_backfill_fails_the_request_and_streaming_goes_on(
     db.execute("DROP TABLE doomed")
     receiver.set_delay(0)
     wait_done(db)
-    (name, state, _), = states(db)
+    ((name, state, _),) = states(db)
+    assert name == "public.doomed"
     assert state == "failed"
     reason = db.execute("SELECT reason FROM wal2http_backfill")[0][0]
     assert "does not exist" in reason or "dropped" in reason
