@@ -378,3 +378,32 @@ def test_hook0_changes_mode_reads_and_outbox_mode_refuses(db: Database, start_wa
         assert [e.raw["event_type"] for e in stored] == ["shop.orders.read", "shop.orders.read"]
         assert [json.loads(e.raw["payload"])["new"] for e in stored] == [{"id": 1, "status": "new"},
                                                                          {"id": 2, "status": "paid"}]
+
+
+def test_an_active_backfill_shows_in_metrics_readyz_and_slot_status(
+        db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
+    from tests.integration.test_observability import Admin, free_port
+
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 1000)
+    port = free_port()
+    receiver.set_delay(0.05)
+    start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "10",
+                   "--backfill-chunk-size", "100", "--metrics-addr", f"127.0.0.1:{port}")
+    admin = Admin(port)
+    assert admin.value("wal2http_backfill_active") == 0
+    backfill(wal2http_bin, db, "--table", "public.items")
+    wait_until(lambda: states(db)[0][2] >= 100, timeout=60, what="a chunk confirmed")
+    assert admin.value("wal2http_backfill_active") == 1
+    _, ready = admin.status("/readyz")
+    assert ready["backfill"]["table"] == "public.items" and ready["backfill"]["rows_sent"] >= 100
+    code, out, _ = run_once(wal2http_bin, ["slot", "status", "--json"], {"WAL2HTTP_DSN": db.dsn})
+    assert code == 0
+    (running,) = json.loads(out)["backfills"]
+    assert running["table"] == "public.items" and running["state"] == "running"
+    receiver.set_delay(0)
+    wait_done(db)
+    wait_until(lambda: admin.value("wal2http_backfill_active") == 0, timeout=10, what="backfill inactive")
+    assert admin.value("wal2http_backfill_rows_total", table="public.items") == 1000
+    code, out, _ = run_once(wal2http_bin, ["slot", "status", "--json"], {"WAL2HTTP_DSN": db.dsn})
+    assert json.loads(out)["backfills"] == []

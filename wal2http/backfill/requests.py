@@ -114,3 +114,26 @@ def cancel(source: SourceConfig, request_id: int) -> list[Task]:
 def active_lines(source: SourceConfig, conn: Any) -> list[dict[str, Any]]:
     """Unfinished backfills of the slot, for ``slot status`` (none when the requests table is missing)."""
     return [t.as_json() for t in store.tasks(conn, source.slot) if not t.state.finished]
+
+
+def unfinished(source: SourceConfig) -> list[Task]:
+    """The slot's queued and running backfills (``slot status``); none without the requests table."""
+    return [t for t in tasks(source) if not t.state.finished]
+
+
+def abandon(source: SourceConfig) -> list[Task]:
+    """Cancel the slot's unfinished backfills (``slot drop``): their rows would come from a slot that is gone."""
+    conn = connect_source(source)
+    try:
+        found = [t for t in store.tasks(conn, source.slot) if not t.state.finished]
+        for request in sorted({t.request for t in found}):
+            store.cancel(conn, request)
+        return found
+    finally:
+        conn.close()
+
+
+def describe(task: Task) -> str:
+    """One line for ``slot status`` and ``slot drop``."""
+    estimate = "" if task.rows_estimated is None else f" of about {task.rows_estimated}"
+    return f"backfill of {task.name} {task.state.value}: {task.rows_sent}{estimate} rows sent (request {task.request})"

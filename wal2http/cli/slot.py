@@ -123,6 +123,9 @@ def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, *
         dropped = slot_ops.drop(config.source, force=force, if_exists=if_exists,
                                  with_publication=with_publication, confirm=confirm)
         click.echo("\n".join(dropped.lines()))
+        if dropped.slot_dropped:
+            for task in backfill_requests.abandon(config.source):
+                click.echo(f"cancelled the {backfill_requests.describe(task)}: it needs the dropped slot")
 
     execute(config, action, as_log=False)
 
@@ -182,6 +185,7 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         validate(config)
         thresholds = slot_report.Thresholds(warn_lag, crit_lag, warn_inactive)
         report = slot_ops.status(config.source, thresholds, all_slots)
+        backfills = [] if all_slots else backfill_requests.unfinished(config.source)
     except Exception as e:  # whatever it is, a monitoring check must answer UNKNOWN, not crash
         if isinstance(e, Wal2HttpError):
             reason = str(e)
@@ -193,5 +197,6 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         line = slot_report.unknown(reason)
         emit(as_json, {"status": "UNKNOWN", "exit_code": int(slot_report.Health.UNKNOWN), "summary": line}, [line])
         sys.exit(int(slot_report.Health.UNKNOWN))
-    emit(as_json, slot_report.as_json(report), slot_report.render_text(report))
+    emit(as_json, {**slot_report.as_json(report), "backfills": [t.as_json() for t in backfills]},
+         slot_report.render_text(report) + [backfill_requests.describe(t) for t in backfills])
     sys.exit(int(report.health))
