@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import psycopg2
+import pytest
 
 from tests.integration.conftest import Start, publish
 from tests.support import wait_until
@@ -86,8 +88,10 @@ def fence(db: Database, receiver: Receiver, n: int = 1, timeout: float = 60) -> 
 class Writer(threading.Thread):
     """Inserts, updates, deletes and key changes on ``items`` while a backfill runs; bounded in count and time."""
 
-    def __init__(self, db: Database, table: str, first_free: int, operations: int = 600, rate: float = 300) -> None:
+    def __init__(self, db: Database, table: str, first_free: int, operations: int = 600, rate: float = 300,
+                 other: str = "") -> None:
         super().__init__(daemon=True)
+        self.other = other
         self.db, self.table, self.next_id = db, table, first_free
         self.operations, self.rate = operations, rate
         self.done = 0
@@ -113,6 +117,9 @@ class Writer(threading.Thread):
         t = self.table
         pick = rng.random()
         victim = rng.randrange(1, self.next_id)
+        if self.other:  # a change of another table, with keys the backfilled table has too
+            cur.execute(f"INSERT INTO {self.other} VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+                        (victim, f"other {i}"))
         if pick < 0.3:
             cur.execute(f"INSERT INTO {t} (id, v, n) VALUES (%s, %s, %s)", (self.next_id, f"new {i}", i))
             self.next_id += 1
@@ -140,11 +147,11 @@ def fill(db: Database, table: str, n: int) -> None:
 
 def test_backfill_under_concurrent_changes_reproduces_the_table(
         db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
-    publish(db, *ITEMS, SLOW, tables="items, fence")
+    publish(db, *ITEMS, SLOW, "CREATE TABLE other (id int PRIMARY KEY, v text)", tables="items, fence, other")
     fill(db, "items", 3000)
     wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "50",
                               "--backfill-chunk-size", "100")
-    writer = Writer(db, "items", 3001, operations=2000)
+    writer = Writer(db, "items", 3001, operations=2000, other="other")
     writer.start()
     out, _ = backfill(wal2http_bin, db, "--table", "public.items", "--where", "slow(id)")
     assert "backfill request 1 queued" in out
@@ -407,3 +414,23 @@ def test_an_active_backfill_shows_in_metrics_readyz_and_slot_status(
     assert admin.value("wal2http_backfill_rows_total", table="public.items") == 1000
     code, out, _ = run_once(wal2http_bin, ["slot", "status", "--json"], {"WAL2HTTP_DSN": db.dsn})
     assert json.loads(out)["backfills"] == []
+
+
+def test_wait_follows_the_request_and_run_backfill_needs_a_sink_that_can_take_reads(
+        db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 300)
+    code, _, err = run_once(wal2http_bin, ["run", "--create-slot", "--backfill", "--sink", "hook0",
+                                           "--hook0-api-url", "http://127.0.0.1:9/api/v1",
+                                           "--hook0-application-id", "00000000-0000-4000-8000-000000000000"],
+                            {"WAL2HTTP_DSN": db.dsn, "WAL2HTTP_HOOK0_API_TOKEN": "token"})
+    assert code == 2 and "outbox rows are events, not state" in err
+    assert db.execute("SELECT count(*) FROM pg_replication_slots") == [(0,)]
+    start_wal2http("--create-slot", "--backfill", "--sink", "http", "--http-url", receiver.url,
+                   "--batch-size", "100")
+    wait_done(db)
+    out, _ = backfill(wal2http_bin, db, "--table", "public.items", "--wait")
+    assert "public.items: done, 300 rows sent" in out
+    events = fence(db, receiver)
+    assert len([e for e in events if e["op"] == "read"]) == 600  # the initial snapshot, then the request
+    assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])

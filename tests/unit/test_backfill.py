@@ -9,8 +9,8 @@ import pytest
 
 from wal2http.backfill.chunk import Chunk, identity
 from wal2http.backfill.model import Mark, State, TableSpec, Task, Watermark
+from wal2http.decode.events import EventBuilder, RelationFacts
 from wal2http.decode.pgoutput import Begin, Column, Insert, Relation, Update
-from wal2http.events import EventBuilder, RelationFacts
 
 INT4, TEXT, INT4_ARRAY = 23, 25, 1007
 DOMAIN, DOMAIN_ARRAY = 16_500, 16_501  # a domain over int4 and its array type
@@ -120,3 +120,24 @@ def test_states_know_when_they_are_over(state: State) -> None:
     assert state.finished == (state in (State.DONE, State.FAILED, State.CANCELLED))
     assert Task(1, 1, "s", "a", "b", None, state, None, requested_at=datetime(2026, 1, 1, tzinfo=UTC)
                 ).as_json()["requested_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_only_changes_of_the_chunk_table_drop_rows() -> None:
+    from wal2http.backfill.driver import Backfill
+    from wal2http.decode.events import Event
+    from wal2http.observe.metrics import Metrics
+    from wal2http.pg.catalog import LazyConnection
+
+    driver = Backfill(LazyConnection("dbname=unused"), "wal2http", "wal2http", 10, Metrics())
+    driver.chunk = Chunk(task(), spec(), 1, "t", [("1", "eu", "a"), ("2", "eu", "b")], complete=True)
+
+    def change(table: str, key: int, op: str = "update") -> Event:
+        record = {"schema": "public", "table": table, "key": {"id": key}, "old": None}
+        return Event(f"x-{key}", op, 1, 1, 0, 1, record, b"{}")
+
+    driver.observe([change("other", 1), change("items", 2)])
+    assert driver.chunk.keep({"id": 1}) and not driver.chunk.keep({"id": 2})
+    driver.observe([change("other", 0, "truncate")])
+    assert driver.chunk.keep({"id": 1})
+    driver.observe([change("items", 0, "truncate")])
+    assert not driver.chunk.keep({"id": 1})

@@ -83,10 +83,15 @@ class Backfill:
     # -- called by the pipeline -----------------------------------------------------------------
 
     def observe(self, events: Iterable[Event]) -> None:
+        """Changes read from the stream while a chunk waits for its high mark; those of its table count."""
         chunk = self.chunk
         if chunk is None:
             return
+        schema, table = chunk.spec.schema, chunk.spec.table
         for event in events:
+            record = event.record
+            if record["table"] != table or record["schema"] != schema:
+                continue
             if event.op == "truncate":
                 chunk.truncate()
             else:
