@@ -434,3 +434,20 @@ def test_wait_follows_the_request_and_run_backfill_needs_a_sink_that_can_take_re
     events = fence(db, receiver)
     assert len([e for e in events if e["op"] == "read"]) == 600  # the initial snapshot, then the request
     assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
+
+
+def test_check_config_says_what_a_backfill_needs(db: Database, wal2http_bin: str) -> None:
+    from tests.integration.test_check_config import check, ready
+
+    ready(db)
+    role = f"reader_{db.name}"[:63]
+    db.execute(f'CREATE ROLE "{role}" LOGIN REPLICATION')
+    try:
+        _, as_owner = check(wal2http_bin, db.dsn)
+        _, as_role = check(wal2http_bin, db.cluster.dsn(db.name, user=role))
+    finally:
+        db.execute(f'DROP ROLE "{role}"')
+    assert as_owner["backfill"]["status"] == "ok"
+    assert as_role["backfill"]["status"] == "warning"
+    assert "cannot SELECT public.t" in as_role["backfill"]["detail"]
+    assert as_role["backfill"]["fix"] == f"GRANT SELECT ON public.t TO {role};"

@@ -148,6 +148,14 @@ def cancel(conn: Any, request: int) -> list[Task]:
     return [_task(row) for row in rows]
 
 
+def unreadable_tables(conn: Any, publication: str) -> list[str]:
+    """Published tables the connected role may not SELECT (a backfill of them would fail)."""
+    rows = query(conn, "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables"
+                       " WHERE pubname = %s AND NOT has_table_privilege(format('%%I.%%I', schemaname, tablename),"
+                       " 'SELECT') ORDER BY 1", (publication,), what="check SELECT privileges")
+    return [row[0] for row in rows]
+
+
 # -- what a table looks like ----------------------------------------------------------------------
 
 
