@@ -141,3 +141,13 @@ def test_only_changes_of_the_chunk_table_drop_rows() -> None:
     assert driver.chunk.keep({"id": 1})
     driver.observe([change("items", 0, "truncate")])
     assert not driver.chunk.keep({"id": 1})
+
+
+def test_the_readme_shows_the_requests_table_as_wal2http_creates_it() -> None:
+    from pathlib import Path
+
+    from wal2http.pg.backfill import _CREATE
+
+    readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
+    ddl = "CREATE TABLE IF NOT EXISTS public.wal2http_backfill" + _CREATE.seq[2].string + ";"
+    assert "\n".join("    " + line if line else "" for line in ddl.splitlines()) in readme

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS {} (
     schema_name name NOT NULL,
     table_name name NOT NULL,
     where_condition text,
-    state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    state text NOT NULL DEFAULT 'queued'
+        CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
     last_key text[],
     rows_sent bigint NOT NULL DEFAULT 0,
     rows_estimated bigint,
