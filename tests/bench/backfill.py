@@ -63,8 +63,8 @@ def _backfill_seconds(bench: Bench, slot: str, rows: int) -> float:
         db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
-def _latency_during_backfill(bench: Bench, slot: str, rows: int, seconds: int) -> list[float]:
-    """Commit-to-delivery latencies (ms) of the changes committed while a backfill runs."""
+def _latency_during_backfill(bench: Bench, slot: str, rows: int, seconds: int, backfill: bool = True) -> list[float]:
+    """Commit-to-delivery latencies (ms) of the changes committed while a backfill runs (or none, to compare)."""
     db, receiver = bench.db, bench.receiver
     db.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     try:
@@ -79,7 +79,10 @@ def _latency_during_backfill(bench: Bench, slot: str, rows: int, seconds: int) -
                        "-h", db.cluster.host, "-p", str(db.cluster.port), "-U", "postgres", db.name]
             pgbench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             time.sleep(1)
-            _request(db, slot)
+            if backfill:
+                _request(db, slot)
+            else:
+                rows = 0
             _, err = pgbench.communicate(timeout=seconds + 120)
             if pgbench.returncode != 0:
                 raise RuntimeError(f"pgbench failed (exit {pgbench.returncode}): {err.strip()}")
@@ -111,6 +114,8 @@ def backfill(bench: Bench) -> ScenarioResult:
     seconds = max(3, round(rows / max(rows / s for s in backfilled)) + 2)
     latencies = [_latency_during_backfill(bench, f"bench_backfill_latency_{run}", rows, seconds)
                  for run in range(bench.runs)]
+    alone = [_latency_during_backfill(bench, f"bench_backfill_alone_{run}", rows, seconds, backfill=False)
+             for run in range(bench.runs)]
     result = ScenarioResult(7, f"backfill, --batch-size {BATCH}, chunks of 1000", {
         "rows": rows, "table": "3 columns", "changes_per_s_during_backfill": CHANGES_PER_S,
     })
@@ -120,6 +125,8 @@ def backfill(bench: Bench) -> ScenarioResult:
     p99 = result.add("changes during backfill p99", "ms", [_percentile(r, 0.99) for r in latencies])
     result.add("changes during backfill p50", "ms", [_percentile(r, 0.50) for r in latencies])
     result.add("changes during backfill", "events", [float(len(r)) for r in latencies])
+    result.add("same changes, no backfill, p99", "ms", [_percentile(r, 0.99) for r in alone])
+    result.add("same changes, no backfill, p50", "ms", [_percentile(r, 0.50) for r in alone])
     result.check(f"ratio >= 0.8 (got {ratio.median:.2f})", ratio.median >= 0.8)
     result.check(f"p99 < 50 ms (got {p99.median:.1f})", p99.median < 50)
     return result
