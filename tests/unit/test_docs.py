@@ -264,6 +264,8 @@ def parse_command_line(args: list[str]) -> click.Context:
     command: click.Command = wal2http.cli.main
     context = command.make_context("wal2http", args)
     while isinstance(command, click.Group):
+        if command.invoke_without_command and not [*context._protected_args, *context.args]:
+            break  # a group that runs by itself (backfill)
         name, found, rest = command.resolve_command(context, [*context._protected_args, *context.args])
         assert name is not None and found is not None
         command, context = found, found.make_context(name, rest, parent=context)
