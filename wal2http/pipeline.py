@@ -346,7 +346,7 @@ class Pipeline:
         if batch.commit_end_lsn is not None and self.ack.delivered(batch.commit_end_lsn):
             self.stream.confirm(self.ack.confirmed_lsn, force=True)
             if self.backfill is not None and not self.stop_requested:
-                self.backfill.step(self.ack.confirmed_lsn)
+                self.backfill.step(self.ack.confirmed_lsn, quiet=False)
         self._tick()
 
     def _tick(self) -> None:

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 POLL_S = 2.0  # how often the requests table is read while no backfill runs
 RETRY_S = 5.0  # pause after a database error
 MAX_FAILURES = 5  # consecutive errors on one table before it is given up
+# The next chunk waits for a quiet stream (changes first), but never longer than this.
+MAX_DEFER_S = 0.5
 STATEMENT_TIMEOUT_MS = 10_000
 
 
@@ -73,6 +75,7 @@ class Backfill:
         self._released: _Released | None = None
         self._next_poll = 0.0
         self._resume_at = 0.0
+        self._stepped_at = 0.0
 
     @property
     def tracking_oid(self) -> int | None:
@@ -132,13 +135,19 @@ class Backfill:
     def close(self) -> None:
         self.connection.close()
 
-    def step(self, confirmed_lsn: int) -> None:
-        """Do what is due: record a confirmed chunk, pick up a request, select the next chunk."""
+    def step(self, confirmed_lsn: int, *, quiet: bool = True) -> None:
+        """Do what is due: record a confirmed chunk, pick up a request, select the next chunk.
+
+        The pipeline calls it with ``quiet`` when the stream has nothing buffered and nothing waits
+        for delivery, so live changes go first; otherwise it acts only once ``MAX_DEFER_S`` passed
+        since it last did, so a stream that is never quiet does not starve a backfill.
+        """
         if self.chunk is not None:
             return
         now = self.clock()
-        if now < self._resume_at:
+        if now < self._resume_at or (not quiet and now - self._stepped_at < MAX_DEFER_S):
             return
+        self._stepped_at = now
         released = self._released
         if released is not None and confirmed_lsn <= released.commit_lsn:
             return
