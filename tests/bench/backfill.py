@@ -88,10 +88,15 @@ def _latency_during_backfill(bench: Bench, slot: str, rows: int, seconds: int, b
                 raise RuntimeError(f"pgbench failed (exit {pgbench.returncode}): {err.strip()}")
             changes = db.execute(f"SELECT count(*) FROM {CHANGES}")[0][0] - before
             receiver.wait_for_events(rows + changes, timeout=600, alive=lambda: run.process.running)
-            pairs = receiver.commit_times()
+            pairs = [(at, datetime.fromisoformat(text).timestamp()) for at, text in receiver.commit_times()]
+            if backfill:  # only the changes committed while the backfill ran
+                ((started, finished),) = db.execute(
+                    "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8"
+                    " FROM wal2http_backfill WHERE slot = %s", (slot,))
+                pairs = [(at, committed) for at, committed in pairs if started <= committed <= finished]
     finally:
         db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-    return sorted((at - datetime.fromisoformat(text).timestamp()) * 1000 for at, text in pairs)
+    return sorted((at - committed) * 1000 for at, committed in pairs)
 
 
 def backfill(bench: Bench) -> ScenarioResult:

@@ -172,13 +172,18 @@ def test_composite_key_and_replica_identity_full(db: Database, receiver: Receive
                                                  wal2http_bin: str) -> None:
     publish(db, "CREATE TABLE lines (order_id int, n int, sku text, PRIMARY KEY (order_id, n))",
             "CREATE TABLE audit (id int PRIMARY KEY, note text)", "ALTER TABLE audit REPLICA IDENTITY FULL",
-            "CREATE TABLE fence (n int PRIMARY KEY)", tables="lines, audit, fence")
+            "CREATE TABLE coded (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text)",
+            "ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code_key",
+            "CREATE TABLE fence (n int PRIMARY KEY)", tables="lines, audit, coded, fence")
+    db.execute("INSERT INTO coded SELECT i, 'c' || i, 'v' FROM generate_series(1, 90) i")
     db.execute("INSERT INTO lines SELECT o, n, 'sku' || o || '-' || n FROM generate_series(1, 60) o,"
                " generate_series(1, 5) n")
     db.execute("INSERT INTO audit SELECT i, 'note ' || i FROM generate_series(1, 250) i")
     start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "100",
                    "--backfill-chunk-size", "40")
-    backfill(wal2http_bin, db, "--table", "public.lines", "--table", "public.audit")
+    backfill(wal2http_bin, db, "--table", "public.lines", "--table", "public.audit", "--table", "public.coded")
+    db.execute("UPDATE coded SET v = 'w' WHERE id % 4 = 0")
+    db.execute("UPDATE coded SET code = code || 'x' WHERE id % 9 = 0")  # a replica identity change
     db.execute("UPDATE audit SET note = 'changed' WHERE id % 7 = 0")
     db.execute("DELETE FROM audit WHERE id % 11 = 0")
     db.execute("UPDATE lines SET n = n + 100 WHERE order_id = 3")
@@ -192,7 +197,10 @@ def test_composite_key_and_replica_identity_full(db: Database, receiver: Receive
     assert {tuple(e["key"]) for e in audit} == {("id",)}
     assert any(e["op"] == "update" for e in audit) and any(e["op"] == "read" for e in audit)
     assert {tuple(e["key"]) for e in events if e["table"] == "lines"} == {("order_id", "n")}
-    assert [s for _, s, _ in states(db)] == ["done", "done"]
+    assert result["public.coded"] == table_rows(db, "coded", ["code"])
+    # REPLICA IDENTITY USING INDEX: the index's columns are the key (deletes carry only those).
+    assert {tuple(e["key"]) for e in events if e["table"] == "coded"} == {("code",)}
+    assert [s for _, s, _ in states(db)] == ["done", "done", "done"]
 
 
 def test_kill_9_mid_backfill_resumes_from_the_last_confirmed_chunk(
@@ -451,3 +459,23 @@ def test_check_config_says_what_a_backfill_needs(db: Database, wal2http_bin: str
     assert as_role["backfill"]["status"] == "warning"
     assert "cannot SELECT public.t" in as_role["backfill"]["detail"]
     assert as_role["backfill"]["fix"] == f"GRANT SELECT ON public.t TO {role};"
+
+
+def test_a_table_altered_mid_backfill_fails_the_request(db: Database, receiver: Receiver, start_wal2http: Start,
+                                                       wal2http_bin: str) -> None:
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 3000)
+    receiver.set_delay(0.02)
+    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "10",
+                              "--backfill-chunk-size", "50")
+    backfill(wal2http_bin, db, "--table", "public.items")
+    wait_until(lambda: states(db)[0][2] >= 50, timeout=60, what="a chunk confirmed")
+    db.execute("ALTER TABLE items ADD COLUMN extra text DEFAULT 'x'")
+    receiver.set_delay(0)
+    wait_done(db)
+    assert states(db)[0][1] == "failed"
+    assert "was altered during the backfill" in db.execute("SELECT reason FROM wal2http_backfill")[0][0]
+    db.execute("UPDATE items SET v = 'after' WHERE id = 1")
+    wait_until(lambda: any(e["op"] == "update" for e in receiver.events()), timeout=30, what="a later change")
+    assert [e["new"]["extra"] for e in receiver.events() if e["op"] == "update"] == ["x"]
+    assert wal2http.running
