@@ -66,6 +66,9 @@ class Pipeline:
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
         self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
         self.backfill = backfill
+        if backfill is not None:
+            # Waiting for the SQL connection, the stream is kept alive and watched for silence.
+            backfill.connection.on_wait = self._while_sql_waits
         self.messages = config.source.messages  # deliver pg_logical_emit_message() messages
         self.ack = AckTracker(start_lsn)
         b = config.batch
@@ -121,6 +124,15 @@ class Pipeline:
                 return
             select.select([self.wakeup], [], [], min(KEEPALIVE_EVERY_S, remaining))
             self._drain_wakeup()
+
+    def _while_sql_waits(self) -> None:
+        """What a wait for the backfill's SQL connection must not hold up: the replication stream."""
+        stream = self.stream
+        if stream.connected:
+            stream.wait(0)  # data waiting counts as a sign of life (it is read once the SQL is done)
+            stream.keepalive()
+            stream.check_alive(self.config.source.replication_timeout_s)
+        self._tick()
 
     def _drain_wakeup(self) -> None:
         try:
@@ -246,7 +258,7 @@ class Pipeline:
                 self._message(decoded, lsn)  # type: ignore[arg-type]
             else:
                 events = builder.changes(decoded, lsn)  # type: ignore[arg-type]
-                if backfill is not None and backfill.chunk is not None:
+                if backfill is not None and backfill.watched is not None:
                     backfill.observe(events)
                 self._enqueue(events)
                 if batcher.seconds_until_due(time.monotonic()) == 0.0:

@@ -123,12 +123,13 @@ def test_states_know_when_they_are_over(state: State) -> None:
 
 
 def test_only_changes_of_the_chunk_table_drop_rows() -> None:
-    from wal2http.backfill.driver import Backfill
+    from wal2http.backfill.driver import Backfill, _Active
     from wal2http.decode.events import Event
     from wal2http.observe.metrics import Metrics
     from wal2http.pg.catalog import LazyConnection
 
     driver = Backfill(LazyConnection("dbname=unused"), "wal2http", "wal2http", 10, Metrics())
+    driver._set_active(_Active(task(), spec(), RelationFacts(key=("id",)), spec().relation(), 0, 0))
     driver.chunk = Chunk(task(), spec(), 1, "t", [("1", "eu", "a"), ("2", "eu", "b")], complete=True)
 
     def change(table: str, key: int, op: str = "update") -> Event:
@@ -151,3 +152,62 @@ def test_the_readme_shows_the_requests_table_as_wal2http_creates_it() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
     ddl = "CREATE TABLE IF NOT EXISTS public.wal2http_backfill" + _CREATE.seq[2].string + ";"
     assert "\n".join("    " + line if line else "" for line in ddl.splitlines()) in readme
+
+
+class _Unreachable:
+    """A connection that must not be asked for: the step was not due."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def get(self) -> object:
+        self.asked += 1
+        from wal2http.errors import DatabaseError
+
+        raise DatabaseError("unreachable")
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_next_chunk_waits_for_a_quiet_stream_but_not_for_ever() -> None:
+    from wal2http.backfill.driver import MAX_DEFER_S, Backfill
+    from wal2http.observe.metrics import Metrics
+
+    now = [100.0]
+    connection = _Unreachable()
+    driver = Backfill(connection, "wal2http", "wal2http", 10, Metrics(), clock=lambda: now[0])  # type: ignore[arg-type]
+    driver.step(0)  # quiet: polls for requests (here: the database is down, so it pauses)
+    assert connection.asked == 1
+    now[0] += 10  # past the pause after the error
+    driver.step(0, quiet=True)
+    assert connection.asked == 2
+    now[0] += 10
+    driver._stepped_at = now[0] - MAX_DEFER_S / 2
+    driver.step(0, quiet=False)  # busy stream, stepped recently: changes first
+    assert connection.asked == 2
+    now[0] += MAX_DEFER_S
+    driver.step(0, quiet=False)  # busy for too long: the backfill gets its turn anyway
+    assert connection.asked == 3
+
+
+def test_a_snapshot_sees_what_committed_before_it() -> None:
+    from wal2http.backfill.snapshot import Snapshot
+
+    snapshot = Snapshot.parse("100:105:101,103")
+    assert [snapshot.sees(x) for x in (99, 100, 101, 102, 103, 104, 105, 200)] == [
+        True, True, False, True, False, True, False, False]
+    assert Snapshot.parse("7:7:").in_progress == frozenset()
+    # 64-bit xids past a wraparound: pgoutput sends the low 32 bits.
+    wrapped = Snapshot.parse(f"{(1 << 32) + 5}:{(1 << 32) + 10}:{(1 << 32) + 8}")
+    assert wrapped.sees(4) and wrapped.sees((1 << 32) - 3) and not wrapped.sees(8) and not wrapped.sees(10)
+
+
+def test_recent_changes_name_the_keys_a_snapshot_missed() -> None:
+    from wal2http.backfill.snapshot import RecentChanges, Snapshot
+
+    recent = RecentChanges(size=3)
+    for xid, key in ((90, b"a"), (101, b"b"), (104, b"c"), (106, b"d")):
+        recent.add(xid, key)
+    recent.add(None, b"e")  # outside a transaction: not a row change
+    assert recent.unseen(Snapshot.parse("100:105:101")) == {b"b", b"d"}  # "a" fell out of the ring

@@ -18,6 +18,12 @@ def identity(names: Iterable[str], row: Mapping[str, Any]) -> bytes:
     return orjson.dumps([row.get(name) for name in names], option=orjson.OPT_PASSTHROUGH_SUBCLASS, default=str)
 
 
+def change_identities(key_names: Iterable[str], record: Mapping[str, Any]) -> list[bytes]:
+    """The keys a change event touches: its key, and its old row's (a key change, a delete)."""
+    names = tuple(key_names)
+    return [identity(names, side) for side in (record.get("key"), record.get("old")) if side]
+
+
 class Chunk:
     """Rows selected in key order; changes seen in the stream after the low mark was written drop theirs.
 
@@ -45,10 +51,11 @@ class Chunk:
 
     def observe(self, record: Mapping[str, Any]) -> None:
         """A change event of this chunk's table: its old and new keys are no longer ours to send."""
-        key_names = self.spec.key
-        for side in (record.get("key"), record.get("old")):
-            if side:
-                self._changed.add(identity(key_names, side))
+        self._changed.update(change_identities(self.spec.key, record))
+
+    def changed_unseen(self, identities: Iterable[bytes]) -> None:
+        """Keys changed by transactions read before the low mark that the select could not see."""
+        self._changed.update(identities)
 
     def truncate(self) -> None:
         self.truncated = True

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from wal2http.backfill.chunk import Chunk
+from wal2http.backfill.chunk import Chunk, change_identities
 from wal2http.backfill.model import Mark, State, TableSpec, Task, Watermark, new_token
+from wal2http.backfill.snapshot import RecentChanges
 from wal2http.decode.events import Event, EventBuilder, RelationFacts
-from wal2http.errors import ConfigError, DatabaseError
+from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
 from wal2http.pg import backfill as store
@@ -71,34 +72,40 @@ class Backfill:
         self.poll_s = poll_s
         self.clock = clock
         self.chunk: Chunk | None = None  # selected, waiting for its high mark
+        # The table being backfilled, whose changes are watched: (schema, table) or None.
+        self.watched: tuple[str, str] | None = None
+        self._recent = RecentChanges()
         self._active: _Active | None = None
         self._released: _Released | None = None
         self._next_poll = 0.0
         self._resume_at = 0.0
         self._stepped_at = 0.0
 
-    @property
-    def tracking_oid(self) -> int | None:
-        """The table whose changes must be watched now (a chunk is between its watermarks)."""
-        chunk = self.chunk
-        return chunk.oid if chunk is not None else None
-
     # -- called by the pipeline -----------------------------------------------------------------
 
     def observe(self, events: Iterable[Event]) -> None:
-        """Changes read from the stream while a chunk waits for its high mark; those of its table count."""
-        chunk = self.chunk
-        if chunk is None:
+        """Changes read from the stream while a table is backfilled; only those of that table count.
+
+        While a chunk waits for its high mark they drop their rows from it; all are remembered
+        (bounded) with their xid, for the next chunk's select to check against its snapshot.
+        """
+        active = self._active
+        if active is None:
             return
-        schema, table = chunk.spec.schema, chunk.spec.table
+        chunk = self.chunk
+        schema, table, key = active.spec.schema, active.spec.table, active.spec.key
         for event in events:
             record = event.record
             if record["table"] != table or record["schema"] != schema:
                 continue
             if event.op == "truncate":
-                chunk.truncate()
-            else:
-                chunk.observe(event.record)
+                if chunk is not None:
+                    chunk.truncate()
+                continue
+            for identity in change_identities(key, record):
+                self._recent.add(event.xid, identity)
+                if chunk is not None:
+                    chunk.changed_unseen((identity,))
 
     def watermark(self, content: bytes, builder: EventBuilder, lsn: int) -> Iterator[Event]:
         """The read events a high watermark releases (none for a low mark or another process's mark)."""
@@ -128,7 +135,7 @@ class Backfill:
         """The stream restarts from the confirmed position: what is in flight is read again later."""
         self.chunk = None
         self._released = None
-        self._active = None
+        self._set_active(None)
         self._next_poll = 0.0
         self.metrics.set_backfill(None, 0)
 
@@ -158,11 +165,22 @@ class Backfill:
                 if now < self._next_poll:
                     return
                 self._next_poll = now + self.poll_s
-                self._active = self._start_next()
+                self._set_active(self._start_next())
             if self._active is not None:
                 self._next_chunk(self._active)
+        except ReplicationLost:
+            # Raised while waiting for PostgreSQL (the replication stream went silent): the
+            # pipeline reconnects, and this backfill starts again from its recorded progress.
+            self.connection.close()
+            self.chunk = None
+            raise
         except DatabaseError as e:
             self._database_failed(e)
+
+    def _set_active(self, active: _Active | None) -> None:
+        self._active = active
+        self.watched = None if active is None else (active.spec.schema, active.spec.table)
+        self._recent.clear()
 
     # -- the work ----------------------------------------------------------------------------------
 
@@ -213,8 +231,8 @@ class Backfill:
         # Tracking starts now (see Chunk): nothing is read from the stream until this returns.
         store.emit_watermark(conn, Watermark(Mark.LOW, token, task.id, number).payload())
         try:
-            rows = store.select_chunk(conn, spec, task.where, task.last_key, self.chunk_size,
-                                      STATEMENT_TIMEOUT_MS)
+            rows, snapshot = store.select_chunk(conn, spec, task.where, task.last_key, self.chunk_size,
+                                                STATEMENT_TIMEOUT_MS)
         except DatabaseError as e:
             active.failures += 1
             if active.failures >= MAX_FAILURES:
@@ -222,6 +240,9 @@ class Backfill:
                 return
             raise
         chunk = Chunk(task, spec, number, token, rows, complete=len(rows) < self.chunk_size)
+        # Changes already read from the stream, by transactions this select did not see yet
+        # (decoded before they became visible: synchronous replication makes that window wide).
+        chunk.changed_unseen(self._recent.unseen(snapshot))
         store.emit_watermark(conn, Watermark(Mark.HIGH, token, task.id, number).payload())
         active.failures = 0
         self.chunk = chunk
@@ -247,7 +268,7 @@ class Backfill:
             self._end()
 
     def _end(self) -> None:
-        self._active = None
+        self._set_active(None)
         self._next_poll = 0.0  # the next table of the request at once
         self.metrics.set_backfill(None, 0)
 

@@ -31,17 +31,20 @@ def backfill_refusal(config: Config) -> str | None:
 @dataclass(frozen=True)
 class Requested:
     request: int
+    slot: str
     tables: tuple[TableSpec, ...]
     slot_active: bool  # a run streams from the slot now and will pick the request up
 
     def lines(self) -> list[str]:
-        lines = [f"backfill request {self.request} queued for slot's run: {', '.join(t.name for t in self.tables)}"]
+        tables = ", ".join(t.name for t in self.tables)
+        lines = [f"backfill request {self.request} queued for slot {self.slot}: {tables}"]
         if not self.slot_active:
             lines.append("nothing streams from the slot now: the rows are sent once 'wal2http run' runs")
         return lines
 
     def as_json(self) -> dict[str, Any]:
-        return {"request": self.request, "tables": [t.name for t in self.tables], "slot_active": self.slot_active}
+        return {"request": self.request, "slot": self.slot, "tables": [t.name for t in self.tables],
+                "slot_active": self.slot_active}
 
 
 def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, where: str | None) -> Requested:
@@ -84,7 +87,7 @@ def _request(conn: Any, source: SourceConfig, tables: tuple[str, ...], all_table
     estimates = [(spec, store.estimate_rows(conn, spec.oid)) for spec in specs]
     number = store.insert_request(conn, source.slot, source.publication, estimates, where)
     logger.info("backfill request %d queued: %s", number, ", ".join(s.name for s in specs))
-    return Requested(number, tuple(specs), slot.active_pid is not None)
+    return Requested(number, source.slot, tuple(specs), slot.active_pid is not None)
 
 
 def request_all(source: SourceConfig) -> Requested:

@@ -12,10 +12,11 @@ from psycopg2 import sql
 
 from wal2http.backfill.chunk import Row
 from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_PREFIX, State, TableSpec, Task
+from wal2http.backfill.snapshot import Snapshot
 from wal2http.decode.pgoutput import Column
 from wal2http.errors import ConfigError, DatabaseError
-from wal2http.pg.catalog import base_types, identity_columns
-from wal2http.pg.connection import error_text, query
+from wal2http.pg.catalog import base_types, execute, identity_columns, query
+from wal2http.pg.connection import error_text
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +237,8 @@ def plan_where(conn: Any, spec: TableSpec, where: str) -> None:
     check_where(where)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("EXPLAIN SELECT FROM {} WHERE ({})").format(
-                sql.Identifier(spec.schema, spec.table), sql.SQL(where)))
+            execute(cur, sql.SQL("EXPLAIN SELECT FROM {} WHERE ({})").format(
+                sql.Identifier(spec.schema, spec.table), sql.SQL(where)), what="plan --where")
     except psycopg2.Error as e:
         raise ConfigError(f"--where {where!r} cannot be used on {spec.name}: {error_text(e)}") from None
 
@@ -258,9 +259,10 @@ def _text_caster() -> Any:
 
 
 def select_chunk(conn: Any, spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
-                 limit: int, statement_timeout_ms: int) -> list[Row]:
-    """The next ``limit`` rows after ``after`` in key order, in a short read-only transaction of its own.
+                 limit: int, statement_timeout_ms: int) -> tuple[list[Row], Snapshot]:
+    """The next ``limit`` rows after ``after`` in key order, and the snapshot they were read with.
 
+    In a short read-only transaction of its own.
     Keyset pagination (never OFFSET); the publication's row filter and ``where`` apply. Takes only
     the ACCESS SHARE lock of any SELECT, and gives up quickly when DDL holds the table.
     """
@@ -278,20 +280,24 @@ def select_chunk(conn: Any, spec: TableSpec, where: str | None, after: tuple[str
         sql.Identifier(spec.schema, spec.table),
         sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
         key, sql.Literal(limit))
+    what = f"read a chunk of {spec.name}"
     try:
         with conn.cursor() as cur:
             psycopg2.extensions.register_type(_text_caster(), cur)
-            cur.execute("BEGIN READ ONLY")
+            # Repeatable read: the snapshot the first statement reports is the one the select uses.
+            execute(cur, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", what=what)
             try:
-                cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                            (str(statement_timeout_ms), str(min(statement_timeout_ms, 2000))))
-                cur.execute(statement, list(after) if after is not None else None)
+                execute(cur, "SELECT pg_current_snapshot()::text, set_config('statement_timeout', %s, true),"
+                             " set_config('lock_timeout', %s, true)",
+                        (str(statement_timeout_ms), str(min(statement_timeout_ms, 2000))), what=what)
+                snapshot = Snapshot.parse(cur.fetchone()[0])
+                execute(cur, statement, list(after) if after is not None else None, what=what)
                 rows: list[Row] = cur.fetchall()
             finally:
                 if conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INERROR:
-                    cur.execute("ROLLBACK")
+                    execute(cur, "ROLLBACK", what=what)
                 else:
-                    cur.execute("COMMIT")
+                    execute(cur, "COMMIT", what=what)
     except psycopg2.Error as e:
-        raise DatabaseError(f"cannot read a chunk of {spec.name}: {error_text(e)}") from None
-    return rows
+        raise DatabaseError(f"cannot {what}: {error_text(e)}") from None
+    return rows, snapshot
