@@ -258,7 +258,7 @@ class Pipeline:
                 self._message(decoded, lsn)  # type: ignore[arg-type]
             else:
                 events = builder.changes(decoded, lsn)  # type: ignore[arg-type]
-                if backfill is not None and backfill.watched is not None:
+                if backfill is not None and backfill.chunk is not None:
                     backfill.observe(events)
                 self._enqueue(events)
                 if batcher.seconds_until_due(time.monotonic()) == 0.0:
@@ -295,6 +295,8 @@ class Pipeline:
 
     def _begin(self, msg: pgoutput.Begin) -> None:
         self.builder.begin(msg)
+        if self.backfill is not None:
+            self.backfill.saw_transaction(msg.xid)
         self._duplicate = self.ack.already_delivered(msg.commit_lsn)
         self._delivered_through_seq = self.ack.partial_seq(msg.commit_lsn)
         if self._duplicate:

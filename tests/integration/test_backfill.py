@@ -479,3 +479,56 @@ def test_a_table_altered_mid_backfill_fails_the_request(db: Database, receiver: 
     wait_until(lambda: any(e["op"] == "update" for e in receiver.events()), timeout=30, what="a later change")
     assert [e["new"]["extra"] for e in receiver.events() if e["op"] == "update"] == ["x"]
     assert wal2http.running
+
+
+def test_a_change_decoded_before_it_became_visible_is_not_overwritten(receiver: Receiver, wal2http_bin: str) -> None:
+    """Synchronous replication: a commit is decoded (and delivered) while other sessions cannot see it yet.
+
+    A chunk selected then must not send the row's older value after the change.
+    """
+    from tests.support.pgcluster import PgCluster
+    from tests.support.process import Wal2http
+
+    cluster = PgCluster(settings={"wal_sender_timeout": "10s"})
+    cluster.start()
+    run: Wal2http | None = None
+    try:
+        db = cluster.create_database("sync_rep")
+        publish(db, *ITEMS, tables="items, fence")
+        fill(db, "items", 200)
+        run = Wal2http(wal2http_bin, ["run", "--create-slot", "--sink", "http", "--http-url", receiver.url,
+                                      "--backfill-chunk-size", "500"], {"WAL2HTTP_DSN": db.dsn}).start()
+        run.wait_streaming()
+        cluster.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        cluster.execute("SELECT pg_reload_conf()")
+        waiting = db.connect()
+        waiting.autocommit = True
+        waiting.cursor().execute("SET synchronous_commit = on")  # the suite's servers default to off
+        pid = waiting.get_backend_pid()
+        update = threading.Thread(target=lambda: waiting.cursor().execute(
+            "UPDATE items SET v = 'new' WHERE id = 50"), daemon=True)
+        update.start()  # committed locally, then waits for a standby that never answers: invisible
+        wait_until(lambda: any(e["op"] == "update" for e in receiver.events()), timeout=30,
+                   what="the update decoded and delivered before it is visible")
+        assert db.execute("SELECT v FROM items WHERE id = 50") == [("old 50",)]
+        local = {"WAL2HTTP_DSN": f"{db.dsn} options='-c synchronous_commit=local'"}
+        code, _, err = run_once(wal2http_bin, ["backfill", "--table", "public.items"], local)
+        assert code == 0, err
+        wait_until(lambda: states(db)[0][1] == "running", timeout=30, what="the backfill started")
+        time.sleep(3)  # the run waits: a chunk selected now would not see the update it already sent
+        assert states(db) == [("public.items", "running", 0)]
+        db.execute("SELECT pg_cancel_backend(%s)", (pid,))  # the commit stops waiting: now visible
+        wait_done(db)
+        update.join(10)
+        waiting.close()
+        cluster.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        cluster.execute("SELECT pg_reload_conf()")
+        assert db.execute("SELECT v FROM items WHERE id = 50") == [("new",)]
+        events = fence(db, receiver)
+        assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
+        # Read once the update was visible: its value, after the update event.
+        assert [e["new"]["v"] for e in events if e["op"] == "read" and e["key"] == {"id": 50}] == ["new"]
+    finally:
+        if run is not None:
+            run.kill()
+        cluster.cleanup()

@@ -201,13 +201,3 @@ def test_a_snapshot_sees_what_committed_before_it() -> None:
     # 64-bit xids past a wraparound: pgoutput sends the low 32 bits.
     wrapped = Snapshot.parse(f"{(1 << 32) + 5}:{(1 << 32) + 10}:{(1 << 32) + 8}")
     assert wrapped.sees(4) and wrapped.sees((1 << 32) - 3) and not wrapped.sees(8) and not wrapped.sees(10)
-
-
-def test_recent_changes_name_the_keys_a_snapshot_missed() -> None:
-    from wal2http.backfill.snapshot import RecentChanges, Snapshot
-
-    recent = RecentChanges(size=3)
-    for xid, key in ((90, b"a"), (101, b"b"), (104, b"c"), (106, b"d")):
-        recent.add(xid, key)
-    recent.add(None, b"e")  # outside a transaction: not a row change
-    assert recent.unseen(Snapshot.parse("100:105:101")) == {b"b", b"d"}  # "a" fell out of the ring

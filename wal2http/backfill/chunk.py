@@ -53,10 +53,6 @@ class Chunk:
         """A change event of this chunk's table: its old and new keys are no longer ours to send."""
         self._changed.update(change_identities(self.spec.key, record))
 
-    def changed_unseen(self, identities: Iterable[bytes]) -> None:
-        """Keys changed by transactions read before the low mark that the select could not see."""
-        self._changed.update(identities)
-
     def truncate(self) -> None:
         self.truncated = True
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from wal2http.backfill.chunk import Chunk, change_identities
+from wal2http.backfill.chunk import Chunk
 from wal2http.backfill.model import Mark, State, TableSpec, Task, Watermark, new_token
-from wal2http.backfill.snapshot import RecentChanges
+from wal2http.backfill.snapshot import STREAMED_XIDS, Snapshot
 from wal2http.decode.events import Event, EventBuilder, RelationFacts
 from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 from wal2http.lsn import format_lsn
@@ -25,6 +26,8 @@ RETRY_S = 5.0  # pause after a database error
 MAX_FAILURES = 5  # consecutive errors on one table before it is given up
 # The next chunk waits for a quiet stream (changes first), but never longer than this.
 MAX_DEFER_S = 0.5
+VISIBILITY_RETRY_S = 0.2  # a chunk that missed a streamed transaction is selected again this much later
+VISIBILITY_WARN_S = 10.0
 STATEMENT_TIMEOUT_MS = 10_000
 
 
@@ -72,9 +75,9 @@ class Backfill:
         self.poll_s = poll_s
         self.clock = clock
         self.chunk: Chunk | None = None  # selected, waiting for its high mark
-        # The table being backfilled, whose changes are watched: (schema, table) or None.
-        self.watched: tuple[str, str] | None = None
-        self._recent = RecentChanges()
+        # xids of transactions read from the stream that no chunk select has seen committed yet.
+        self._streamed_xids: deque[int] = deque(maxlen=STREAMED_XIDS)
+        self._waiting_since: float | None = None
         self._active: _Active | None = None
         self._released: _Released | None = None
         self._next_poll = 0.0
@@ -83,29 +86,24 @@ class Backfill:
 
     # -- called by the pipeline -----------------------------------------------------------------
 
-    def observe(self, events: Iterable[Event]) -> None:
-        """Changes read from the stream while a table is backfilled; only those of that table count.
+    def saw_transaction(self, xid: int) -> None:
+        """A transaction was read from the stream (the next chunk select must see it committed)."""
+        self._streamed_xids.append(xid)
 
-        While a chunk waits for its high mark they drop their rows from it; all are remembered
-        (bounded) with their xid, for the next chunk's select to check against its snapshot.
-        """
-        active = self._active
-        if active is None:
-            return
+    def observe(self, events: Iterable[Event]) -> None:
+        """Changes read from the stream while a chunk waits for its high mark; those of its table count."""
         chunk = self.chunk
-        schema, table, key = active.spec.schema, active.spec.table, active.spec.key
+        if chunk is None:
+            return
+        schema, table = chunk.spec.schema, chunk.spec.table
         for event in events:
             record = event.record
             if record["table"] != table or record["schema"] != schema:
                 continue
             if event.op == "truncate":
-                if chunk is not None:
-                    chunk.truncate()
-                continue
-            for identity in change_identities(key, record):
-                self._recent.add(event.xid, identity)
-                if chunk is not None:
-                    chunk.changed_unseen((identity,))
+                chunk.truncate()
+            else:
+                chunk.observe(record)
 
     def watermark(self, content: bytes, builder: EventBuilder, lsn: int) -> Iterator[Event]:
         """The read events a high watermark releases (none for a low mark or another process's mark)."""
@@ -179,8 +177,6 @@ class Backfill:
 
     def _set_active(self, active: _Active | None) -> None:
         self._active = active
-        self.watched = None if active is None else (active.spec.schema, active.spec.table)
-        self._recent.clear()
 
     # -- the work ----------------------------------------------------------------------------------
 
@@ -239,13 +235,35 @@ class Backfill:
                 self._fail(task, f"{e} ({active.failures} times in a row)")
                 return
             raise
+        if not self._all_visible(snapshot):
+            return  # selected again shortly; the low mark written is ignored
         chunk = Chunk(task, spec, number, token, rows, complete=len(rows) < self.chunk_size)
-        # Changes already read from the stream, by transactions this select did not see yet
-        # (decoded before they became visible: synchronous replication makes that window wide).
-        chunk.changed_unseen(self._recent.unseen(snapshot))
         store.emit_watermark(conn, Watermark(Mark.HIGH, token, task.id, number).payload())
         active.failures = 0
         self.chunk = chunk
+
+    def _all_visible(self, snapshot: Snapshot) -> bool:
+        """Whether the select saw every transaction already read from the stream.
+
+        A transaction is decoded once its commit record is flushed, and becomes visible to other
+        sessions a moment later (with synchronous replication: once a standby confirmed). A change
+        read before the low mark is not tracked; if the select missed it, the chunk would send the
+        row's older value after it. Such a chunk is not used: it is selected again shortly.
+        """
+        unseen = [xid for xid in self._streamed_xids if not snapshot.sees(xid)]
+        self._streamed_xids = deque(unseen, maxlen=STREAMED_XIDS)  # seen once, seen for good
+        if not unseen:
+            self._waiting_since = None
+            return True
+        now = self.clock()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since >= VISIBILITY_WARN_S:
+            logger.warning("backfill waits for %d transaction(s) already streamed to become visible (xid %s; "
+                           "a commit waiting for a synchronous standby?)", len(unseen), unseen[0])
+            self._waiting_since = now
+        self._resume_at = now + VISIBILITY_RETRY_S
+        return False
 
     def _record(self, released: _Released) -> None:
         active = self._active

@@ -1,18 +1,17 @@
-"""Which decoded transactions a chunk select could not see: its snapshot against the xids read from the stream.
+"""Whether a chunk select saw the transactions already read from the stream: its snapshot against their xids.
 
 Logical decoding may send a transaction before it is visible to other sessions: its commit record is
 flushed, then it leaves the proc array (with synchronous replication, only once a standby confirmed).
-A change read from the stream just before a low watermark, by a transaction the chunk's select did not
+A change read from the stream before a low watermark, by a transaction the chunk's select did not
 see, would otherwise be overwritten by the chunk's older row.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 XID_SPAN = 1 << 32
-RECENT_CHANGES = 10_000  # keys of the backfilled table's latest changes kept for this check
+STREAMED_XIDS = 100_000  # streamed transactions remembered until a chunk select has seen them
 
 
 @dataclass(frozen=True)
@@ -40,21 +39,3 @@ class Snapshot:
         if full >= self.xmax:
             return False
         return full < self.xmin or full not in self.in_progress
-
-
-class RecentChanges:
-    """The last keys of one table changed in the stream, with their transaction's xid (bounded)."""
-
-    def __init__(self, size: int = RECENT_CHANGES) -> None:
-        self._entries: deque[tuple[int, bytes]] = deque(maxlen=size)
-
-    def add(self, xid: int | None, identity: bytes) -> None:
-        if xid is not None:
-            self._entries.append((xid, identity))
-
-    def unseen(self, snapshot: Snapshot) -> set[bytes]:
-        """Keys changed by transactions the snapshot does not see."""
-        return {identity for xid, identity in self._entries if not snapshot.sees(xid)}
-
-    def clear(self) -> None:
-        self._entries.clear()

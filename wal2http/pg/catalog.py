@@ -62,7 +62,10 @@ class LazyConnection:
                                     f"{error_text(e)}") from None
             check_tls(conn, "connection", self.require_tls)
             self._conn = conn
+            # Watermarks and progress need no standby's confirmation: waiting for one would hold up
+            # the run (the stream decodes them once flushed locally either way).
             query(conn, "SELECT set_config('statement_timeout', %s, false),"
+                        " set_config('synchronous_commit', 'local', false),"
                         " set_config('application_name', left(current_setting('application_name'), 40) || ' ' || %s,"
                         " false)", (str(self.statement_timeout_ms), self.purpose), what="set up the SQL session")
         return self._conn
