@@ -532,3 +532,15 @@ def test_a_change_decoded_before_it_became_visible_is_not_overwritten(receiver: 
         if run is not None:
             run.kill()
         cluster.cleanup()
+
+
+def test_slot_drop_cancels_the_backfills_of_the_slot_and_says_so(db: Database, wal2http_bin: str) -> None:
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 10)
+    code, _, err = run_once(wal2http_bin, ["slot", "create"], {"WAL2HTTP_DSN": db.dsn})
+    assert code == 0, err
+    backfill(wal2http_bin, db, "--table", "public.items")
+    code, out, err = run_once(wal2http_bin, ["slot", "drop", "--yes"], {"WAL2HTTP_DSN": db.dsn})
+    assert code == 0, err
+    assert "cancelled the backfill of public.items queued: 0 rows sent (request 1): it needs the dropped slot" in out
+    assert states(db) == [("public.items", "cancelled", 0)]
