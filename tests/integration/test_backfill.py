@@ -544,3 +544,22 @@ def test_slot_drop_cancels_the_backfills_of_the_slot_and_says_so(db: Database, w
     assert code == 0, err
     assert "cancelled the backfill of public.items queued: 0 rows sent (request 1): it needs the dropped slot" in out
     assert states(db) == [("public.items", "cancelled", 0)]
+
+
+def test_a_postgresql_crash_mid_backfill_is_resumed(db: Database, receiver: Receiver, start_wal2http: Start,
+                                                    wal2http_bin: str) -> None:
+    publish(db, *ITEMS, tables="items, fence")
+    fill(db, "items", 2000)
+    receiver.set_delay(0.02)
+    wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "20",
+                              "--backfill-chunk-size", "100", "--reconnect-max-wait", "1")
+    backfill(wal2http_bin, db, "--table", "public.items")
+    wait_until(lambda: states(db)[0][2] >= 300, timeout=60, what="300 rows confirmed")
+    db.cluster.restart(mode="immediate")  # a crash: whatever was not flushed and confirmed is sent again
+    db.execute("UPDATE items SET v = 'after the crash' WHERE id IN (2, 1998)")
+    receiver.set_delay(0)
+    wait_done(db)
+    events = fence(db, receiver)
+    assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
+    assert states(db)[0][1:] == ("done", 2000)
+    assert wal2http.running and "backfill of public.items resumed" in wal2http.stderr
