@@ -129,7 +129,7 @@ def test_only_changes_of_the_chunk_table_drop_rows() -> None:
     from wal2http.pg.catalog import LazyConnection
 
     driver = Backfill(LazyConnection("dbname=unused"), "wal2http", "wal2http", 10, Metrics())
-    driver._set_active(_Active(task(), spec(), RelationFacts(key=("id",)), spec().relation(), 0, 0))
+    driver._active = _Active(task(), spec(), RelationFacts(key=("id",)), spec().relation(), 0, 0)
     driver.chunk = Chunk(task(), spec(), 1, "t", [("1", "eu", "a"), ("2", "eu", "b")], complete=True)
 
     def change(table: str, key: int, op: str = "update") -> Event:

@@ -13,6 +13,7 @@ from wal2http.backfill.chunk import Chunk
 from wal2http.backfill.model import Mark, State, TableSpec, Task, Watermark, new_token
 from wal2http.backfill.snapshot import STREAMED_XIDS, Snapshot
 from wal2http.decode.events import Event, EventBuilder, RelationFacts
+from wal2http.decode.pgoutput import Relation
 from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
@@ -38,7 +39,7 @@ class _Active:
     task: Task
     spec: TableSpec
     facts: RelationFacts
-    relation: Any  # the Relation its read events are built with
+    relation: Relation  # what its read events are built with
     chunks: int
     rows_sent: int
     failures: int = 0
@@ -57,10 +58,11 @@ class _Released:
 class Backfill:
     """One table at a time, one chunk at a time: memory is one chunk (plus the batch being delivered).
 
-    The pipeline calls ``step`` when it passes by (after a delivery, when the stream is quiet),
-    ``observe`` for every change while ``tracking``, and ``watermark`` for each message carrying
-    the watermark prefix. Nothing here blocks writers or pauses the stream for longer than one
-    chunk select (bounded by a statement timeout).
+    The pipeline calls ``step`` when it passes by (when the stream is quiet, and after a
+    delivery), ``saw_transaction`` for each transaction read, ``observe`` for the changes read
+    while ``chunk`` waits for its high mark, and ``watermark`` for each message carrying the
+    watermark prefix. Nothing here blocks writers or pauses the stream for longer than one chunk
+    select (bounded by a statement timeout).
     """
 
     def __init__(self, connection: LazyConnection, slot: str, publication: str, chunk_size: int,
@@ -133,7 +135,7 @@ class Backfill:
         """The stream restarts from the confirmed position: what is in flight is read again later."""
         self.chunk = None
         self._released = None
-        self._set_active(None)
+        self._active = None
         self._next_poll = 0.0
         self.metrics.set_backfill(None, 0)
 
@@ -163,7 +165,7 @@ class Backfill:
                 if now < self._next_poll:
                     return
                 self._next_poll = now + self.poll_s
-                self._set_active(self._start_next())
+                self._active = self._start_next()
             if self._active is not None:
                 self._next_chunk(self._active)
         except ReplicationLost:
@@ -175,15 +177,14 @@ class Backfill:
         except DatabaseError as e:
             self._database_failed(e)
 
-    def _set_active(self, active: _Active | None) -> None:
-        self._active = active
-
     # -- the work ----------------------------------------------------------------------------------
 
     def _start_next(self) -> _Active | None:
         conn = self.connection.get()
         task = store.next_task(conn, self.slot)
         if task is None:
+            # Idle: forget the transactions that are visible by now, so the list stays short.
+            self._forget_seen(store.current_snapshot(conn))
             return None
         if self.refuse:
             self._fail(task, self.refuse)
@@ -250,8 +251,7 @@ class Backfill:
         read before the low mark is not tracked; if the select missed it, the chunk would send the
         row's older value after it. Such a chunk is not used: it is selected again shortly.
         """
-        unseen = [xid for xid in self._streamed_xids if not snapshot.sees(xid)]
-        self._streamed_xids = deque(unseen, maxlen=STREAMED_XIDS)  # seen once, seen for good
+        unseen = self._forget_seen(snapshot)
         if not unseen:
             self._waiting_since = None
             return True
@@ -264,6 +264,12 @@ class Backfill:
             self._waiting_since = now
         self._resume_at = now + VISIBILITY_RETRY_S
         return False
+
+    def _forget_seen(self, snapshot: Snapshot) -> list[int]:
+        """Drop the streamed xids this snapshot sees (seen once, seen for good); the others."""
+        unseen = [xid for xid in self._streamed_xids if not snapshot.sees(xid)]
+        self._streamed_xids = deque(unseen, maxlen=STREAMED_XIDS)
+        return unseen
 
     def _record(self, released: _Released) -> None:
         active = self._active
@@ -286,7 +292,7 @@ class Backfill:
             self._end()
 
     def _end(self) -> None:
-        self._set_active(None)
+        self._active = None
         self._next_poll = 0.0  # the next table of the request at once
         self.metrics.set_backfill(None, 0)
 

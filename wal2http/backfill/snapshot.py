@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 XID_SPAN = 1 << 32
-STREAMED_XIDS = 100_000  # streamed transactions remembered until a chunk select has seen them
+STREAMED_XIDS = 10_000  # streamed transactions remembered until a snapshot has seen them
 
 
 @dataclass(frozen=True)

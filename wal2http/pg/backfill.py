@@ -252,6 +252,11 @@ def emit_watermark(conn: Any, payload: str) -> None:
           what="write a backfill watermark")
 
 
+def current_snapshot(conn: Any) -> Snapshot:
+    rows = query(conn, "SELECT pg_current_snapshot()::text", what="read the current snapshot")
+    return Snapshot.parse(rows[0][0])
+
+
 def _text_caster() -> Any:
     # Every value as PostgreSQL prints it (what pgoutput sends), whatever psycopg2 would make of it.
     oids = tuple(psycopg2.extensions.string_types)
