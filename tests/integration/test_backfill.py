@@ -288,6 +288,10 @@ def test_cancel_stops_a_backfill(db: Database, receiver: Receiver, start_wal2htt
     assert len(events) < 3000
     status, _ = backfill(wal2http_bin, db, "status", "--json")
     assert json.loads(status)["requests"][0]["state"] == "cancelled"
+    text, _ = backfill(wal2http_bin, db, "status")
+    header, line = text.splitlines()
+    assert header.split() == ["ID", "REQ", "TABLE", "STATE", "SENT", "ESTIMATED", "STARTED", "FINISHED"]
+    assert line.split()[:5] == ["1", "1", "public.items", "cancelled", str(states(db)[0][2])]
 
 
 @pytest.mark.parametrize(("ddl", "args", "expected"), [
