@@ -214,13 +214,14 @@ class Backfill:
     def _next_chunk(self, active: _Active) -> None:
         conn = self.connection.get()
         task = active.task
-        try:
-            spec = store.describe_oid(conn, self.publication, active.spec.oid)
-        except ConfigError as e:
-            self._fail(task, f"{e}; the backfill of {active.spec.name} stopped")
-            return
-        if spec.shape() != active.spec.shape():
-            self._fail(task, f"table {active.spec.name} was altered during the backfill (columns, key, row "
+        spec = active.spec
+        if store.shape_of(conn, self.publication, spec.oid) != spec.shape():
+            try:  # for the precise reason
+                store.describe_oid(conn, self.publication, spec.oid)
+            except ConfigError as e:
+                self._fail(task, f"{e}; the backfill of {spec.name} stopped")
+                return
+            self._fail(task, f"table {spec.name} was altered during the backfill (columns, key, row "
                              "filter or column list changed); request it again")
             return
         number = active.chunks + 1
@@ -229,7 +230,8 @@ class Backfill:
         store.emit_watermark(conn, Watermark(Mark.LOW, token, task.id, number).payload())
         try:
             rows, snapshot = store.select_chunk(conn, spec, task.where, task.last_key, self.chunk_size,
-                                                STATEMENT_TIMEOUT_MS)
+                                                STATEMENT_TIMEOUT_MS,
+                                                Watermark(Mark.HIGH, token, task.id, number).payload())
         except DatabaseError as e:
             active.failures += 1
             if active.failures >= MAX_FAILURES:
@@ -237,11 +239,9 @@ class Backfill:
                 return
             raise
         if not self._all_visible(snapshot):
-            return  # selected again shortly; the low mark written is ignored
-        chunk = Chunk(task, spec, number, token, rows, complete=len(rows) < self.chunk_size)
-        store.emit_watermark(conn, Watermark(Mark.HIGH, token, task.id, number).payload())
+            return  # selected again shortly; the marks written are ignored (no chunk holds their token)
         active.failures = 0
-        self.chunk = chunk
+        self.chunk = Chunk(task, spec, number, token, rows, complete=len(rows) < self.chunk_size)
 
     def _all_visible(self, snapshot: Snapshot) -> bool:
         """Whether the select saw every transaction already read from the stream.

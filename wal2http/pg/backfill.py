@@ -15,7 +15,7 @@ from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_P
 from wal2http.backfill.snapshot import Snapshot
 from wal2http.decode.pgoutput import Column
 from wal2http.errors import ConfigError, DatabaseError
-from wal2http.pg.catalog import base_types, execute, identity_columns, query
+from wal2http.pg.catalog import IDENTITY_COLUMNS, base_types, execute, identity_columns, query, row_identity
 from wal2http.pg.connection import error_text
 
 logger = logging.getLogger(__name__)
@@ -215,6 +215,35 @@ def describe_oid(conn: Any, publication: str, oid: int) -> TableSpec:
     return TableSpec(oid, schema, table, replident, cols, key, type_names, row_filter)
 
 
+# What TableSpec.shape() holds, in one round trip (checked before every chunk): the published
+# columns and their types, the row identity, the row filter; no row when unpublished or dropped.
+_SHAPE_SQL = """
+SELECT ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped AND a.attgenerated = '' AND {listed} ORDER BY a.attnum),
+       ARRAY(SELECT a.atttypid::bigint FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped AND a.attgenerated = '' AND {listed} ORDER BY a.attnum),
+       {row_filter}, {identity}
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_publication_tables pt ON pt.pubname = %s AND pt.schemaname = n.nspname AND pt.tablename = c.relname
+WHERE c.oid = %s
+"""
+
+
+def shape_of(conn: Any, publication: str, oid: int) -> tuple[object, ...] | None:
+    """``TableSpec.shape()`` as the catalogue says now; None when the table is gone or unpublished."""
+    new_style = conn.server_version >= 150000  # row filters and column lists
+    statement = sql.SQL(_SHAPE_SQL).format(
+        listed=sql.SQL("(pt.attnames IS NULL OR a.attname = ANY(pt.attnames))" if new_style else "true"),
+        row_filter=sql.SQL("pt.rowfilter" if new_style else "NULL::text"),
+        identity=sql.SQL(IDENTITY_COLUMNS))
+    rows = query(conn, statement, (publication, oid), what=f"check table OID {oid}")
+    if not rows:
+        return None
+    names, types, row_filter, replident, primary, index = rows[0]
+    return (oid, tuple(zip(names, (int(t) for t in types), strict=True)), row_identity(replident, primary, index),
+            row_filter)
+
+
 def domain_bases(conn: Any, spec: TableSpec) -> dict[int, int]:
     return base_types(conn, [c.type_oid for c in spec.columns if c.type_oid >= 10000])
 
@@ -264,12 +293,13 @@ def _text_caster() -> Any:
 
 
 def select_chunk(conn: Any, spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
-                 limit: int, statement_timeout_ms: int) -> tuple[list[Row], Snapshot]:
+                 limit: int, statement_timeout_ms: int, high_mark: str) -> tuple[list[Row], Snapshot]:
     """The next ``limit`` rows after ``after`` in key order, and the snapshot they were read with.
 
-    In a short read-only transaction of its own.
-    Keyset pagination (never OFFSET); the publication's row filter and ``where`` apply. Takes only
-    the ACCESS SHARE lock of any SELECT, and gives up quickly when DDL holds the table.
+    In a short read-only transaction of its own, followed (same round trip) by the high watermark
+    ``high_mark`` in a transaction of its own. Keyset pagination (never OFFSET); the publication's
+    row filter and ``where`` apply. Takes only the ACCESS SHARE lock of any SELECT, and gives up
+    quickly when DDL holds the table.
     """
     conditions: list[sql.Composable] = []
     if spec.row_filter:
@@ -290,19 +320,20 @@ def select_chunk(conn: Any, spec: TableSpec, where: str | None, after: tuple[str
         with conn.cursor() as cur:
             psycopg2.extensions.register_type(_text_caster(), cur)
             # Repeatable read: the snapshot the first statement reports is the one the select uses.
-            execute(cur, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", what=what)
+            execute(cur, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+                         " SELECT pg_current_snapshot()::text, set_config('statement_timeout', %s, true),"
+                         " set_config('lock_timeout', %s, true)",
+                    (str(statement_timeout_ms), str(min(statement_timeout_ms, 2000))), what=what)
             try:
-                execute(cur, "SELECT pg_current_snapshot()::text, set_config('statement_timeout', %s, true),"
-                             " set_config('lock_timeout', %s, true)",
-                        (str(statement_timeout_ms), str(min(statement_timeout_ms, 2000))), what=what)
                 snapshot = Snapshot.parse(cur.fetchone()[0])
                 execute(cur, statement, list(after) if after is not None else None, what=what)
                 rows: list[Row] = cur.fetchall()
-            finally:
+            except BaseException:
                 if conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INERROR:
                     execute(cur, "ROLLBACK", what=what)
-                else:
-                    execute(cur, "COMMIT", what=what)
+                raise
+            execute(cur, "COMMIT; SELECT pg_logical_emit_message(true, %s, %s)", (WATERMARK_PREFIX, high_mark),
+                    what=what)
     except psycopg2.Error as e:
         raise DatabaseError(f"cannot {what}: {error_text(e)}") from None
     return rows, snapshot

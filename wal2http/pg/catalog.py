@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
 
 from wal2http.config.dsn import redact_dsn
 from wal2http.decode.events import RelationFacts
@@ -126,8 +127,8 @@ def query(conn: Any, statement: Any, params: Any = None, *, what: str) -> list[t
 
 
 # Primary key, else replica identity index: key columns in index order (INCLUDE columns left out).
-_IDENTITY_SQL = """
-SELECT c.relreplident::text,
+# Three columns for the table ``c``: relreplident, primary key columns, replica identity index columns.
+IDENTITY_COLUMNS = """c.relreplident::text,
   ARRAY(SELECT a.attname::text FROM pg_index i
         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -135,9 +136,8 @@ SELECT c.relreplident::text,
   ARRAY(SELECT a.attname::text FROM pg_index i
         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-        WHERE i.indrelid = c.oid AND i.indisreplident AND k.n <= i.indnkeyatts ORDER BY k.n)
-FROM pg_class c WHERE c.oid = %s
-"""
+        WHERE i.indrelid = c.oid AND i.indisreplident AND k.n <= i.indnkeyatts ORDER BY k.n)"""
+_IDENTITY_SQL = sql.SQL("SELECT {} FROM pg_class c WHERE c.oid = %s").format(sql.SQL(IDENTITY_COLUMNS))
 
 # Domains (and arrays of domains) to the built-in type they convert as: a domain's base type,
 # followed through domains over domains; an array of a domain becomes the array of that base.
@@ -163,9 +163,14 @@ def identity_columns(conn: Any, oid: int) -> tuple[str | None, tuple[str, ...] |
     if not rows:
         return None, None
     replident, primary, index = rows[0]
+    return replident, row_identity(replident, primary, index)
+
+
+def row_identity(replident: str, primary: list[str], index: list[str]) -> tuple[str, ...] | None:
+    """The replica identity index under REPLICA IDENTITY USING INDEX, else the primary key, else None."""
     if replident == "i" and index:
-        return replident, tuple(index)
-    return replident, tuple(primary) if primary else None
+        return tuple(index)
+    return tuple(primary) if primary else None
 
 
 def base_types(conn: Any, type_oids: list[int]) -> dict[int, int]:
