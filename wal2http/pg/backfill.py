@@ -15,7 +15,7 @@ from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_P
 from wal2http.backfill.snapshot import Snapshot
 from wal2http.decode.pgoutput import Column
 from wal2http.errors import ConfigError, DatabaseError
-from wal2http.pg.catalog import IDENTITY_COLUMNS, base_types, execute, identity_columns, query, row_identity
+from wal2http.pg.catalog import IDENTITY_SQL_COLUMNS, base_types, execute, identity_columns, query, row_identity
 from wal2http.pg.connection import error_text
 
 logger = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def shape_of(conn: Any, publication: str, oid: int) -> tuple[object, ...] | None
     statement = sql.SQL(_SHAPE_SQL).format(
         listed=sql.SQL("(pt.attnames IS NULL OR a.attname = ANY(pt.attnames))" if new_style else "true"),
         row_filter=sql.SQL("pt.rowfilter" if new_style else "NULL::text"),
-        identity=sql.SQL(IDENTITY_COLUMNS))
+        identity=IDENTITY_SQL_COLUMNS)
     rows = query(conn, statement, (publication, oid), what=f"check table OID {oid}")
     if not rows:
         return None
@@ -261,13 +261,24 @@ def check_where(where: str) -> None:
         raise ConfigError("--where must not be empty")
 
 
+def condition(text: str) -> sql.Composed:
+    """A condition known only at run time, in parentheses: the one place raw SQL text enters a statement.
+
+    Two sources, both SQL expressions by nature: a publication's row filter, as PostgreSQL deparses
+    it in ``pg_publication_tables.rowfilter``, and the operator's ``--where``, refused at request time
+    unless it is one expression (no ``;``) that PostgreSQL can plan, and run in a read-only
+    transaction. tests/unit/test_sql.py allows this function, and only it, to give sql.SQL such text.
+    """
+    return sql.SQL("({})").format(sql.SQL(text))
+
+
 def plan_where(conn: Any, spec: TableSpec, where: str) -> None:
     """EXPLAIN the condition on the table; ConfigError with PostgreSQL's words when it cannot be planned."""
     check_where(where)
     try:
         with conn.cursor() as cur:
-            execute(cur, sql.SQL("EXPLAIN SELECT FROM {} WHERE ({})").format(
-                sql.Identifier(spec.schema, spec.table), sql.SQL(where)), what="plan --where")
+            execute(cur, sql.SQL("EXPLAIN SELECT FROM {} WHERE {}").format(
+                sql.Identifier(spec.schema, spec.table), condition(where)), what="plan --where")
     except psycopg2.Error as e:
         raise ConfigError(f"--where {where!r} cannot be used on {spec.name}: {error_text(e)}") from None
 
@@ -303,10 +314,10 @@ def select_chunk(conn: Any, spec: TableSpec, where: str | None, after: tuple[str
     """
     conditions: list[sql.Composable] = []
     if spec.row_filter:
-        conditions.append(sql.SQL("({})").format(sql.SQL(spec.row_filter)))
+        conditions.append(condition(spec.row_filter))
     if where:
         check_where(where)
-        conditions.append(sql.SQL("({})").format(sql.SQL(where)))
+        conditions.append(condition(where))
     key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
     if after is not None:
         conditions.append(sql.SQL("({}) > ({})").format(key, sql.SQL(", ").join(sql.Placeholder() * len(after))))

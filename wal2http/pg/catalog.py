@@ -137,7 +137,8 @@ IDENTITY_COLUMNS = """c.relreplident::text,
         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
         WHERE i.indrelid = c.oid AND i.indisreplident AND k.n <= i.indnkeyatts ORDER BY k.n)"""
-_IDENTITY_SQL = sql.SQL("SELECT {} FROM pg_class c WHERE c.oid = %s").format(sql.SQL(IDENTITY_COLUMNS))
+IDENTITY_SQL_COLUMNS = sql.SQL(IDENTITY_COLUMNS)
+_IDENTITY_SQL = sql.SQL("SELECT {} FROM pg_class c WHERE c.oid = %s").format(IDENTITY_SQL_COLUMNS)
 
 # Domains (and arrays of domains) to the built-in type they convert as: a domain's base type,
 # followed through domains over domains; an array of a domain becomes the array of that base.
