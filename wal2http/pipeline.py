@@ -8,12 +8,15 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Iterable
 from types import FrameType
 
+from wal2http.backfill.driver import Backfill
+from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_PREFIX
 from wal2http.config.settings import Config
 from wal2http.deadline import limit_all
 from wal2http.decode import pgoutput
-from wal2http.decode.events import EventBuilder
+from wal2http.decode.events import Event, EventBuilder
 from wal2http.delivery.ack import AckTracker
 from wal2http.delivery.batch import Batch, Batcher
 from wal2http.delivery.breaker import Breaker
@@ -31,6 +34,7 @@ from wal2http.errors import (
 )
 from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
+from wal2http.pg.catalog import Catalog
 from wal2http.pg.stream import ReplicationStream
 from wal2http.runtime import RunState
 from wal2http.sinks import Sink
@@ -48,7 +52,8 @@ class Pipeline:
     """Drives source → decode → events → batch → sink → ack, on one thread."""
 
     def __init__(self, config: Config, stream: ReplicationStream, sink: Sink, observer: Observer, *,
-                 start_lsn: int = 0, dead_letters: DeadLetterFile | None = None) -> None:
+                 start_lsn: int = 0, dead_letters: DeadLetterFile | None = None, backfill: Backfill | None = None,
+                 catalog: Catalog | None = None) -> None:
         self.config = config
         self.observer = observer
         self.metrics = observer.metrics
@@ -58,7 +63,13 @@ class Pipeline:
         self.deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
                                    self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
                                    max_events=config.batch.max_events)
-        self.builder = EventBuilder()
+        # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
+        self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
+        self.backfill = backfill
+        if backfill is not None:
+            # Waiting for the SQL connection, the stream is kept alive and watched for silence.
+            backfill.connection.on_wait = self._while_sql_waits
+        self.messages = config.source.messages  # deliver pg_logical_emit_message() messages
         self.ack = AckTracker(start_lsn)
         b = config.batch
         self.batcher = Batcher(b.max_events, b.max_bytes, b.max_wait_ms / 1000.0)
@@ -114,6 +125,15 @@ class Pipeline:
             select.select([self.wakeup], [], [], min(KEEPALIVE_EVERY_S, remaining))
             self._drain_wakeup()
 
+    def _while_sql_waits(self) -> None:
+        """What a wait for the backfill's SQL connection must not hold up: the replication stream."""
+        stream = self.stream
+        if stream.connected:
+            stream.wait(0)  # data waiting counts as a sign of life (it is read once the SQL is done)
+            stream.keepalive()
+            stream.check_alive(self.config.source.replication_timeout_s)
+        self._tick()
+
     def _drain_wakeup(self) -> None:
         try:
             while self.wakeup.recv(512):
@@ -123,6 +143,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.stream.close()
+        if self.backfill is not None:
+            self.backfill.close()
         self.wakeup.close()
         self._wakeup_writer.close()
 
@@ -189,15 +211,17 @@ class Pipeline:
         self._duplicate = False
         # Commits read but not delivered come again: the order check starts from what was delivered.
         self._last_commit_end_lsn = max(self.ack.delivered_commit_end_lsn, self.ack.confirmed_lsn)
+        if self.backfill is not None:
+            self.backfill.reset()
 
     def _slot_lost(self, cause: SlotMissing) -> SlotLost:
         return SlotLost(
             f"{cause} while wal2http was streaming from it (dropped, invalidated after it retained more "
             "than max_slot_wal_keep_size, or lost in a failover to a server that did not have it). Changes "
             f"committed after the last confirmed position {format_lsn(self.ack.confirmed_lsn)} may never "
-            "reach the receiver. To recover: drop it if it still exists, create it again ('wal2http slot "
-            "create'), then re-sync the receiver from a snapshot of the published tables taken after the "
-            "new slot's consistent point."
+            "reach the receiver. To recover: drop it if it still exists, create it again with the existing "
+            "rows queued for sending ('wal2http slot create --backfill', or 'wal2http backfill --all-tables' "
+            "once it exists), then run again: the receiver gets every current row as a 'read' event."
         )
 
     # -- the stream -------------------------------------------------------------
@@ -207,8 +231,9 @@ class Pipeline:
         stream, batcher, builder = self.stream, self.batcher, self.builder
         parse = pgoutput.parse
         # Local names: looked up for every message, and most messages are changes tested last.
-        Begin, Commit, Relation, Type, Origin = (
-            pgoutput.Begin, pgoutput.Commit, pgoutput.Relation, pgoutput.Type, pgoutput.Origin)
+        Begin, Commit, Relation, Type, Origin, Message = (
+            pgoutput.Begin, pgoutput.Commit, pgoutput.Relation, pgoutput.Type, pgoutput.Origin, pgoutput.Message)
+        backfill = self.backfill
         while True:
             if self.stop_requested and (not builder.in_transaction or time.monotonic() >= self.stop_deadline):
                 break
@@ -227,30 +252,51 @@ class Pipeline:
                 builder.relation(decoded)  # type: ignore[arg-type]
             elif kind is Type:
                 builder.type(decoded)  # type: ignore[arg-type]
-            elif kind is Origin:
+            elif kind is Origin or self._duplicate:
                 pass
-            elif not self._duplicate:
-                for event in builder.changes(decoded, lsn):  # type: ignore[arg-type]
-                    if event.seq <= self._delivered_through_seq:
-                        continue  # delivered before the connection was lost
-                    if len(event.body) > self.max_event_bytes:
-                        self._deliver(batcher.take())
-                        self.deliverer.reject(
-                            event, f"event is {len(event.body)} bytes, over --max-event-bytes "
-                            f"{self.max_event_bytes}", None, "")
-                        self.ack.events_delivered(event.commit_lsn, event.seq)
-                        continue
-                    if batcher.would_overflow(event):
-                        self._deliver(batcher.take())
-                    batcher.add(event)
-                    if batcher.full:
-                        self._deliver(batcher.take())
+            elif kind is Message:
+                self._message(decoded, lsn)  # type: ignore[arg-type]
+            else:
+                events = builder.changes(decoded, lsn)  # type: ignore[arg-type]
+                if backfill is not None and backfill.chunk is not None:
+                    backfill.observe(events)
+                self._enqueue(events)
                 if batcher.seconds_until_due(time.monotonic()) == 0.0:
                     self._deliver(batcher.take())
         self._finish()
 
+    def _enqueue(self, events: Iterable[Event]) -> None:
+        """Put events into the batch, delivering whenever it fills."""
+        batcher = self.batcher
+        for event in events:
+            if event.seq <= self._delivered_through_seq:
+                continue  # delivered before the connection was lost
+            if len(event.body) > self.max_event_bytes:
+                self._deliver(batcher.take())
+                self.deliverer.reject(
+                    event, f"event is {len(event.body)} bytes, over --max-event-bytes "
+                    f"{self.max_event_bytes}", None, "")
+                self.ack.events_delivered(event.commit_lsn, event.seq)
+                continue
+            if batcher.would_overflow(event):
+                self._deliver(batcher.take())
+            batcher.add(event)
+            if batcher.full:
+                self._deliver(batcher.take())
+
+    def _message(self, msg: pgoutput.Message, lsn: int) -> None:
+        """A pg_logical_emit_message(): a backfill watermark, or the operator's (sent with --messages)."""
+        if msg.prefix == WATERMARK_PREFIX:
+            if self.backfill is not None and msg.transactional:
+                self._enqueue(self.backfill.watermark(msg.content, self.builder, lsn))
+            return
+        if self.messages:
+            self._enqueue(self.builder.changes(msg, lsn))
+
     def _begin(self, msg: pgoutput.Begin) -> None:
         self.builder.begin(msg)
+        if self.backfill is not None:
+            self.backfill.saw_transaction(msg.xid)
         self._duplicate = self.ack.already_delivered(msg.commit_lsn)
         self._delivered_through_seq = self.ack.partial_seq(msg.commit_lsn)
         if self._duplicate:
@@ -282,6 +328,8 @@ class Pipeline:
             if force:
                 self._last_idle_confirm = now
             self.stream.confirm(self.ack.confirmed_lsn, force=force)
+        if self.backfill is not None and not self.stop_requested:
+            self.backfill.step(self.ack.confirmed_lsn)
         self._tick()
         self.stream.check_alive(self.config.source.replication_timeout_s)
         self.stream.wait(IDLE_WAIT_S, self.wakeup)
@@ -311,6 +359,8 @@ class Pipeline:
             self.ack.events_delivered(last.commit_lsn, last.seq)
         if batch.commit_end_lsn is not None and self.ack.delivered(batch.commit_end_lsn):
             self.stream.confirm(self.ack.confirmed_lsn, force=True)
+            if self.backfill is not None and not self.stop_requested:
+                self.backfill.step(self.ack.confirmed_lsn, quiet=False)
         self._tick()
 
     def _tick(self) -> None:

@@ -49,6 +49,7 @@ class _State:
         self.last_at = 0.0
         self.record_bodies = bool(options.get("record_bodies"))
         self.record_commit_times = bool(options.get("record_commit_times"))
+        self.commit_time_op = options.get("commit_time_op")  # record only events of this op (None: all)
         self.bodies: list[bytes] = []
         self.commit_times: list[tuple[float, str]] = []
 
@@ -56,7 +57,9 @@ class _State:
         if self.record_commit_times:
             value = orjson.loads(body)
             events = value if type(value) is list else [value]
-            self.commit_times.extend((received_at, event["commit_time"]) for event in events)
+            op = self.commit_time_op
+            self.commit_times.extend((received_at, event["commit_time"]) for event in events
+                                     if op is None or event["op"] == op)
             self.events += len(events)
         else:
             # Every event object starts with its id, and no value of the benchmark's rows holds
@@ -199,8 +202,10 @@ class FastReceiver:
         response.raise_for_status()
         return response.content
 
-    def reset(self, *, record_bodies: bool = False, record_commit_times: bool = False) -> None:
-        self._call("reset", {"record_bodies": record_bodies, "record_commit_times": record_commit_times})
+    def reset(self, *, record_bodies: bool = False, record_commit_times: bool = False,
+              commit_time_op: str | None = None) -> None:
+        self._call("reset", {"record_bodies": record_bodies, "record_commit_times": record_commit_times,
+                             "commit_time_op": commit_time_op})
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = orjson.loads(self._call("stats"))

@@ -121,7 +121,7 @@ def test_changes_mode_with_ensured_event_types_and_labels(db: Database, hook0: F
                               env=token_env(hook0))
     # Created at start, before any change: subscribers can subscribe to them at once.
     assert hook0.event_types() == {f"shop.{table}.{verb}" for table in ("orders", "notes")
-                                   for verb in ("inserted", "updated", "deleted", "truncated")}
+                                   for verb in ("inserted", "updated", "deleted", "truncated", "read")}
     db.execute("INSERT INTO orders VALUES (1, 7, 'new')")
     db.execute("UPDATE orders SET status = 'paid' WHERE id = 1")
     db.execute("DELETE FROM orders WHERE id = 1")

@@ -63,7 +63,7 @@ def test_delivered_counts_every_event_and_its_latency() -> None:
     events = [event("insert", now_us - 2_000_000, 1), event("insert", now_us - 2_000_000, 2),
               event("update", now_us - 100_000, 3), event("delete", 0, 4)]  # no commit time: no latency
     m.delivered(events, now_us)
-    assert m.events == {"insert": 2, "update": 1, "delete": 1, "truncate": 0, "message": 0}
+    assert m.events == {"insert": 2, "update": 1, "delete": 1, "truncate": 0, "message": 0, "read": 0}
     assert m.events_delivered == 4 and m.batch_events.count == 1 and m.batch_events.sum == 4
     assert m.commit_to_delivery.count == 3
     assert m.commit_to_delivery.sum == pytest.approx(2.0 * 2 + 0.1)

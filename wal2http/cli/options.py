@@ -23,6 +23,7 @@ from wal2http.config.secrets import (
 )
 from wal2http.config.sections import (
     RANGES,
+    BackfillConfig,
     BatchConfig,
     DeliveryConfig,
     HttpConfig,
@@ -212,6 +213,15 @@ run_options = options(
         click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
                      help="Also deliver pg_logical_emit_message() messages as 'message' events."),
     ),
+    options(
+        "Backfill",
+        click.option("--backfill", is_flag=True, envvar=env("BACKFILL"),
+                     help="With --create-slot: when the slot is created, queue a backfill of every published "
+                          "table, so the existing rows are sent too."),
+        click.option("--backfill-chunk-size", type=_int("backfill_chunk_size"), envvar=env("BACKFILL_CHUNK_SIZE"),
+                     default=BackfillConfig.chunk_size, metavar="N",
+                     help="Rows per backfill chunk (one short select each)."),
+    ),
     sink_options,
     click.option("--batch-wait-ms", type=_int("batch_wait_ms"), envvar=env("BATCH_WAIT_MS"),
                  default=BatchConfig.max_wait_ms,
@@ -272,6 +282,7 @@ def unchecked_config(o: dict[str, Any]) -> Config:
         log=LogConfig(**log),
         metrics=_metrics_config(o),
         notify=_notify_config(o),
+        backfill=BackfillConfig(**given(o, chunk_size="backfill_chunk_size", initial="backfill")),
     )
 
 

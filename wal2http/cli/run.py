@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from wal2http.cli.app import CONTEXT_SETTINGS, execute, main
+from wal2http.backfill.requests import backfill_refusal
+from wal2http.cli.app import CONTEXT_SETTINGS, execute, fail, main
 from wal2http.cli.options import (
     breaker_options,
     build_config,
@@ -17,6 +18,7 @@ from wal2http.cli.options import (
     source_options,
 )
 from wal2http.config.settings import Config
+from wal2http.errors import ExitStatus
 from wal2http.observe import log as log_setup
 
 
@@ -38,6 +40,9 @@ def run(**options: Any) -> None:
           --batch-size 100
     """
     config = build_config(options)
+    refusal = backfill_refusal(config)
+    if config.backfill.initial and refusal:
+        fail(f"--backfill: {refusal}", ExitStatus.USAGE)
     run_id = log_setup.new_run_id()
     execute(config, lambda: _run_pipeline(config, run_id), run_id=run_id)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from wal2http.backfill import requests as backfill_requests
 from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, emit, env, execute, logger, main, options
 from wal2http.cli.options import build_config, failover_option, source_options, unchecked_config
 from wal2http.config.rules import validate
@@ -54,9 +55,12 @@ def slot() -> None:
 )
 @click.option("--if-not-exists", is_flag=True,
               help="An existing slot (or outbox table) is a success, not an error.")
+@click.option("--backfill", is_flag=True,
+              help="Once the slot is created, queue a backfill of every published table (the initial "
+                   "snapshot), sent by the first 'run' along with the changes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: bool, publish: str | None,
-                hook0_outbox: bool, hook0_outbox_table: str, if_not_exists: bool, as_json: bool,
+                hook0_outbox: bool, hook0_outbox_table: str, if_not_exists: bool, backfill: bool, as_json: bool,
                 **options: Any) -> None:
     """Create the pgoutput slot (and its publication when missing).
 
@@ -80,6 +84,11 @@ def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: b
         created = slot_ops.create(config.source, request, if_not_exists)
         for text in created.warnings:
             click.echo(f"wal2http: warning: {text}", err=True)
+        if backfill and created.slot_created:
+            requested = backfill_requests.request_all(config.source)
+            emit(as_json, {**created.as_json(), "backfill": requested.as_json()},
+                 created.lines() + requested.lines())
+            return
         emit(as_json, created.as_json(), created.lines())
 
     execute(config, action, as_log=False)
@@ -115,6 +124,9 @@ def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, *
         dropped = slot_ops.drop(config.source, force=force, if_exists=if_exists,
                                  with_publication=with_publication, confirm=confirm)
         click.echo("\n".join(dropped.lines()))
+        if dropped.slot_dropped:
+            for task in backfill_requests.abandon(config.source):
+                click.echo(f"cancelled the {backfill_requests.describe(task)}: it needs the dropped slot")
 
     execute(config, action, as_log=False)
 
@@ -174,6 +186,7 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         validate(config)
         thresholds = slot_report.Thresholds(warn_lag, crit_lag, warn_inactive)
         report = slot_ops.status(config.source, thresholds, all_slots)
+        backfills = [] if all_slots else backfill_requests.unfinished(config.source)
     except Exception as e:  # whatever it is, a monitoring check must answer UNKNOWN, not crash
         if isinstance(e, Wal2HttpError):
             reason = str(e)
@@ -185,5 +198,6 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         line = slot_report.unknown(reason)
         emit(as_json, {"status": "UNKNOWN", "exit_code": int(slot_report.Health.UNKNOWN), "summary": line}, [line])
         sys.exit(int(slot_report.Health.UNKNOWN))
-    emit(as_json, slot_report.as_json(report), slot_report.render_text(report))
+    emit(as_json, {**slot_report.as_json(report), "backfills": [t.as_json() for t in backfills]},
+         slot_report.render_text(report) + [backfill_requests.describe(t) for t in backfills])
     sys.exit(int(report.health))

@@ -84,6 +84,12 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
         found.append(SettingProblem(
             "delivery", "--breaker-cooldown must be positive and --shutdown-timeout not negative"
         ))
+    check("backfill", check_range, "--backfill-chunk-size", config.backfill.chunk_size,
+          *RANGES["backfill_chunk_size"])
+    if config.backfill.initial and not src.create_slot:
+        found.append(SettingProblem("backfill", "run --backfill needs --create-slot: it queues a backfill of every "
+                                                "published table when the slot is created; use 'wal2http backfill' "
+                                                "for an existing slot"))
     check("notify", validate_notify, config.notify)
     return found
 

@@ -44,6 +44,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "slot_poll_seconds": (0, 86400),
     "notify_after": (0, 86400),
     "notify_interval": (0, 86400),
+    "backfill_chunk_size": (1, 1_000_000),
 }
 
 
@@ -138,3 +139,11 @@ class NotifyConfig:
         if self.smtp_port:
             return self.smtp_port
         return 587 if self.starttls else 25
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """How ``run`` works backfill requests."""
+
+    chunk_size: int = 1000  # rows per chunk select (--backfill-chunk-size)
+    initial: bool = False  # --backfill with --create-slot: request every published table once created

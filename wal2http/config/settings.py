@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from wal2http.config.dsn import dsn_secret_values
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import (
+    BackfillConfig,
     BatchConfig,
     DeliveryConfig,
     HttpConfig,
@@ -40,6 +41,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
 
     def secrets(self) -> list[str]:
         """Every secret value in every form it may be printed in, for the logging filter."""

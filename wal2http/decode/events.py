@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -72,18 +73,38 @@ def _utc_second(seconds: int) -> str:
     return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+@dataclass(frozen=True)
+class RelationFacts:
+    """What the catalogue says about a table that pgoutput does not (read once per Relation message)."""
+
+    # The row identity (primary key, else replica identity index); None: pgoutput's key flags, which
+    # under REPLICA IDENTITY FULL flag every column.
+    key: tuple[str, ...] | None = None
+    # Domain (or array-of-domain) type OID -> the built-in type OID it converts as.
+    base_types: Mapping[int, int] = field(default_factory=dict)
+    hidden: bool = False  # wal2http's own table: its changes are not events
+
+
 class _RelationInfo:
     """A Relation with everything the hot path needs precomputed."""
 
-    __slots__ = ("converters", "key_names", "names", "relation")
+    __slots__ = ("converters", "hidden", "key_names", "names", "relation")
 
-    def __init__(self, relation: Relation, type_names: dict[int, str]) -> None:
+    def __init__(self, relation: Relation, type_names: dict[int, str], facts: RelationFacts | None = None) -> None:
         self.relation = relation
         self.names = tuple(c.name for c in relation.columns)
+        bases = facts.base_types if facts is not None else {}
         self.converters: tuple[Converter, ...] = tuple(
-            converter_for(c.type_oid, type_names.get(c.type_oid)) for c in relation.columns
+            converter_for(bases[c.type_oid]) if c.type_oid in bases
+            else converter_for(c.type_oid, type_names.get(c.type_oid))
+            for c in relation.columns
         )
-        self.key_names = tuple(c.name for c in relation.columns if c.is_key)
+        if facts is not None and facts.key is not None:
+            key = set(facts.key)
+            self.key_names = tuple(name for name in self.names if name in key)
+        else:
+            self.key_names = tuple(c.name for c in relation.columns if c.is_key)
+        self.hidden = facts is not None and facts.hidden
 
     def key_of(self, row: dict[str, Any]) -> dict[str, Any]:
         """The replica identity columns of a row (those it has: an unchanged TOAST value is absent)."""
@@ -91,9 +112,16 @@ class _RelationInfo:
 
 
 class EventBuilder:
-    """Keeps the relation cache and the open transaction; builds events from changes."""
+    """Keeps the relation cache and the open transaction; builds events from changes.
 
-    def __init__(self) -> None:
+    ``catalog`` (optional) tells, once per Relation message, the row identity and the domains'
+    base types (wal2http.pg.catalog reads them); ``hidden`` names tables whose changes are no events.
+    """
+
+    def __init__(self, catalog: Callable[[Relation], RelationFacts] | None = None,
+                 hidden: Iterable[tuple[str, str]] = ()) -> None:
+        self.catalog = catalog
+        self.hidden = frozenset(hidden)
         self._relations: dict[int, _RelationInfo] = {}
         self._type_names: dict[int, str] = {}
         self.in_transaction = False
@@ -120,7 +148,33 @@ class EventBuilder:
 
     def relation(self, msg: Relation) -> None:
         # A later Relation message for the same OID means the table changed: replace it.
-        self._relations[msg.oid] = _RelationInfo(msg, self._type_names)
+        self._relations[msg.oid] = self._describe(msg)
+
+    def _describe(self, msg: Relation) -> _RelationInfo:
+        if (msg.schema, msg.table) in self.hidden:
+            return _RelationInfo(msg, self._type_names, RelationFacts(hidden=True))
+        facts = self.catalog(msg) if self.catalog is not None else None
+        return _RelationInfo(msg, self._type_names, facts)
+
+    @property
+    def commit_lsn(self) -> int:
+        """The open (or last) transaction's commit LSN."""
+        return self._commit_lsn
+
+    def reads(self, relation: Relation, facts: RelationFacts, type_names: Mapping[int, str],
+              rows: Iterable[tuple[ColumnValue, ...]], lsn: int,
+              keep: Callable[[dict[str, Any]], bool] | None = None) -> Iterator[Event]:
+        """``read`` events of backfilled rows (column texts in ``relation``'s order), in the open transaction.
+
+        The very converters and envelope of streamed changes; ``keep`` sees each row's key and
+        decides whether the row is sent.
+        """
+        info = _RelationInfo(relation, {**self._type_names, **type_names}, facts)
+        for values in rows:
+            new, toast = self._row(info, values)
+            key = info.key_of(new)
+            if keep is None or keep(key):
+                yield self._event("read", lsn, relation, key, new, None, toast)
 
     def type(self, msg: Type) -> None:
         self._type_names[msg.oid] = msg.name
@@ -128,6 +182,9 @@ class EventBuilder:
     def changes(self, msg: Insert | Update | Delete | Truncate | Message, lsn: int) -> list[Event]:
         """Events for one change message; ``lsn`` is the message's WAL position."""
         if isinstance(msg, Truncate):
+            if self.hidden and any(self._info(oid, lsn).hidden for oid in msg.relation_oids):
+                msg = Truncate(tuple(oid for oid in msg.relation_oids if not self._info(oid, lsn).hidden),
+                               msg.cascade, msg.restart_identity)
             return [
                 self._event(
                     "truncate",
@@ -144,6 +201,8 @@ class EventBuilder:
         if isinstance(msg, Message):
             return [self._message(msg, lsn)]
         info = self._info(msg.relation_oid, lsn)
+        if info.hidden:
+            return []
         try:
             return [self._row_event(info, msg, lsn)]
         except ValueError as e:

@@ -22,7 +22,8 @@ from wal2http.hook0.settings import HOOK0_MAX_LABELS, Hook0Config, Hook0Mode
 # gets the same Hook0 event id, so a redelivery is answered 409 EventAlreadyIngested.
 NAMESPACE = uuid.UUID("5a1e2f0c-8d3b-5f4e-9c71-0b6d2a4e8f13")
 
-VERBS = {"insert": "inserted", "update": "updated", "delete": "deleted", "truncate": "truncated"}
+VERBS = {"insert": "inserted", "update": "updated", "delete": "deleted", "truncate": "truncated",
+         "read": "read"}  # read: a row sent by a backfill
 CONTENT_TYPES = ("application/json", "text/plain", "application/octet-stream+base64")
 PAYLOAD_MAX_CHARS = 699_050  # Hook0: 512 KiB of payload, base64-encoded
 BODY_MAX_BYTES = 2 * 1024 * 1024  # Hook0 refuses larger request bodies

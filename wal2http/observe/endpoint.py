@@ -51,6 +51,8 @@ def readiness(m: Metrics) -> tuple[bool, dict[str, Any]]:
                             "breaker": m.breaker_state, "connected": m.replication_connected}
     if reasons:
         body["reasons"] = reasons
+    if m.backfill_table is not None:  # informative: a backfill does not make a run unready
+        body["backfill"] = {"table": m.backfill_table, "rows_sent": m.backfill_table_rows}
     return not reasons, body
 
 

@@ -26,7 +26,7 @@ from wal2http.runtime import RunState
 if TYPE_CHECKING:
     from wal2http.decode.events import Event
 
-OPS = ("insert", "update", "delete", "truncate", "message")
+OPS = ("insert", "update", "delete", "truncate", "message", "read")
 # One request to the sink: accepted, failed and retried, refused for good, or a configuration error (stop).
 OUTCOMES = ("success", "failure", "rejected", "error")
 ERROR_KINDS = ("replication", "delivery", "rejection", "slot_poll", "notification", "fatal")
@@ -104,6 +104,9 @@ class Metrics:
         self.last_rejection = ""
         self.duplicate_transactions = 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.backfill_rows: dict[str, int] = {}  # rows sent (confirmed) by table
+        self.backfill_table: str | None = None  # the table being backfilled now
+        self.backfill_table_rows = 0
         self.state = RunState.STARTING
         self.started_at = time.monotonic()
         # When the main loop last made progress or waited on purpose (time.monotonic()).
@@ -190,6 +193,16 @@ class Metrics:
         self.slot_safe_wal_size_bytes = None if safe_wal_size is None else float(safe_wal_size)
         self.slot_wal_status = wal_status
 
+    def set_backfill(self, table: str | None, rows_sent: int) -> None:
+        """The table being backfilled now (None: none) and its rows sent so far."""
+        self.backfill_table = table
+        self.backfill_table_rows = rows_sent
+
+    def backfill_rows_sent(self, table: str, n: int) -> None:
+        """A backfill chunk of ``table`` was delivered and recorded."""
+        self.backfill_rows[table] = self.backfill_rows.get(table, 0) + n
+        self.backfill_table_rows += n
+
     # -- exposition -----------------------------------------------------------------
 
     def registry(self) -> CollectorRegistry:
@@ -256,6 +269,13 @@ class _Collector(Collector):
                        "file.", m.dead_letters)
         yield _counter("wal2http_duplicates_skipped", "Transactions resent by PostgreSQL after a reconnect and "
                        "skipped because they were delivered already.", m.duplicate_transactions)
+        backfill = CounterMetricFamily("wal2http_backfill_rows", "Rows sent as read events by backfills, "
+                                       "counted once their chunk is confirmed.", labels=["table"])
+        for table, n in list(m.backfill_rows.items()):
+            backfill.add_metric([table], n)
+        yield backfill
+        yield _gauge("wal2http_backfill_active", "1 while a table is being backfilled.",
+                     1 if m.backfill_table is not None else 0)
         errors = CounterMetricFamily("wal2http_errors", "Errors by kind.", labels=["kind"])
         for kind, n in list(m.errors.items()):
             errors.add_metric([kind], n)

@@ -17,11 +17,12 @@ from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.lsn import format_lsn
 from wal2http.ops.checklist import Check, CheckName, Status, failed, ident, ok, warning
 from wal2http.ops.probe import probe
+from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connect_source, connection_params
 from wal2http.pg.slot import Slot, consumer, find_slot
 
-OLDEST_TESTED = 140000  # the test suite runs on PostgreSQL 14 to 18
+OLDEST_SUPPORTED = 140000  # messages (backfill watermarks); the test suite runs on 14 to 18
 FAILOVER_VERSION = 170000
 
 
@@ -115,12 +116,12 @@ def server_checks(facts: publication_sql.ServerFacts, messages: bool = False) ->
     name = "server version"
     if facts.version_num < 100000:
         checks.append(failed(name, f"PostgreSQL {facts.version} has no pgoutput",
-                             "use PostgreSQL 10 or later (wal2http is tested with 14 to 18)", ExitStatus.DATABASE))
-    elif messages and facts.version_num < 140000:
+                             "use PostgreSQL 14 or later (wal2http is tested with 14 to 18)", ExitStatus.DATABASE))
+    elif facts.version_num < OLDEST_SUPPORTED:
+        # run always asks pgoutput for messages: they carry the backfill watermarks.
         checks.append(failed(name, f"PostgreSQL {facts.version} cannot send messages",
-                             "--messages needs PostgreSQL 14 or later", ExitStatus.DATABASE))
-    elif facts.version_num < OLDEST_TESTED:
-        checks.append(warning(name, f"PostgreSQL {facts.version}; wal2http is tested with 14 to 18"))
+                             "wal2http needs PostgreSQL 14 or later (messages carry backfill watermarks "
+                             "and --messages)", ExitStatus.DATABASE))
     else:
         checks.append(ok(name, f"PostgreSQL {facts.version}"))
     if facts.wal_level != "logical":
@@ -304,6 +305,7 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
             checks.append(connection_check(facts))
             checks.extend(stream_checks(conn, src, facts))
             checks.append(wal_keep_check(facts))
+            checks.append(backfill_check(conn, src))
             http = _endpoint(config)
             if http is not None:
                 checks.append(http_timeout_check(http.timeout_s, facts.wal_sender_timeout_ms))
@@ -316,6 +318,19 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
         finally:
             conn.close()
     return checks, changes
+
+
+def backfill_check(conn: Any, source: SourceConfig) -> Check:
+    """What a backfill needs: SELECT on every published table (the requests table is made on request)."""
+    name = "backfill"
+    unreadable = backfill_sql.unreadable_tables(conn, source.publication)
+    if unreadable:
+        tables = ", ".join(unreadable)
+        return warning(name, f"role {conn.info.user} cannot SELECT {tables}: a backfill of these tables fails",
+                       f"GRANT SELECT ON {tables} TO {ident(conn.info.user)};")
+    queued = [t for t in backfill_sql.tasks(conn, source.slot) if not t.state.finished]
+    pending = f"; {len(queued)} table(s) queued or running for slot {source.slot}" if queued else ""
+    return ok(name, f"every published table can be read (pgoutput messages carry the watermarks){pending}")
 
 
 def connection_check(facts: publication_sql.ServerFacts) -> Check:

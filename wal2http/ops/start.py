@@ -6,6 +6,8 @@ import logging
 import signal
 from dataclasses import dataclass
 
+from wal2http.backfill.driver import Backfill
+from wal2http.backfill.requests import backfill_refusal, request_all
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
@@ -15,6 +17,7 @@ from wal2http.observe.observer import Observer
 from wal2http.ops.checklist import CheckName, require
 from wal2http.ops.checks import stream_checks
 from wal2http.pg import publication as publication_sql
+from wal2http.pg.catalog import Catalog, LazyConnection
 from wal2http.pg.connection import connect_source
 from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
@@ -32,6 +35,7 @@ class Prepared:
     slot: Slot
     database: str
     tables: tuple[tuple[str, str], ...]  # (schema, table)
+    created: bool = False  # the slot was created by this start (--create-slot)
 
 
 def prepare_stream(source: SourceConfig) -> Prepared:
@@ -45,11 +49,13 @@ def prepare_stream(source: SourceConfig) -> Prepared:
         for note in require(stream_checks(conn, source, facts), advisory=advisory):
             logger.warning("%s", note)
         info = find_slot(conn, source.slot)
+        created = info is None
         if info is None:
             create_slot(conn, source.slot, failover=source.failover)
             info = find_slot(conn, source.slot)
             assert info is not None
-        return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)))
+        return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)),
+                        created)
     finally:
         conn.close()
 
@@ -101,10 +107,19 @@ def _run(config: Config, observer: Observer) -> None:
     d = config.delivery
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
     sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
-    stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=src.messages,
+    # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
+    # delivered only with --messages).
+    stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,
                                status_interval_s=src.status_interval_s,
                                connect_timeout_s=src.connect_timeout_s, require_tls=src.require_tls)
-    pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters)
+    connection = LazyConnection(src.dsn.reveal(), require_tls=src.require_tls)
+    backfill = Backfill(connection, src.slot, src.publication, config.backfill.chunk_size, observer.metrics,
+                        refuse=backfill_refusal(config))
+    if prepared.created and config.backfill.initial:
+        for line in request_all(src).lines():
+            logger.info("%s", line)
+    pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
+                        backfill=backfill, catalog=Catalog(connection))
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)

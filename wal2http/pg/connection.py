@@ -88,7 +88,7 @@ def connect_sql(dsn: str, connect_timeout: int = 10, require_tls: bool = False) 
     except psycopg2.Error as e:
         raise DatabaseError(f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): "
                             f"{_tls_hint(error_text(e), require_tls)}") from None
-    _check_tls(conn, "connection", require_tls)
+    check_tls(conn, "connection", require_tls)
     conn.autocommit = True
     return conn
 
@@ -115,7 +115,7 @@ def connect_replication(dsn: str, connect_timeout: int = 10, require_tls: bool =
         error = ReplicationLost if is_connection_failure(text) else DatabaseError
         raise error(f"cannot open a replication connection ({redact_dsn(dsn)}): "
                     f"{_tls_hint(text, require_tls)}") from None
-    _check_tls(conn, "replication connection", require_tls)
+    check_tls(conn, "replication connection", require_tls)
     return conn
 
 
@@ -135,7 +135,7 @@ def is_connection_failure(text: str) -> bool:
     return _PERMANENT_RE.search(text) is None
 
 
-def _check_tls(conn: Any, kind: str, require_tls: bool) -> None:
+def check_tls(conn: Any, kind: str, require_tls: bool) -> None:
     """Log how the connection is protected; refuse it unencrypted under --require-tls."""
     tls = tls_status(conn)
     info = conn.info

@@ -1,0 +1,142 @@
+"""Operator side of backfills: queue a request (validated first), list, cancel; the run does the work."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, TableSpec, Task
+from wal2http.config.sections import SinkKind, SourceConfig
+from wal2http.config.settings import Config
+from wal2http.errors import ConfigError
+from wal2http.hook0.settings import Hook0Mode
+from wal2http.pg import backfill as store
+from wal2http.pg import publication as admin
+from wal2http.pg.connection import connect_source
+from wal2http.pg.slot import find_slot
+
+logger = logging.getLogger(__name__)
+
+
+def backfill_refusal(config: Config) -> str | None:
+    """Why a run with this configuration cannot send read events; None when it can."""
+    hook0 = config.sink.hook0
+    if config.sink.kind == SinkKind.HOOK0 and hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
+        return ("--sink hook0 --hook0-mode outbox cannot backfill: outbox rows are events, not state; "
+                "use --hook0-mode changes to send existing rows")
+    return None
+
+
+@dataclass(frozen=True)
+class Requested:
+    request: int
+    slot: str
+    tables: tuple[TableSpec, ...]
+    slot_active: bool  # a run streams from the slot now and will pick the request up
+
+    def lines(self) -> list[str]:
+        tables = ", ".join(t.name for t in self.tables)
+        lines = [f"backfill request {self.request} queued for slot {self.slot}: {tables}"]
+        if not self.slot_active:
+            lines.append("nothing streams from the slot now: the rows are sent once 'wal2http run' runs")
+        return lines
+
+    def as_json(self) -> dict[str, Any]:
+        return {"request": self.request, "slot": self.slot, "tables": [t.name for t in self.tables],
+                "slot_active": self.slot_active}
+
+
+def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, where: str | None) -> Requested:
+    """Validate every table (published, keyed, ``where`` plannable), then queue them; nothing on refusal."""
+    if all_tables and tables:
+        raise ConfigError("--all-tables cannot be combined with --table")
+    if not all_tables and not tables:
+        raise ConfigError("name the tables to backfill with --table SCHEMA.TABLE (repeatable) or --all-tables")
+    if where is not None:
+        store.check_where(where)
+    conn = connect_source(source)
+    try:
+        return _request(conn, source, tables, all_tables, where)
+    finally:
+        conn.close()
+
+
+def _request(conn: Any, source: SourceConfig, tables: tuple[str, ...], all_tables: bool,
+             where: str | None) -> Requested:
+    if admin.find_publication(conn, source.publication) is None:
+        raise ConfigError(f"publication {source.publication!r} does not exist: create it first "
+                          "('wal2http slot create --table ...')")
+    names = list(tables) or [f"{s}.{t}" for s, t in admin.published_tables(conn, source.publication)
+                             if (s, t) != (REQUESTS_SCHEMA, REQUESTS_TABLE)]
+    if not names:
+        raise ConfigError(f"publication {source.publication} publishes no table: nothing to backfill")
+    specs: list[TableSpec] = []
+    for name in names:
+        spec = store.describe(conn, source.publication, name)
+        if spec.name in {s.name for s in specs}:
+            continue
+        if where is not None:
+            store.plan_where(conn, spec, where)
+        specs.append(spec)
+    slot = find_slot(conn, source.slot)
+    if slot is None:
+        raise ConfigError(f"replication slot {source.slot!r} does not exist: create it with "
+                          "'wal2http slot create --backfill', which also queues this backfill")
+    store.create_requests_table(conn)
+    estimates = [(spec, store.estimate_rows(conn, spec.oid)) for spec in specs]
+    number = store.insert_request(conn, source.slot, source.publication, estimates, where)
+    logger.info("backfill request %d queued: %s", number, ", ".join(s.name for s in specs))
+    return Requested(number, source.slot, tuple(specs), slot.active_pid is not None)
+
+
+def request_all(source: SourceConfig) -> Requested:
+    """The initial snapshot: every published table (``slot create --backfill``, ``run --create-slot --backfill``)."""
+    return request(source, (), True, None)
+
+
+def tasks(source: SourceConfig, request_id: int | None = None) -> list[Task]:
+    conn = connect_source(source)
+    try:
+        return store.tasks(conn, source.slot, request_id)
+    finally:
+        conn.close()
+
+
+def cancel(source: SourceConfig, request_id: int) -> list[Task]:
+    """Cancel a request's unfinished tables; ConfigError when the request does not exist."""
+    conn = connect_source(source)
+    try:
+        if not store.tasks(conn, source.slot, request_id):
+            raise ConfigError(f"no backfill request {request_id} for slot {source.slot}")
+        return store.cancel(conn, request_id)
+    finally:
+        conn.close()
+
+
+def active_lines(source: SourceConfig, conn: Any) -> list[dict[str, Any]]:
+    """Unfinished backfills of the slot, for ``slot status`` (none when the requests table is missing)."""
+    return [t.as_json() for t in store.tasks(conn, source.slot) if not t.state.finished]
+
+
+def unfinished(source: SourceConfig) -> list[Task]:
+    """The slot's queued and running backfills (``slot status``); none without the requests table."""
+    return [t for t in tasks(source) if not t.state.finished]
+
+
+def abandon(source: SourceConfig) -> list[Task]:
+    """Cancel the slot's unfinished backfills (``slot drop``): their rows would come from a slot that is gone."""
+    conn = connect_source(source)
+    try:
+        found = [t for t in store.tasks(conn, source.slot) if not t.state.finished]
+        for request in sorted({t.request for t in found}):
+            store.cancel(conn, request)
+        return found
+    finally:
+        conn.close()
+
+
+def describe(task: Task) -> str:
+    """One line for ``slot status`` and ``slot drop``."""
+    estimate = "" if task.rows_estimated is None else f" of about {task.rows_estimated}"
+    return f"backfill of {task.name} {task.state.value}: {task.rows_sent}{estimate} rows sent (request {task.request})"

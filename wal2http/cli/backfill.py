@@ -1,0 +1,154 @@
+"""``wal2http backfill``, ``backfill status`` and ``backfill cancel``: requests the streaming run works."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from wal2http.backfill import requests
+from wal2http.backfill.model import State, Task
+from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, Wal2httpGroup, emit, env, execute, main
+from wal2http.cli.options import build_config, source_options
+from wal2http.errors import ExitStatus
+
+WAIT_POLL_S = 1.0
+
+
+class BackfillGroup(Wal2httpGroup):
+    """``backfill`` requests a backfill itself; ``backfill status|cancel`` are its subcommands."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        SectionedCommand.format_options(self, ctx, formatter)  # type: ignore[arg-type]
+        self.format_commands(ctx, formatter)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] | status [OPTIONS] | cancel [OPTIONS] ID")
+
+
+@main.group("backfill", cls=BackfillGroup, invoke_without_command=True, context_settings=CONTEXT_SETTINGS,
+            short_help="Send the current rows of tables as 'read' events.")
+@source_options
+@click.option("--table", "tables", multiple=True, envvar=env("BACKFILL_TABLE"), metavar="SCHEMA.TABLE",
+              help="A published table whose current rows to send; repeatable.")
+@click.option("--all-tables", is_flag=True, help="Every table the publication publishes.")
+@click.option("--where", metavar="CONDITION", help="Send only the rows meeting this SQL condition.")
+@click.option("--wait", is_flag=True, help="Follow the request to its end; exit 0 when done, 1 when it "
+                                           "failed or was cancelled.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def backfill(ctx: click.Context, /, tables: tuple[str, ...], all_tables: bool, where: str | None, wait: bool,
+             as_json: bool, **options: Any) -> None:
+    """Send the current rows of tables as 'read' events, in order with the live stream.
+
+    Queues a request in the database and returns its id; the 'run' streaming from --slot
+    reads the tables in key-ordered chunks between watermarks, without locking or pausing
+    anything. Refused (exit 2, nothing queued) when a table is not published, has no
+    primary key or replica identity index, or --where cannot be planned.
+
+    \b
+    Examples:
+      wal2http backfill --table public.orders --wait
+      wal2http backfill --all-tables
+      wal2http backfill status
+      wal2http backfill cancel 12
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    config = build_config(options)
+
+    def action() -> None:
+        requested = requests.request(config.source, tables, all_tables, where)
+        emit(as_json, requested.as_json(), requested.lines())
+        if wait:
+            sys.exit(_wait(config.source, requested.request, as_json))
+
+    execute(config, action, as_log=False)
+
+
+def _wait(source: Any, request: int, quiet: bool) -> int:
+    """Follow a request until every table finished: a progress bar on a terminal, else a line per table."""
+    reported: set[int] = set()
+    bar: Any = None
+    try:
+        while True:
+            found = requests.tasks(source, request)
+            if sys.stderr.isatty() and not quiet:
+                total = sum(t.rows_estimated or 0 for t in found) or 1
+                if bar is None:
+                    bar = click.progressbar(length=total, label=f"backfill {request}", file=sys.stderr)
+                    bar.__enter__()
+                bar.update(sum(t.rows_sent for t in found) - bar.pos)
+            for task in found:
+                if task.state.finished and task.id not in reported:
+                    reported.add(task.id)
+                    if not quiet:
+                        click.echo(_line(task), err=bar is not None)
+            if all(t.state.finished for t in found):
+                return 0 if all(t.state is State.DONE for t in found) else int(ExitStatus.ERROR)
+            time.sleep(WAIT_POLL_S)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def _line(task: Task) -> str:
+    estimate = "?" if task.rows_estimated is None else str(task.rows_estimated)
+    reason = f": {task.reason}" if task.reason and task.state is not State.DONE else ""
+    return f"{task.name}: {task.state.value}, {task.rows_sent} rows sent (estimated {estimate}){reason}"
+
+
+@backfill.command("status", context_settings=CONTEXT_SETTINGS, short_help="List backfill requests.")
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the requests as JSON.")
+def status(as_json: bool, **options: Any) -> None:
+    """List backfill requests of the slot: table, rows sent and estimated, state, times.
+
+    \b
+    Example:
+      wal2http backfill status --json
+    """
+    config = build_config(options)
+
+    def action() -> None:
+        found = requests.tasks(config.source)
+        lines = [f"{'ID':>6} {'REQ':>5} {'TABLE':<30} {'STATE':<10} {'SENT':>10} {'ESTIMATED':>10} "
+                 f"{'STARTED':<20} FINISHED"]
+        for t in found:
+            lines.append(f"{t.id:>6} {t.request:>5} {t.name:<30} {t.state.value:<10} {t.rows_sent:>10} "
+                         f"{'?' if t.rows_estimated is None else t.rows_estimated:>10} "
+                         f"{_time(t.started_at):<20} {_time(t.finished_at)}"
+                         + (f"  ({t.reason})" if t.reason and t.state is State.FAILED else ""))
+        if not found:
+            lines = [f"no backfill requests for slot {config.source.slot}"]
+        emit(as_json, {"slot": config.source.slot, "requests": [t.as_json() for t in found]}, lines)
+
+    execute(config, action, as_log=False)
+
+
+def _time(value: Any) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@backfill.command("cancel", context_settings=CONTEXT_SETTINGS, short_help="Cancel a backfill request.")
+@source_options
+@click.argument("request_id", metavar="ID", type=int)
+def cancel(request_id: int, **options: Any) -> None:
+    """Cancel a backfill request: its tables not yet finished stop after the current chunk.
+
+    \b
+    Example:
+      wal2http backfill cancel 12
+    """
+    config = build_config(options)
+
+    def action() -> None:
+        cancelled = requests.cancel(config.source, request_id)
+        if not cancelled:
+            click.echo(f"backfill request {request_id} had already finished")
+        for task in cancelled:
+            click.echo(f"{task.name}: cancelled after {task.rows_sent} rows")
+
+    execute(config, action, as_log=False)
