@@ -256,14 +256,21 @@ def test_row_filter_column_list_and_where(db: Database, receiver: Receiver, star
                                          wal2http_bin: str) -> None:
     db.execute("CREATE TABLE people (id int PRIMARY KEY, name text, secret text, active bool)")
     db.execute("CREATE TABLE fence (n int PRIMARY KEY)")
-    db.execute("CREATE PUBLICATION wal2http FOR TABLE people (id, name, active) WHERE (active), fence")
+    filters = int(db.execute("SHOW server_version_num")[0][0]) >= 150000  # row filters, column lists: 15+
+    if filters:
+        db.execute("CREATE PUBLICATION wal2http FOR TABLE people (id, name, active) WHERE (active), fence")
+    else:
+        db.execute("CREATE PUBLICATION wal2http FOR TABLE people, fence")
     db.execute("INSERT INTO people SELECT i, 'p' || i, 'hush', i % 3 <> 0 FROM generate_series(1, 300) i")
     start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--batch-size", "100",
                    "--backfill-chunk-size", "64")
     backfill(wal2http_bin, db, "--table", "public.people", "--where", "id <= 200")
     wait_done(db)
     reads = [e for e in fence(db, receiver) if e["op"] == "read"]
-    expected = [{"id": i, "name": f"p{i}", "active": True} for i in range(1, 201) if i % 3 != 0]
+    if filters:
+        expected = [{"id": i, "name": f"p{i}", "active": True} for i in range(1, 201) if i % 3 != 0]
+    else:  # --where alone narrows the rows; every column is published
+        expected = [{"id": i, "name": f"p{i}", "secret": "hush", "active": i % 3 != 0} for i in range(1, 201)]
     assert [e["new"] for e in reads] == expected  # in key order, no hidden row, no hidden column
     assert states(db) == [("public.people", "done", len(expected))]
 
