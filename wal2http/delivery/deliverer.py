@@ -12,6 +12,7 @@ from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker, BreakerState
 from wal2http.delivery.deadletter import DeadLetterFile
+from wal2http.delivery.lines import DISK_RETRY_MAX_S, disk_retry_delay
 from wal2http.errors import DeliveryError, PayloadTooLarge, RejectedError, TransientDeliveryError
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
@@ -22,7 +23,6 @@ logger = logging.getLogger(__name__)
 # Requests accepted at a reduced size before a larger one is tried; doubled after each try that failed.
 GROW_AFTER = 16
 GROW_AFTER_MAX = 1024
-DISK_RETRY_MAX_S = 30.0  # between attempts to write a dead letter to a full disk
 
 
 class SizeLimit:
@@ -163,7 +163,7 @@ class Deliverer:
                 self.dead_letters.append(event, reason, status, response)
             except TransientDeliveryError as e:
                 failures += 1
-                delay = min(DISK_RETRY_MAX_S, 0.5 * 2 ** min(failures, 10))
+                delay = disk_retry_delay(failures)
                 log = logger.warning if failures == 1 else logger.debug
                 log("%s; trying again every %.0f s at most, nothing past it is confirmed meanwhile", e,
                     DISK_RETRY_MAX_S)

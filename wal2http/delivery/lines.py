@@ -18,6 +18,12 @@ logger = logging.getLogger(__name__)
 # Errors that go away without a change of configuration: space freed, quota raised, an interrupted call.
 HEALING = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR, errno.EAGAIN, errno.EIO, errno.ENOMEM})
 _TAIL_CHUNK = 65536
+DISK_RETRY_MAX_S = 30.0  # longest wait between two attempts to write to a full disk
+
+
+def disk_retry_delay(failures: int) -> float:
+    """The wait before the next write attempt after ``failures`` failed ones: doubling, capped."""
+    return min(DISK_RETRY_MAX_S, 0.5 * 2.0 ** min(failures, 10))
 
 
 class LineFile:

@@ -16,13 +16,12 @@ from wal2http.delivery.batch import Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import ReplayLine, read_lines
 from wal2http.delivery.deliverer import Deliverer
-from wal2http.delivery.lines import HEALING, describe
+from wal2http.delivery.lines import DISK_RETRY_MAX_S, HEALING, describe, disk_retry_delay
 from wal2http.errors import ConfigError, FileUnwritable, RejectedError
 from wal2http.ops.start import make_sink
 
 logger = logging.getLogger(__name__)
 
-REWRITE_RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -134,8 +133,8 @@ def _rewrite(path: str, raw_lines: list[bytes], sleep: Callable[[float], None] =
             failures += 1
             if failures == 1:
                 logger.warning("%s; %s is unchanged, trying again every %.0f s at most", text, path,
-                               REWRITE_RETRY_MAX_S)
-            sleep(min(REWRITE_RETRY_MAX_S, 0.5 * 2 ** min(failures, 10)))
+                               DISK_RETRY_MAX_S)
+            sleep(disk_retry_delay(failures))
             continue
         if failures:
             logger.info("rewrote %s after %d failed attempts", path, failures)
