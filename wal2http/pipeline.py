@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from types import FrameType
 
 from wal2http.backfill.driver import Backfill
-from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_PREFIX
 from wal2http.config.settings import Config
 from wal2http.deadline import limit_all
 from wal2http.decode import pgoutput
@@ -22,6 +21,7 @@ from wal2http.delivery.batch import Batch, Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.deliverer import Deliverer
+from wal2http.delivery.sink import Sink
 from wal2http.errors import (
     DatabaseError,
     Interrupted,
@@ -34,10 +34,10 @@ from wal2http.errors import (
 )
 from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
+from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_PREFIX
 from wal2http.pg.catalog import Catalog
 from wal2http.pg.stream import ReplicationStream
 from wal2http.runtime import RunState
-from wal2http.sinks import Sink
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The running process: its run state, and tuning of the garbage collector and the C allocator."""
+"""The running process: its run and breaker states, and tuning of the garbage collector and the C allocator."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ class RunState(StrEnum):
     RECONNECTING = "reconnecting"
     STANDBY = "standby"
     STOPPING = "stopping"
+
+
+class BreakerState(StrEnum):
+    """The delivery circuit breaker's state, as /readyz and the metrics name it."""
+
+    CLOSED = "closed"
+    HALF_OPEN = "half-open"
+    OPEN = "open"
+
 
 _M_TOP_PAD = -2  # from glibc's <malloc.h>
 HEAP_SLACK_BYTES = 2 * 1024 * 1024

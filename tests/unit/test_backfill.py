@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from wal2http.backfill.chunk import Chunk, identity
-from wal2http.backfill.model import Mark, State, TableSpec, Task, Watermark
 from wal2http.decode.events import EventBuilder, RelationFacts
 from wal2http.decode.pgoutput import Begin, Column, Insert, Relation, Update
+from wal2http.pg.backfill_model import Mark, State, TableSpec, Task, Watermark
 
 INT4, TEXT, INT4_ARRAY = 23, 25, 1007
 DOMAIN, DOMAIN_ARRAY = 16_500, 16_501  # a domain over int4 and its array type
@@ -192,7 +192,7 @@ def test_the_next_chunk_waits_for_a_quiet_stream_but_not_for_ever() -> None:
 
 
 def test_a_snapshot_sees_what_committed_before_it() -> None:
-    from wal2http.backfill.snapshot import Snapshot
+    from wal2http.pg.snapshot import Snapshot
 
     snapshot = Snapshot.parse("100:105:101,103")
     assert [snapshot.sees(x) for x in (99, 100, 101, 102, 103, 104, 105, 200)] == [

@@ -90,6 +90,27 @@ def cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 EDGES = graph(MODULES)
 
+# The packages (and top-level modules) from the bottom up: each may import only those before it, so the
+# data flow reads top-down in the tree. ``wal2http`` is the package root (its ``__version__``).
+PACKAGE_ORDER = (
+    "wal2http", "lsn", "errors", "sizes", "deadline", "runtime", "checklist",  # leaves
+    "config", "decode", "pg", "observe", "delivery", "sinks", "hook0", "backfill",  # the streaming layers
+    "pipeline", "ops", "cli", "__main__",  # the run loop, then operator commands
+)
+
+
+def package(module: str) -> str:
+    """``wal2http.pg.slot`` -> ``pg``; the root itself -> ``wal2http``."""
+    return module.split(".")[1] if "." in module else module
+
+
+def package_edges(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Which packages each package imports (itself excluded)."""
+    packages: dict[str, set[str]] = {package(name): set() for name in edges}
+    for name, targets in edges.items():
+        packages[package(name)].update(package(t) for t in targets if package(t) != package(name))
+    return packages
+
 
 @pytest.mark.parametrize("library", sorted(CONFINED))
 def test_libraries_stay_in_their_layer(library: str) -> None:
@@ -103,6 +124,21 @@ def test_libraries_stay_in_their_layer(library: str) -> None:
 def test_no_import_cycle() -> None:
     found = cycle(EDGES)
     assert found is None, "import cycle: " + " -> ".join(found or [])
+
+
+def test_no_package_cycle() -> None:
+    """Modules without cycles are not enough: two packages importing each other are one concept misplaced."""
+    found = cycle(package_edges(EDGES))
+    assert found is None, "package cycle: " + " -> ".join(found or [])
+
+
+def test_packages_import_only_lower_packages() -> None:
+    packages = package_edges(EDGES)
+    assert sorted(packages) == sorted(PACKAGE_ORDER), "a package was added or removed: place it in PACKAGE_ORDER"
+    rank = {name: i for i, name in enumerate(PACKAGE_ORDER)}
+    upward = sorted(f"{name} -> {target}" for name, targets in packages.items() for target in targets
+                    if rank[target] > rank[name])
+    assert upward == [], f"imports of a higher package (PACKAGE_ORDER): {upward}"
 
 
 def test_the_pipeline_needs_no_set_up_code() -> None:
@@ -123,3 +159,8 @@ def test_the_checks_catch_what_they_guard() -> None:
     assert {"click", "wal2http.pipeline"} <= set(imports(tree))
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
+    # Two packages importing each other through different modules: a package cycle, no module cycle.
+    modules = {"wal2http.x.a": {"wal2http.y.b"}, "wal2http.y.b": set(), "wal2http.y.c": {"wal2http.x.d"},
+               "wal2http.x.d": set()}
+    assert cycle(modules) is None
+    assert cycle(package_edges(modules)) == ["x", "y", "x"]

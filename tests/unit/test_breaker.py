@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from wal2http.delivery.breaker import Breaker, BreakerState
+from wal2http.delivery.breaker import Breaker
+from wal2http.runtime import BreakerState
 
 
 def breaker() -> Breaker:

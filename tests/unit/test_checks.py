@@ -6,13 +6,18 @@ from dataclasses import replace
 
 import pytest
 
+from wal2http.checklist import Status, exit_status, failed, ok, render_text, warning
 from wal2http.config.rules import problems, validate
 from wal2http.config.secrets import Secret
-from wal2http.config.sections import BatchConfig, DeliveryConfig, HttpConfig, SourceConfig
+from wal2http.config.sections import (
+    BatchConfig,
+    DeliveryConfig,
+    HttpConfig,
+    SourceConfig,
+)
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.config.validation import validate_uuid
 from wal2http.errors import ConfigError, ExitStatus
-from wal2http.ops.checklist import Status, exit_status, failed, ok, render_text, warning
 from wal2http.ops.checks import offline_checks
 
 DSN = "postgresql://app:s3cret-pw@db.example.com:5433/app"

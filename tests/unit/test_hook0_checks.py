@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from wal2http.checklist import Status
+from wal2http.config.hook0 import Hook0Config
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import HttpConfig, SourceConfig
-from wal2http.hook0.checks import Published, create_command, event_types_check, outbox_table_check
-from wal2http.hook0.settings import Hook0Config
-from wal2http.ops.checklist import Status
+from wal2http.hook0.checks import (
+    Published,
+    create_command,
+    event_types_check,
+    outbox_table_check,
+)
 from wal2http.pg.outbox import COLUMNS, Column, Table
 
 APP = "6f1c8a52-0d3e-4b7a-9c2f-5e8d1a4b7c90"

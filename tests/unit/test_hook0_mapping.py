@@ -10,6 +10,7 @@ import pytest
 from hook0.generated.models import EventPost
 
 from tests.unit import pgbytes as pb
+from wal2http.config.hook0 import Hook0Config
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import HttpConfig
 from wal2http.decode import pgoutput as po
@@ -21,7 +22,6 @@ from wal2http.hook0.mapping import (
     derived_event_id,
     sanitize_name,
 )
-from wal2http.hook0.settings import Hook0Config
 
 APP = "7c1f0a7e-3b8e-4a51-9f0e-2d4b6c8a1e35"
 T0 = 1_764_291_723_456_789

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from wal2http.sinks.signing import Signer, decode_secret
+from wal2http.config.signing import decode_secret
+from wal2http.sinks.signing import Signer
 
 
 def new_secret() -> str:

@@ -1,6 +1,7 @@
 """Backfill: send the rows a table already holds as ``read`` events inside the live stream (DBLog watermarks).
 
-``model`` holds the pure records (requests, watermarks, the table description a chunk needs),
-``chunk`` the chunk between its watermarks, ``driver`` the work loop the pipeline calls; every
-statement is in ``wal2http.pg.backfill``.
+``chunk`` holds the chunk between its watermarks, ``driver`` the work loop the pipeline calls, ``queue``
+the operator's requests (queue, list, cancel). The records they share (request states, watermarks, the
+table description a chunk needs) are ``wal2http.pg.backfill_model``, beside every statement in
+``wal2http.pg.backfill``, so the SQL layer needs nothing from here.
 """

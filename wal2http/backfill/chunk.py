@@ -7,9 +7,7 @@ from typing import Any
 
 import orjson
 
-from wal2http.backfill.model import TableSpec, Task
-
-Row = tuple[str | None, ...]  # column texts as PostgreSQL prints them, None for NULL
+from wal2http.pg.backfill_model import Row, TableSpec, Task
 
 
 def identity(names: Iterable[str], row: Mapping[str, Any]) -> bytes:

@@ -10,15 +10,22 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from wal2http.backfill.chunk import Chunk
-from wal2http.backfill.model import Mark, State, TableSpec, Task, Watermark, new_token
-from wal2http.backfill.snapshot import STREAMED_XIDS, Snapshot
 from wal2http.decode.events import Event, EventBuilder, RelationFacts
 from wal2http.decode.pgoutput import Relation
 from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
 from wal2http.pg import backfill as store
+from wal2http.pg.backfill_model import (
+    Mark,
+    State,
+    TableSpec,
+    Task,
+    Watermark,
+    new_token,
+)
 from wal2http.pg.catalog import LazyConnection
+from wal2http.pg.snapshot import STREAMED_XIDS, Snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,19 @@ from typing import Any
 
 import click
 
-from wal2http.backfill import requests
-from wal2http.backfill.model import State, Task
-from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, Wal2httpGroup, emit, env, execute, main
+from wal2http.backfill import queue
+from wal2http.cli.app import (
+    CONTEXT_SETTINGS,
+    SectionedCommand,
+    Wal2httpGroup,
+    emit,
+    env,
+    execute,
+    main,
+)
 from wal2http.cli.options import build_config, source_options
 from wal2http.errors import ExitStatus
+from wal2http.pg.backfill_model import State, Task
 
 WAIT_POLL_S = 1.0
 
@@ -60,7 +68,7 @@ def backfill(ctx: click.Context, /, tables: tuple[str, ...], all_tables: bool, w
     config = build_config(options)
 
     def action() -> None:
-        requested = requests.request(config.source, tables, all_tables, where)
+        requested = queue.request(config.source, tables, all_tables, where)
         emit(as_json, requested.as_json(), requested.lines())
         if wait:
             sys.exit(_wait(config.source, requested.request, as_json))
@@ -74,7 +82,7 @@ def _wait(source: Any, request: int, quiet: bool) -> int:
     bar: Any = None
     try:
         while True:
-            found = requests.tasks(source, request)
+            found = queue.tasks(source, request)
             if sys.stderr.isatty() and not quiet:
                 total = sum(t.rows_estimated or 0 for t in found) or 1
                 if bar is None:
@@ -113,7 +121,7 @@ def status(as_json: bool, **options: Any) -> None:
     config = build_config(options)
 
     def action() -> None:
-        found = requests.tasks(config.source)
+        found = queue.tasks(config.source)
         lines = [f"{'ID':>6} {'REQ':>5} {'TABLE':<30} {'STATE':<10} {'SENT':>10} {'ESTIMATED':>10} "
                  f"{'STARTED':<20} FINISHED"]
         for t in found:
@@ -145,7 +153,7 @@ def cancel(request_id: int, **options: Any) -> None:
     config = build_config(options)
 
     def action() -> None:
-        cancelled = requests.cancel(config.source, request_id)
+        cancelled = queue.cancel(config.source, request_id)
         if not cancelled:
             click.echo(f"backfill request {request_id} had already finished")
         for task in cancelled:

@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from wal2http.cli.app import Lines, env, fail, options, secret_file_option
 from wal2http.config.headers import parse_headers
+from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.rules import parse_listen_address, split_signing_secrets, validate
 from wal2http.config.secrets import (
     ADMIN_TOKEN,
@@ -36,7 +37,6 @@ from wal2http.config.sections import (
 )
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.errors import ConfigError, ExitStatus, Wal2HttpError
-from wal2http.hook0.settings import Hook0Config, Hook0Mode
 
 
 def _int(option: str) -> click.IntRange:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from wal2http.backfill.requests import backfill_refusal
+from wal2http.backfill.queue import backfill_refusal
 from wal2http.cli.app import CONTEXT_SETTINGS, execute, fail, main
 from wal2http.cli.options import (
     breaker_options,

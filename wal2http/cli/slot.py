@@ -7,12 +7,26 @@ from typing import Any
 
 import click
 
-from wal2http.backfill import requests as backfill_requests
-from wal2http.cli.app import CONTEXT_SETTINGS, SectionedCommand, emit, env, execute, logger, main, options
-from wal2http.cli.options import build_config, failover_option, source_options, unchecked_config
+from wal2http.backfill import queue as backfill_queue
+from wal2http.cli.app import (
+    CONTEXT_SETTINGS,
+    SectionedCommand,
+    emit,
+    env,
+    execute,
+    logger,
+    main,
+    options,
+)
+from wal2http.cli.options import (
+    build_config,
+    failover_option,
+    source_options,
+    unchecked_config,
+)
+from wal2http.config.hook0 import Hook0Config, outbox_schema_table
 from wal2http.config.rules import validate
 from wal2http.errors import ConfigError, Wal2HttpError
-from wal2http.hook0.settings import Hook0Config, outbox_schema_table
 from wal2http.observe import log as log_setup
 from wal2http.ops import slot as slot_ops
 from wal2http.ops import slot_report
@@ -85,7 +99,7 @@ def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: b
         for text in created.warnings:
             click.echo(f"wal2http: warning: {text}", err=True)
         if backfill and created.slot_created:
-            requested = backfill_requests.request_all(config.source)
+            requested = backfill_queue.request_all(config.source)
             emit(as_json, {**created.as_json(), "backfill": requested.as_json()},
                  created.lines() + requested.lines())
             return
@@ -125,8 +139,8 @@ def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, *
                                  with_publication=with_publication, confirm=confirm)
         click.echo("\n".join(dropped.lines()))
         if dropped.slot_dropped:
-            for task in backfill_requests.abandon(config.source):
-                click.echo(f"cancelled the {backfill_requests.describe(task)}: it needs the dropped slot")
+            for task in backfill_queue.abandon(config.source):
+                click.echo(f"cancelled the {backfill_queue.describe(task)}: it needs the dropped slot")
 
     execute(config, action, as_log=False)
 
@@ -186,7 +200,7 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         validate(config)
         thresholds = slot_report.Thresholds(warn_lag, crit_lag, warn_inactive)
         report = slot_ops.status(config.source, thresholds, all_slots)
-        backfills = [] if all_slots else backfill_requests.unfinished(config.source)
+        backfills = [] if all_slots else backfill_queue.unfinished(config.source)
     except Exception as e:  # whatever it is, a monitoring check must answer UNKNOWN, not crash
         if isinstance(e, Wal2HttpError):
             reason = str(e)
@@ -199,5 +213,5 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         emit(as_json, {"status": "UNKNOWN", "exit_code": int(slot_report.Health.UNKNOWN), "summary": line}, [line])
         sys.exit(int(slot_report.Health.UNKNOWN))
     emit(as_json, {**slot_report.as_json(report), "backfills": [t.as_json() for t in backfills]},
-         slot_report.render_text(report) + [backfill_requests.describe(t) for t in backfills])
+         slot_report.render_text(report) + [backfill_queue.describe(t) for t in backfills])
     sys.exit(int(report.health))

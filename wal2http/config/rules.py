@@ -7,8 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wal2http.config import signing
+from wal2http.config.hook0 import validate_hook0
 from wal2http.config.secrets import HTTP_BEARER_TOKEN, Secret
-from wal2http.config.sections import RANGES, HttpConfig, NotifyConfig, OnReject, SinkKind
+from wal2http.config.sections import (
+    RANGES,
+    HttpConfig,
+    NotifyConfig,
+    OnReject,
+    SinkKind,
+)
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.config.validation import (
     check_bearer_token,
@@ -19,8 +27,6 @@ from wal2http.config.validation import (
     validate_url,
 )
 from wal2http.errors import ConfigError
-from wal2http.hook0.settings import validate_hook0
-from wal2http.sinks import signing
 
 SLOT_NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from wal2http.config import signing
 from wal2http.config.dsn import dsn_secret_values
+from wal2http.config.hook0 import Hook0Config
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import (
     BackfillConfig,
@@ -20,8 +22,6 @@ from wal2http.config.sections import (
     SinkKind,
     SourceConfig,
 )
-from wal2http.hook0.settings import Hook0Config
-from wal2http.sinks import signing
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import random
-from enum import StrEnum
 
-
-class BreakerState(StrEnum):
-    CLOSED = "closed"
-    HALF_OPEN = "half-open"
-    OPEN = "open"
+from wal2http.runtime import BreakerState
 
 
 class Breaker:

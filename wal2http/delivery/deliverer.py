@@ -10,13 +10,19 @@ from typing import Any
 from wal2http.config.sections import OnReject
 from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
-from wal2http.delivery.breaker import Breaker, BreakerState
+from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.lines import DISK_RETRY_MAX_S, disk_retry_delay
-from wal2http.errors import DeliveryError, PayloadTooLarge, RejectedError, TransientDeliveryError
+from wal2http.delivery.sink import Sink
+from wal2http.errors import (
+    DeliveryError,
+    PayloadTooLarge,
+    RejectedError,
+    TransientDeliveryError,
+)
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
-from wal2http.sinks import Sink
+from wal2http.runtime import BreakerState
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from wal2http.hook0.settings import Hook0Config
+from wal2http.config.hook0 import Hook0Config
 from wal2http.sinks.http import BearerAuth, Reply, new_session, request
 
 PEER = "Hook0 API"

@@ -6,13 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from wal2http.checklist import Check, Status, failed, ident, ok, warning
+from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.secrets import HOOK0_API_TOKEN
 from wal2http.config.sections import SourceConfig
 from wal2http.config.validation import public_url
 from wal2http.errors import Wal2HttpError
 from wal2http.hook0.mapping import Hook0Mapper, sanitize_name
-from wal2http.hook0.settings import Hook0Config, Hook0Mode
-from wal2http.ops.checklist import Check, Status, failed, ident, ok, warning
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
 
@@ -187,7 +187,9 @@ def published(conn: Any, source: SourceConfig, database: str) -> Published | Non
 
 def api_checks(hook0: Hook0Config, changes: Published | None) -> list[Check]:
     """The API answers, accepts the token for the application, and (changes mode) knows the event types."""
-    from wal2http.hook0.api import Hook0Api  # requests: only when a check talks to Hook0
+    from wal2http.hook0.api import (
+        Hook0Api,  # requests: only when a check talks to Hook0
+    )
 
     api = Hook0Api(hook0)
     try:

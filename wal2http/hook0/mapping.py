@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
+from wal2http.config.hook0 import HOOK0_MAX_LABELS, Hook0Config, Hook0Mode
 from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
 from wal2http.errors import UnmappableEvent
-from wal2http.hook0.settings import HOOK0_MAX_LABELS, Hook0Config, Hook0Mode
 
 # Changes-mode ids are uuid5(NAMESPACE, "<service>/<wal2http event id>"): the same change always
 # gets the same Hook0 event id, so a redelivery is answered 409 EventAlreadyIngested.

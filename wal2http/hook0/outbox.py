@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wal2http.checklist import Status, require
 from wal2http.config.sections import SourceConfig
 from wal2http.errors import ConfigError, DatabaseError
 from wal2http.hook0 import checks as hook0_checks
-from wal2http.ops.checklist import Status, require
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
 

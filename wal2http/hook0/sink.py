@@ -8,8 +8,10 @@ from typing import NoReturn
 
 import orjson
 
+from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
+from wal2http.delivery.sink import SourceInfo
 from wal2http.errors import (
     ConfigError,
     DeliveryConfigError,
@@ -20,9 +22,14 @@ from wal2http.errors import (
 )
 from wal2http.hook0.api import DETAIL_EXCERPT, LIST_KEPT_BYTES, PEER, ApiProblem
 from wal2http.hook0.mapping import Hook0Event, Hook0Mapper, sanitize_name
-from wal2http.hook0.settings import Hook0Config, Hook0Mode
-from wal2http.sinks import SourceInfo
-from wal2http.sinks.http import BearerAuth, Reply, new_session, request, retry_after_seconds, warn_if_plain_http
+from wal2http.sinks.http import (
+    BearerAuth,
+    Reply,
+    new_session,
+    request,
+    retry_after_seconds,
+    warn_if_plain_http,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from wal2http.config.secrets import Secret
 from wal2http.config.validation import is_loopback
-from wal2http.delivery.breaker import BreakerState
 from wal2http.errors import ConfigError
 from wal2http.observe.metrics import Metrics
-from wal2http.runtime import RunState
+from wal2http.runtime import BreakerState, RunState
 
 logger = logging.getLogger(__name__)
 

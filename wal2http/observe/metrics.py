@@ -20,8 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from wal2http import __version__
-from wal2http.delivery.breaker import BreakerState
-from wal2http.runtime import RunState
+from wal2http.runtime import BreakerState, RunState
 
 if TYPE_CHECKING:
     from wal2http.decode.events import Event

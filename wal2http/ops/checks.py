@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from wal2http.checklist import Check, CheckName, Status, failed, ident, ok, warning
 from wal2http.config.dsn import redact_dsn
+from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.rules import problems
 from wal2http.config.sections import HttpConfig, OnReject, SinkKind, SourceConfig
 from wal2http.config.settings import Config
@@ -13,9 +15,7 @@ from wal2http.config.validation import public_url
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
 from wal2http.hook0 import checks as hook0_checks
 from wal2http.hook0.checks import Published
-from wal2http.hook0.settings import Hook0Config, Hook0Mode
 from wal2http.lsn import format_lsn
-from wal2http.ops.checklist import Check, CheckName, Status, failed, ident, ok, warning
 from wal2http.ops.probe import probe
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql

@@ -16,7 +16,12 @@ from wal2http.delivery.batch import Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import ReplayLine, read_lines
 from wal2http.delivery.deliverer import Deliverer
-from wal2http.delivery.lines import DISK_RETRY_MAX_S, HEALING, describe, disk_retry_delay
+from wal2http.delivery.lines import (
+    DISK_RETRY_MAX_S,
+    HEALING,
+    describe,
+    disk_retry_delay,
+)
 from wal2http.errors import ConfigError, FileUnwritable, RejectedError
 from wal2http.ops.start import make_sink
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wal2http.checklist import Status, require
 from wal2http.config.sections import SourceConfig
 from wal2http.errors import ConfigError, DatabaseError, SlotInUse
 from wal2http.hook0.outbox import Outbox, existing_outbox, outbox_into, outbox_report
 from wal2http.lsn import format_lsn
-from wal2http.ops.checklist import Status, require
 from wal2http.ops.checks import (
     failover_check,
     publication_check,

@@ -7,14 +7,15 @@ import signal
 from dataclasses import dataclass
 
 from wal2http.backfill.driver import Backfill
-from wal2http.backfill.requests import backfill_refusal, request_all
+from wal2http.backfill.queue import backfill_refusal, request_all
+from wal2http.checklist import CheckName, require
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
+from wal2http.delivery.sink import Sink, SourceInfo
 from wal2http.errors import Interrupted, StopRequested
 from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
-from wal2http.ops.checklist import CheckName, require
 from wal2http.ops.checks import stream_checks
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.catalog import Catalog, LazyConnection
@@ -23,7 +24,6 @@ from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
 from wal2http.pipeline import Pipeline
 from wal2http.runtime import tune_for_streaming
-from wal2http.sinks import Sink, SourceInfo
 
 logger = logging.getLogger(__name__)
 

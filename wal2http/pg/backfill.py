@@ -10,13 +10,27 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from wal2http.backfill.chunk import Row
-from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_PREFIX, State, TableSpec, Task
-from wal2http.backfill.snapshot import Snapshot
 from wal2http.decode.pgoutput import Column
 from wal2http.errors import ConfigError, DatabaseError
-from wal2http.pg.catalog import IDENTITY_SQL_COLUMNS, base_types, execute, identity_columns, query, row_identity
+from wal2http.pg.backfill_model import (
+    REQUESTS_SCHEMA,
+    REQUESTS_TABLE,
+    WATERMARK_PREFIX,
+    Row,
+    State,
+    TableSpec,
+    Task,
+)
+from wal2http.pg.catalog import (
+    IDENTITY_SQL_COLUMNS,
+    base_types,
+    execute,
+    identity_columns,
+    query,
+    row_identity,
+)
 from wal2http.pg.connection import error_text
+from wal2http.pg.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 

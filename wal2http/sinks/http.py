@@ -22,6 +22,7 @@ from urllib3.util.retry import Retry
 from wal2http import __version__
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import HttpConfig
+from wal2http.config.signing import signing_keys
 from wal2http.config.validation import is_loopback
 from wal2http.deadline import DeadlineExceeded, deadline
 from wal2http.delivery.batch import Batch
@@ -32,7 +33,7 @@ from wal2http.errors import (
     StopRequested,
     TransientDeliveryError,
 )
-from wal2http.sinks.signing import Signer, signing_keys
+from wal2http.sinks.signing import Signer
 
 logger = logging.getLogger(__name__)
 

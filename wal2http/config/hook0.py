@@ -8,7 +8,12 @@ from enum import StrEnum
 
 from wal2http.config.secrets import HOOK0_API_TOKEN, Secret
 from wal2http.config.sections import HttpConfig
-from wal2http.config.validation import check_bearer_token, check_tls_files, validate_url, validate_uuid
+from wal2http.config.validation import (
+    check_bearer_token,
+    check_tls_files,
+    validate_url,
+    validate_uuid,
+)
 from wal2http.errors import ConfigError
 
 

@@ -16,7 +16,8 @@ from wal2http.decode.pgoutput import Column, Relation
 WATERMARK_PREFIX = "wal2http.backfill"
 # The table requests and progress live in; created by whoever requests a backfill first.
 REQUESTS_SCHEMA, REQUESTS_TABLE = "public", "wal2http_backfill"
-DEFAULT_CHUNK_SIZE = 1000
+
+Row = tuple[str | None, ...]  # a selected row: column texts as PostgreSQL prints them, None for NULL
 
 
 class State(StrEnum):

@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from wal2http.backfill.model import REQUESTS_SCHEMA, REQUESTS_TABLE, TableSpec, Task
+from wal2http.config.hook0 import Hook0Mode
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config
 from wal2http.errors import ConfigError
-from wal2http.hook0.settings import Hook0Mode
 from wal2http.pg import backfill as store
 from wal2http.pg import publication as admin
+from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, TableSpec, Task
 from wal2http.pg.connection import connect_source
 from wal2http.pg.slot import find_slot
 
