@@ -126,7 +126,7 @@ def test_only_changes_of_the_chunk_table_drop_rows() -> None:
     from wal2http.backfill.driver import Backfill, _Active
     from wal2http.decode.events import Event
     from wal2http.observe.metrics import Metrics
-    from wal2http.pg.catalog import LazyConnection
+    from wal2http.pg.connection import LazyConnection
 
     driver = Backfill(LazyConnection("dbname=unused"), "wal2http", "wal2http", 10, Metrics())
     driver._active = _Active(task(), spec(), RelationFacts(key=("id",)), spec().relation(), 0, 0)

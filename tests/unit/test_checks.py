@@ -18,7 +18,7 @@ from wal2http.config.sections import (
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.config.validation import validate_uuid
 from wal2http.errors import ConfigError, ExitStatus
-from wal2http.ops.checks import offline_checks
+from wal2http.ops.check_config import offline_checks
 
 DSN = "postgresql://app:s3cret-pw@db.example.com:5433/app"
 

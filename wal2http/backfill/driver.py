@@ -24,7 +24,7 @@ from wal2http.pg.backfill_model import (
     Watermark,
     new_token,
 )
-from wal2http.pg.catalog import LazyConnection
+from wal2http.pg.connection import LazyConnection
 from wal2http.pg.snapshot import STREAMED_XIDS, Snapshot
 
 logger = logging.getLogger(__name__)

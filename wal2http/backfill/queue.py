@@ -13,7 +13,7 @@ from wal2http.errors import ConfigError
 from wal2http.pg import backfill as store
 from wal2http.pg import publication as admin
 from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, TableSpec, Task
-from wal2http.pg.connection import connect_source
+from wal2http.pg.connection import source_connection
 from wal2http.pg.slot import find_slot
 
 logger = logging.getLogger(__name__)
@@ -55,11 +55,8 @@ def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, whe
         raise ConfigError("name the tables to backfill with --table SCHEMA.TABLE (repeatable) or --all-tables")
     if where is not None:
         store.check_where(where)
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         return _request(conn, source, tables, all_tables, where)
-    finally:
-        conn.close()
 
 
 def _request(conn: Any, source: SourceConfig, tables: tuple[str, ...], all_tables: bool,
@@ -96,22 +93,16 @@ def request_all(source: SourceConfig) -> Requested:
 
 
 def tasks(source: SourceConfig, request_id: int | None = None) -> list[Task]:
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         return store.tasks(conn, source.slot, request_id)
-    finally:
-        conn.close()
 
 
 def cancel(source: SourceConfig, request_id: int) -> list[Task]:
     """Cancel a request's unfinished tables; ConfigError when the request does not exist."""
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         if not store.tasks(conn, source.slot, request_id):
             raise ConfigError(f"no backfill request {request_id} for slot {source.slot}")
         return store.cancel(conn, request_id)
-    finally:
-        conn.close()
 
 
 def active_lines(source: SourceConfig, conn: Any) -> list[dict[str, Any]]:
@@ -126,14 +117,11 @@ def unfinished(source: SourceConfig) -> list[Task]:
 
 def abandon(source: SourceConfig) -> list[Task]:
     """Cancel the slot's unfinished backfills (``slot drop``): their rows would come from a slot that is gone."""
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         found = [t for t in store.tasks(conn, source.slot) if not t.state.finished]
         for request in sorted({t.request for t in found}):
             store.cancel(conn, request)
         return found
-    finally:
-        conn.close()
 
 
 def describe(task: Task) -> str:

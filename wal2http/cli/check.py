@@ -10,7 +10,7 @@ import click
 from wal2http import checklist
 from wal2http.cli.app import CONTEXT_SETTINGS, emit, execute, main
 from wal2http.cli.options import build_config, run_options, source_options
-from wal2http.ops import checks
+from wal2http.ops import check_config as checks
 
 
 @main.command("check-config", context_settings=CONTEXT_SETTINGS)

@@ -23,7 +23,7 @@ from wal2http.ops.checks import (
 from wal2http.ops.slot_report import Report, Thresholds, evaluate
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
-from wal2http.pg.connection import connect_source
+from wal2http.pg.connection import source_connection
 from wal2http.pg.slot import (
     Consumer,
     Slot,
@@ -42,12 +42,9 @@ SCHEMA_PUBLICATION_VERSION = 150000  # CREATE PUBLICATION ... FOR TABLES IN SCHE
 
 def status(source: SourceConfig, thresholds: Thresholds, all_slots: bool) -> Report:
     """``slot status``: the configured slot (or every logical slot of the database), judged."""
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         database = conn.get_dsn_parameters().get("dbname", "")
         found = read_slots(conn, None if all_slots else source.slot)
-    finally:
-        conn.close()
     return evaluate(found, thresholds, None if all_slots else source.slot, database)
 
 
@@ -145,11 +142,8 @@ def create(source: SourceConfig, request: PublicationRequest, if_not_exists: boo
     """Create the publication when missing and asked for, then the slot; say what already existed."""
     if request.all_tables and (request.tables or request.schemas):
         raise ConfigError("--all-tables cannot be combined with --table or --schema")
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         return _create(conn, source, request, if_not_exists)
-    finally:
-        conn.close()
 
 
 def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
@@ -285,11 +279,8 @@ def drop(source: SourceConfig, *, force: bool, if_exists: bool, with_publication
     ``confirm`` gets the question to ask and raises to refuse; it is called only when there is
     something to drop.
     """
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         return _drop(conn, source, force, if_exists, with_publication, confirm)
-    finally:
-        conn.close()
 
 
 def _drop(conn: Any, source: SourceConfig, force: bool, if_exists: bool, with_publication: bool,

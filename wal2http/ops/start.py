@@ -18,8 +18,9 @@ from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
 from wal2http.ops.checks import stream_checks
 from wal2http.pg import publication as publication_sql
-from wal2http.pg.catalog import Catalog, LazyConnection
-from wal2http.pg.connection import connect_source
+from wal2http.pg.catalog import Catalog
+from wal2http.pg.connection import LazyConnection
+from wal2http.pg.connection import source_connection
 from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
 from wal2http.pipeline import Pipeline
@@ -40,8 +41,7 @@ class Prepared:
 
 def prepare_stream(source: SourceConfig) -> Prepared:
     """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
-    conn = connect_source(source)
-    try:
+    with source_connection(source) as conn:
         facts = publication_sql.server_facts(conn)
         # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
         # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
@@ -56,8 +56,6 @@ def prepare_stream(source: SourceConfig) -> Prepared:
             assert info is not None
         return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)),
                         created)
-    finally:
-        conn.close()
 
 
 def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None) -> Sink:

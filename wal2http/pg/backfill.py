@@ -21,15 +21,8 @@ from wal2http.pg.backfill_model import (
     TableSpec,
     Task,
 )
-from wal2http.pg.catalog import (
-    IDENTITY_SQL_COLUMNS,
-    base_types,
-    execute,
-    identity_columns,
-    query,
-    row_identity,
-)
-from wal2http.pg.connection import error_text
+from wal2http.pg.catalog import IDENTITY_SQL_COLUMNS, base_types, identity_columns, row_identity
+from wal2http.pg.connection import error_text, execute, query
 from wal2http.pg.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import select
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +24,7 @@ from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "wal2http"
+NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL cuts application_name there
 
 # The text the walsender produces for values depends on these; force canonical forms.
 SESSION_SETTINGS = {
@@ -93,9 +98,18 @@ def connect_sql(dsn: str, connect_timeout: int = 10, require_tls: bool = False) 
     return conn
 
 
-def connect_source(source: SourceConfig) -> Any:
-    """An autocommit SQL connection to the configured database, refused without TLS under --require-tls."""
-    return connect_sql(source.dsn.reveal(), source.connect_timeout_s, source.require_tls)
+@contextlib.contextmanager
+def source_connection(source: SourceConfig) -> Iterator[Any]:
+    """An autocommit SQL connection to the configured database, closed on leaving the block.
+
+    Refused without TLS under --require-tls. Every operator command opens its connection this way.
+    """
+    conn = connect_sql(source.dsn.reveal(), source.connect_timeout_s, source.require_tls)
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(psycopg2.Error):
+            conn.close()
 
 
 def connect_replication(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> Any:
@@ -189,16 +203,116 @@ def _without_dsn_text(message: str) -> str:
     return _QUOTED_RE.sub(replace, message)
 
 
-def query(conn: Any, statement: Any, params: Any = None, *, what: str) -> list[tuple[Any, ...]]:
-    """Run one statement; its rows (none for a command); DatabaseError("cannot <what>: ...") on failure."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return list(cur.fetchall()) if cur.description is not None else []
-    except psycopg2.Error as e:
-        raise DatabaseError(f"cannot {what}: {error_text(e)}") from None
-
-
 def error_text(error: BaseException) -> str:
     """A PostgreSQL error on one line (libpq's messages span several), or its type when empty."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+ANSWER_TIMEOUT_S = 15.0  # longest wait for any answer on the run's SQL connection
+WAKE_EVERY_S = 0.5  # how often a wait lets the run look after its replication stream
+
+
+class _RunConnection(psycopg2.extensions.connection):  # type: ignore[misc]
+    """A connection that knows how long to wait for an answer and what to do meanwhile."""
+
+    on_wait: Callable[[], None] | None = None
+    answer_timeout_s: float = ANSWER_TIMEOUT_S
+
+
+class LazyConnection:
+    """An SQL connection of ``run`` beside the replication one: opened on first use, dropped on error.
+
+    Asynchronous (psycopg2 ``async_``), so that every wait for PostgreSQL has a deadline: the main
+    loop must never hang on a stalled network path (a statement timeout cannot help there), or the
+    replication stream would go unanswered. Async connections are autocommit. ``purpose`` ends its
+    application_name, so pg_stat_activity tells the catalogue, backfill and slot monitor sessions apart.
+    """
+
+    def __init__(self, dsn: str, *, connect_timeout_s: int = 5, statement_timeout_ms: int = 10_000,
+                 answer_timeout_s: float = ANSWER_TIMEOUT_S, require_tls: bool = False,
+                 purpose: str = "catalogue") -> None:
+        self._dsn = dsn
+        # Called at least every WAKE_EVERY_S while waiting for PostgreSQL; may raise to give up.
+        self.on_wait: Callable[[], None] | None = None
+        self.connect_timeout_s = connect_timeout_s
+        self.statement_timeout_ms = statement_timeout_ms
+        self.answer_timeout_s = answer_timeout_s
+        self.require_tls = require_tls
+        self.purpose = purpose
+        self._conn: Any = None
+
+    def get(self) -> Any:
+        if self._conn is None:
+            params = connection_params(self._dsn, self.connect_timeout_s, self.require_tls)
+            try:
+                conn = psycopg2.connect(**params, async_=True, connection_factory=_RunConnection)
+                conn.on_wait = self.on_wait
+                conn.answer_timeout_s = self.answer_timeout_s
+                wait(conn, self.connect_timeout_s, "connect")
+            except psycopg2.Error as e:
+                raise DatabaseError(f"cannot connect to PostgreSQL ({redact_dsn(self._dsn)}): "
+                                    f"{error_text(e)}") from None
+            check_tls(conn, "connection", self.require_tls)
+            self._conn = conn
+            # Watermarks and progress need no standby's confirmation: waiting for one would hold up
+            # the run (the stream decodes them once flushed locally either way).
+            room = NAME_BYTES - len(self.purpose.encode()) - 1
+            query(conn, "SELECT set_config('statement_timeout', %s, false),"
+                        " set_config('synchronous_commit', 'local', false),"
+                        " set_config('application_name', left(current_setting('application_name'), %s) || ' ' || %s,"
+                        " false)", (str(self.statement_timeout_ms), room, self.purpose), what="set up the SQL session")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+        self._conn = None
+
+
+def wait(conn: Any, seconds: float, what: str) -> None:
+    """Poll an asynchronous connection until its operation is done; DatabaseError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+            raise DatabaseError(f"no answer from PostgreSQL within {seconds:g} s ({what})")
+        fd = conn.fileno()
+        pause = min(remaining, WAKE_EVERY_S)
+        if state == psycopg2.extensions.POLL_READ:
+            ready = select.select([fd], [], [], pause)[0]
+        else:
+            ready = select.select([], [fd], [], pause)[1]
+        on_wait = getattr(conn, "on_wait", None)
+        if not ready and on_wait is not None:
+            try:
+                on_wait()
+            except BaseException:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.close()
+                raise
+
+
+def execute(cur: Any, statement: Any, params: Any = None, *, what: str) -> None:
+    """``cur.execute``, waiting at most the connection's answer timeout when it is asynchronous."""
+    cur.execute(statement, params)
+    if cur.connection.async_:
+        wait(cur.connection, getattr(cur.connection, "answer_timeout_s", ANSWER_TIMEOUT_S), what)
+
+
+def query(conn: Any, statement: Any, params: Any = None, *, what: str) -> list[tuple[Any, ...]]:
+    """Run one statement; its rows (none for a command); DatabaseError("cannot <what>: ...") on failure.
+
+    Bounded in time on an asynchronous connection (``LazyConnection``'s).
+    """
+    try:
+        with conn.cursor() as cur:
+            execute(cur, statement, params, what=what)
+            return list(cur.fetchall()) if cur.description is not None else []
+    except psycopg2.Error as e:
+        raise DatabaseError(f"cannot {what}: {error_text(e)}") from None

@@ -1,0 +1,239 @@
+"""``check-config``: the whole checklist of what ``run`` would meet, offline and online; creates nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from wal2http.checklist import Check, CheckName, Status, failed, ident, ok, warning
+from wal2http.config.dsn import redact_dsn
+from wal2http.config.hook0 import Hook0Config, Hook0Mode
+from wal2http.config.rules import problems
+from wal2http.config.sections import HttpConfig, OnReject, SinkKind, SourceConfig
+from wal2http.config.settings import Config
+from wal2http.config.validation import public_url
+from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
+from wal2http.hook0 import checks as hook0_checks
+from wal2http.hook0.checks import Published
+from wal2http.ops.checks import stream_checks
+from wal2http.ops.probe import probe
+from wal2http.pg import backfill as backfill_sql
+from wal2http.pg import publication as publication_sql
+from wal2http.pg.connection import connection_params, source_connection
+
+# -- offline ---------------------------------------------------------------------------------------
+
+
+def offline_checks(config: Config) -> list[Check]:
+    """Every setting, without connecting anywhere."""
+    found: dict[str, list[str]] = {}
+    for p in problems(config):
+        found.setdefault(p.setting, []).append(p.message)
+
+    def check(name: str, setting: str, detail: str) -> Check:
+        messages = found.get(setting)
+        return failed(name, "; ".join(messages)) if messages else ok(name, detail)
+
+    src, sink, batch = config.source, config.sink, config.batch
+    http = _endpoint(config)
+    if http is not None:
+        sink_detail = (f"{sink.kind} to {public_url(http.url)}, at most {http.timeout_s:g} s per request "
+                       f"in all{_protection(http)}")
+        if sink.hook0 is not None:
+            sink_detail += (f", application {sink.hook0.application_id}, --hook0-mode {sink.hook0.mode}, "
+                            "API token given (hidden)")
+    elif sink.kind == SinkKind.FILE:
+        sink_detail = f"JSON lines appended to {sink.file_path}"
+    else:
+        sink_detail = "JSON lines on standard output"
+    return [
+        _dsn_check(src, found.get("dsn")),
+        check("slot name", "slot", src.slot),
+        check("publication name", "publication", src.publication),
+        check(CheckName.SINK_SETTINGS, "sink", sink_detail),
+        check("batch limits", "batch", f"--batch-size {batch.max_events}, --batch-bytes {batch.max_bytes}, "
+                                       f"--batch-wait-ms {batch.max_wait_ms}"),
+        check("delivery settings", "delivery", _delivery_detail(config)),
+    ]
+
+
+def _protection(http: HttpConfig) -> str:
+    """How requests are authenticated and TLS set up, naming no secret."""
+    parts = []
+    if http.bearer_token is not None:
+        parts.append("bearer token given (hidden)")
+    if http.signing_secrets:
+        n = len(http.signing_secrets)
+        parts.append(f"signed with {n} secret{'s' if n > 1 else ''} (hidden)")
+    if http.headers:
+        parts.append("headers " + ", ".join(h.name for h in http.headers))
+    if http.ca_file:
+        parts.append(f"CAs of {http.ca_file}")
+    if http.client_cert:
+        parts.append(f"client certificate {http.client_cert}")
+    return "".join(f", {p}" for p in parts)
+
+
+def _delivery_detail(config: Config) -> str:
+    d = config.delivery
+    policy = f"--on-reject {d.on_reject}"
+    if d.on_reject == OnReject.DEAD_LETTER:
+        policy += f" to {d.dead_letter_path}"
+    return (f"{policy}, --max-event-bytes {d.max_event_bytes}, breaker after {d.breaker_failures} failures "
+            f"({d.breaker_cooldown_s:g} s first pause), --shutdown-timeout {d.shutdown_timeout_s:g} s")
+
+
+def _dsn_check(src: SourceConfig, messages: list[str] | None) -> Check:
+    if messages:
+        return failed(CheckName.DSN, "; ".join(messages))
+    dsn = src.dsn.reveal()
+    try:
+        params = connection_params(dsn, require_tls=src.require_tls)
+    except ConfigError as e:
+        return failed(CheckName.DSN, str(e))
+    host = params.get("host") or params.get("hostaddr") or "local socket"
+    where = [f"host {host}", f"port {params.get('port', '5432')}",
+             f"database {params.get('dbname', '(default)')}", f"user {params.get('user', '(default)')}"]
+    sslmode = params.get("sslmode") or os.environ.get("PGSSLMODE")
+    if sslmode:
+        where.append(f"sslmode {sslmode}")
+    if src.require_tls:
+        where.append("TLS required (--require-tls)")
+    return ok(CheckName.DSN, f"{', '.join(where)}: {redact_dsn(dsn)}")
+
+
+# -- check-config ----------------------------------------------------------------------------------
+
+
+def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[list[Check], Published | None]:
+    """The database as ``run`` would meet it, and the Hook0 outbox table; nothing is created.
+
+    Also returns, in Hook0 changes mode, what the publication streams (for the event types check).
+    """
+    checks: list[Check] = []
+    src = config.source
+    changes = None
+    with contextlib.ExitStack() as opened:
+        try:
+            conn = opened.enter_context(source_connection(src))
+        except Wal2HttpError as e:
+            checks.append(failed("database", str(e), "check the DSN, the network and pg_hba.conf",
+                                 ExitStatus.DATABASE))
+            return checks, changes
+        try:
+            facts = publication_sql.server_facts(conn)
+            checks.append(connection_check(facts))
+            checks.extend(stream_checks(conn, src, facts))
+            checks.append(wal_keep_check(facts))
+            checks.append(backfill_check(conn, src))
+            http = _endpoint(config)
+            if http is not None:
+                checks.append(http_timeout_check(http.timeout_s, facts.wal_sender_timeout_ms))
+            if hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
+                checks.extend(hook0_checks.outbox_checks(conn, hook0, src))
+            elif hook0 is not None:
+                changes = hook0_checks.published(conn, src, facts.database)
+        except DatabaseError as e:
+            checks.append(failed("database", str(e), None, ExitStatus.DATABASE))
+    return checks, changes
+
+
+def backfill_check(conn: Any, source: SourceConfig) -> Check:
+    """What a backfill needs: SELECT on every published table (the requests table is made on request)."""
+    name = "backfill"
+    unreadable = backfill_sql.unreadable_tables(conn, source.publication)
+    if unreadable:
+        tables = ", ".join(unreadable)
+        return warning(name, f"role {conn.info.user} cannot SELECT {tables}: a backfill of these tables fails",
+                       f"GRANT SELECT ON {tables} TO {ident(conn.info.user)};")
+    queued = [t for t in backfill_sql.tasks(conn, source.slot) if not t.state.finished]
+    pending = f"; {len(queued)} table(s) queued or running for slot {source.slot}" if queued else ""
+    return ok(name, f"every published table can be read (pgoutput messages carry the watermarks){pending}")
+
+
+def connection_check(facts: publication_sql.ServerFacts) -> Check:
+    where = f"{facts.host}:{facts.port}, database {facts.database}, role {facts.user}"
+    if facts.tls.in_use:
+        return ok("database", f"connected to {where}, {facts.tls}")
+    if facts.local:
+        return ok("database", f"connected to {where}, without TLS (local connection)")
+    return warning("database", f"connected to {where} without TLS",
+                   "add sslmode=verify-full and sslrootcert=... to the DSN, or pass --require-tls")
+
+
+def wal_keep_check(facts: publication_sql.ServerFacts) -> Check:
+    name = "max_slot_wal_keep_size"
+    if facts.max_slot_wal_keep_size_mb < 0:
+        return warning(name, "unlimited: a stopped or failing consumer makes the slot keep WAL until "
+                             "the disk is full",
+                       "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();")
+    return ok(name, f"{facts.max_slot_wal_keep_size_mb} MB")
+
+
+def http_timeout_check(timeout_s: float, wal_sender_timeout_ms: int) -> Check:
+    name = "http timeout"
+    if wal_sender_timeout_ms > 0 and timeout_s * 1000 >= wal_sender_timeout_ms / 2:
+        return warning(name, f"--http-timeout {timeout_s:g} s is not below half of the server's "
+                             f"wal_sender_timeout ({wal_sender_timeout_ms / 1000:g} s): one slow request "
+                             "can make the server end the stream",
+                       f"use --http-timeout {max(0.1, wal_sender_timeout_ms / 4000):g}, "
+                       "or raise wal_sender_timeout")
+    return ok(name, f"{timeout_s:g} s, below half of wal_sender_timeout")
+
+
+def _endpoint(config: Config) -> HttpConfig | None:
+    """Where the http or hook0 sink sends requests; None for the other sinks."""
+    sink = config.sink
+    if sink.kind == SinkKind.HTTP:
+        return sink.http
+    if sink.kind == SinkKind.HOOK0 and sink.hook0 is not None:
+        return sink.hook0.http
+    return None
+
+
+def sink_check(config: Config) -> Check:
+    """The receiver accepts connections, or the file can be written; the settings must be valid."""
+    sink = config.sink
+    http = _endpoint(config)
+    if http is not None:
+        option = "--hook0-api-url" if sink.kind == SinkKind.HOOK0 else "--http-url"
+        try:
+            return ok("sink", probe(http.url, http.timeout_s))
+        except ConfigError as e:
+            return failed("sink", str(e), f"check {option} and that the receiver is running")
+    if sink.kind == SinkKind.FILE and sink.file_path:
+        return _file_check(sink.file_path)
+    return ok("sink", "standard output")
+
+
+def _file_check(path: str) -> Check:
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        if not os.path.isfile(path) or not os.access(path, os.W_OK):
+            return failed("sink", f"{path} is not a writable file",
+                          "fix its permissions or choose another --file-path")
+        return ok("sink", f"{path} exists and is writable")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        return failed("sink", f"cannot create {path}: {directory} is not a writable directory",
+                      "create the directory or choose another --file-path")
+    return ok("sink", f"{path} can be created")
+
+
+def check_config(config: Config, offline: bool) -> list[Check]:
+    """The whole checklist: offline always, then the database and the sink unless ``offline``."""
+    checks = offline_checks(config)
+    if offline:
+        return checks
+    valid = {c.name for c in checks if c.status is Status.OK}
+    hook0 = config.sink.hook0 if config.sink.kind == SinkKind.HOOK0 and CheckName.SINK_SETTINGS in valid else None
+    changes = None
+    if CheckName.DSN in valid:
+        online, changes = online_checks(config, hook0)
+        checks.extend(online)
+    if CheckName.SINK_SETTINGS in valid:
+        sink = sink_check(config)
+        checks.append(sink)
+        if hook0 is not None and sink.status is Status.OK:
+            checks.extend(hook0_checks.api_checks(hook0, changes))
+    return checks
