@@ -60,7 +60,7 @@ class Pipeline:
         self.stream = stream
         d = config.delivery
         # Retries pause in self.wait, which keeps the stream alive and honours a stop.
-        self.deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
+        self.deliverer = Deliverer(sink, Breaker.of(d),
                                    self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
                                    max_events=config.batch.max_events)
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.

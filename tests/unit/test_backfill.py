@@ -154,6 +154,18 @@ def test_the_readme_shows_the_requests_table_as_wal2http_creates_it() -> None:
     assert "\n".join("    " + line if line else "" for line in ddl.splitlines()) in readme
 
 
+def test_the_requests_table_allows_exactly_the_states() -> None:
+    """The DDL is the one place the states are written as SQL; every statement passes State values."""
+    import re
+
+    from wal2http.pg.backfill import _CREATE
+
+    ddl = _CREATE.seq[2].string
+    allowed = re.search(r"CHECK \(state IN \(([^)]*)\)\)", ddl)
+    assert allowed is not None and allowed.group(1) == ", ".join(f"'{s.value}'" for s in State)
+    assert f"DEFAULT '{State.QUEUED.value}'" in ddl
+
+
 class _Unreachable:
     """A connection that must not be asked for: the step was not due."""
 

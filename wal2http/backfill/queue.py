@@ -105,11 +105,6 @@ def cancel(source: SourceConfig, request_id: int) -> list[Task]:
         return store.cancel(conn, request_id)
 
 
-def active_lines(source: SourceConfig, conn: Any) -> list[dict[str, Any]]:
-    """Unfinished backfills of the slot, for ``slot status`` (none when the requests table is missing)."""
-    return [t.as_json() for t in store.tasks(conn, source.slot) if not t.state.finished]
-
-
 def unfinished(source: SourceConfig) -> list[Task]:
     """The slot's queued and running backfills (``slot status``); none without the requests table."""
     return [t for t in tasks(source) if not t.state.finished]

@@ -269,22 +269,8 @@ class EventBuilder:
             return self._event("message", lsn, None, None, None, None, [], extra)
         # A non-transactional message stands alone: its own LSN identifies it.
         eid = event_id(msg.lsn, 0)
-        record = {
-            "id": eid,
-            "op": "message",
-            "schema": None,
-            "table": None,
-            "key": None,
-            "new": None,
-            "old": None,
-            "unchanged_toast": [],
-            "lsn": format_lsn(msg.lsn),
-            "commit_lsn": None,
-            "commit_time": None,
-            "xid": None,
-            "seq": 0,
-            **extra,
-        }
+        record = envelope(eid, "message", None, None, None, None, [], format_lsn(msg.lsn), None, None, None, 0)
+        record.update(extra)
         return Event(eid, "message", None, msg.lsn, 0, 0, record, encode(record))
 
     def _event(
@@ -300,21 +286,8 @@ class EventBuilder:
     ) -> Event:
         self._seq += 1
         eid = f"{self._id_prefix}{self._seq}"  # event_id(), with the per-transaction part made once
-        record: dict[str, Any] = {
-            "id": eid,
-            "op": op,
-            "schema": rel.schema if rel else None,
-            "table": rel.table if rel else None,
-            "key": key,
-            "new": new,
-            "old": old,
-            "unchanged_toast": toast,
-            "lsn": format_lsn(lsn),
-            "commit_lsn": self._commit_lsn_text,
-            "commit_time": self._commit_time,
-            "xid": self._xid,
-            "seq": self._seq,
-        }
+        record = envelope(eid, op, rel, key, new, old, toast, format_lsn(lsn), self._commit_lsn_text,
+                          self._commit_time, self._xid, self._seq)
         if extra:
             record.update(extra)
         try:
@@ -322,6 +295,27 @@ class EventBuilder:
         except TypeError as e:  # a converter returned something JSON cannot hold
             raise DecodeError(f"cannot encode event {eid}: {e}", lsn) from e
         return Event(eid, op, self._xid, self._commit_lsn, self._commit_time_us, self._seq, record, body)
+
+
+def envelope(eid: str, op: str, rel: Relation | None, key: dict[str, Any] | None, new: dict[str, Any] | None,
+             old: dict[str, Any] | None, toast: list[str], lsn: str, commit_lsn: str | None,
+             commit_time: str | None, xid: int | None, seq: int) -> dict[str, Any]:
+    """The event's 13 keys, in the order receivers see them; ``op``-specific keys are added after."""
+    return {
+        "id": eid,
+        "op": op,
+        "schema": rel.schema if rel else None,
+        "table": rel.table if rel else None,
+        "key": key,
+        "new": new,
+        "old": old,
+        "unchanged_toast": toast,
+        "lsn": lsn,
+        "commit_lsn": commit_lsn,
+        "commit_time": commit_time,
+        "xid": xid,
+        "seq": seq,
+    }
 
 
 def _fill(new: dict[str, Any], old: dict[str, Any], name: str) -> bool:

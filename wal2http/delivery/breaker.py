@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from wal2http.config.sections import DeliveryConfig
 from wal2http.runtime import BreakerState
 
 
@@ -27,6 +28,11 @@ class Breaker:
         self.opened_count = 0
         self._current_cooldown = cooldown_s
         self._rng = rng or random.Random()
+
+    @classmethod
+    def of(cls, delivery: DeliveryConfig) -> Breaker:
+        """The breaker the operator's delivery settings describe."""
+        return cls(delivery.breaker_failures, delivery.breaker_cooldown_s, delivery.breaker_cooldown_max_s)
 
     def failure(self, retry_after: float | None = None) -> float:
         """Record a failed attempt; return the seconds to wait before the next one."""

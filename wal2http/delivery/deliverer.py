@@ -12,7 +12,7 @@ from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
-from wal2http.delivery.lines import DISK_RETRY_MAX_S, disk_retry_delay
+from wal2http.delivery.lines import DISK_RETRY_MAX_S, write_until_done
 from wal2http.delivery.sink import Sink
 from wal2http.errors import (
     DeliveryError,
@@ -162,23 +162,13 @@ class Deliverer:
 
     def _park(self, event: Event, reason: str, status: int | None, response: str) -> None:
         """Write a dead letter; while the disk is full, wait (PostgreSQL hears from us) and try again."""
-        assert self.dead_letters is not None
-        failures = 0
-        while True:
-            try:
-                self.dead_letters.append(event, reason, status, response)
-            except TransientDeliveryError as e:
-                failures += 1
-                delay = disk_retry_delay(failures)
-                log = logger.warning if failures == 1 else logger.debug
-                log("%s; trying again every %.0f s at most, nothing past it is confirmed meanwhile", e,
-                    DISK_RETRY_MAX_S)
-                self.wait(delay)
-                continue
-            if failures:
-                logger.info("wrote dead letter %s to %s after %d failed attempts", event.id,
-                            self.dead_letters.path, failures)
-            return
+        dead_letters = self.dead_letters
+        assert dead_letters is not None
+        failures = write_until_done(
+            lambda: dead_letters.append(event, reason, status, response), self.wait,
+            f"trying again every {DISK_RETRY_MAX_S:.0f} s at most, nothing past it is confirmed meanwhile")
+        if failures:
+            logger.info("wrote dead letter %s to %s after %d failed attempts", event.id, dead_letters.path, failures)
 
     def _send_until_accepted(self, batch: Batch) -> None:
         breaker, metrics = self.breaker, self.metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Callable
 
 from wal2http.errors import FileUnwritable, TransientDeliveryError
 
@@ -24,6 +25,25 @@ DISK_RETRY_MAX_S = 30.0  # longest wait between two attempts to write to a full 
 def disk_retry_delay(failures: int) -> float:
     """The wait before the next write attempt after ``failures`` failed ones: doubling, capped."""
     return min(DISK_RETRY_MAX_S, 0.5 * 2.0 ** min(failures, 10))
+
+
+def write_until_done(write: Callable[[], None], wait: Callable[[float], None], meanwhile: str) -> int:
+    """Call ``write`` until it no longer raises TransientDeliveryError (a full disk); the failed attempts.
+
+    Waits ``disk_retry_delay`` between attempts; the first failure is a warning ending with ``meanwhile``
+    (what the operator should know while it lasts), later ones are debug lines. FileUnwritable passes.
+    """
+    failures = 0
+    while True:
+        try:
+            write()
+        except TransientDeliveryError as e:
+            failures += 1
+            log = logger.warning if failures == 1 else logger.debug
+            log("%s; %s", e, meanwhile)
+            wait(disk_retry_delay(failures))
+            continue
+        return failures
 
 
 class LineFile:

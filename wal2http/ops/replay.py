@@ -16,13 +16,8 @@ from wal2http.delivery.batch import Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import ReplayLine, read_lines
 from wal2http.delivery.deliverer import Deliverer
-from wal2http.delivery.lines import (
-    DISK_RETRY_MAX_S,
-    HEALING,
-    describe,
-    disk_retry_delay,
-)
-from wal2http.errors import ConfigError, FileUnwritable, RejectedError
+from wal2http.delivery.lines import DISK_RETRY_MAX_S, HEALING, describe, write_until_done
+from wal2http.errors import ConfigError, FileUnwritable, RejectedError, TransientDeliveryError
 from wal2http.ops.start import make_sink
 
 logger = logging.getLogger(__name__)
@@ -50,9 +45,8 @@ def replay(config: Config, path: str, *, dry_run: bool = False, keep: bool = Fal
             return result
         rewrite = result.dead_letter_file and not keep
         raw = _raw_lines(path)
-        d = config.delivery
         sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
-        deliverer = Deliverer(sink, Breaker(d.breaker_failures, d.breaker_cooldown_s, d.breaker_cooldown_max_s),
+        deliverer = Deliverer(sink, Breaker.of(config.delivery),
                               time.sleep, on_reject=OnReject.HALT, max_events=config.batch.max_events)
         batcher = Batcher(config.batch.max_events, config.batch.max_bytes, float("inf"))
         remaining = {line.number for line in lines}
@@ -127,23 +121,17 @@ def _rewrite(path: str, raw_lines: list[bytes], sleep: Callable[[float], None] =
     replay) and is tried again with backoff until space is freed; a file that cannot be written
     halts (FileUnwritable).
     """
-    failures = 0
-    while True:
+    def attempt() -> None:
         try:
             _replace(path, raw_lines)
         except OSError as e:
             text = f"cannot rewrite {path} without its delivered lines: {describe(e)}"
-            if e.errno not in HEALING:
-                raise FileUnwritable(text) from None
-            failures += 1
-            if failures == 1:
-                logger.warning("%s; %s is unchanged, trying again every %.0f s at most", text, path,
-                               DISK_RETRY_MAX_S)
-            sleep(disk_retry_delay(failures))
-            continue
-        if failures:
-            logger.info("rewrote %s after %d failed attempts", path, failures)
-        return
+            raise (TransientDeliveryError if e.errno in HEALING else FileUnwritable)(text) from None
+
+    failures = write_until_done(attempt, sleep,
+                                f"{path} is unchanged, trying again every {DISK_RETRY_MAX_S:.0f} s at most")
+    if failures:
+        logger.info("rewrote %s after %d failed attempts", path, failures)
 
 
 def _replace(path: str, raw_lines: list[bytes]) -> None:

@@ -19,8 +19,7 @@ from wal2http.observe.observer import Observer
 from wal2http.ops.checks import stream_checks
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.catalog import Catalog
-from wal2http.pg.connection import LazyConnection
-from wal2http.pg.connection import source_connection
+from wal2http.pg.connection import LazyConnection, source_connection
 from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
 from wal2http.pipeline import Pipeline

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 REQUESTS = sql.Identifier(REQUESTS_SCHEMA, REQUESTS_TABLE)
 REQUESTS_NAME = f"{REQUESTS_SCHEMA}.{REQUESTS_TABLE}"
-STATES = tuple(s.value for s in State)
+UNFINISHED = [State.QUEUED.value, State.RUNNING.value]  # a parameter: state = ANY(%s)
 
 _CREATE = sql.SQL("""
 CREATE TABLE IF NOT EXISTS {} (
@@ -113,18 +113,18 @@ def next_task(conn: Any, slot: str) -> Task | None:
     """The table to work on next for this slot: a running one first, else the oldest queued."""
     if not requests_table_exists(conn):
         return None
-    rows = query(conn, sql.SQL("SELECT {} FROM {} WHERE slot = %s AND state IN ('queued', 'running')"
-                               " ORDER BY state = 'running' DESC, id LIMIT 1").format(_COLUMNS, REQUESTS),
-                 (slot,), what=f"read {REQUESTS_NAME}")
+    rows = query(conn, sql.SQL("SELECT {} FROM {} WHERE slot = %s AND state = ANY(%s)"
+                               " ORDER BY state = %s DESC, id LIMIT 1").format(_COLUMNS, REQUESTS),
+                 (slot, UNFINISHED, State.RUNNING.value), what=f"read {REQUESTS_NAME}")
     return _task(rows[0]) if rows else None
 
 
 def start_task(conn: Any, task_id: int, estimate: int | None) -> Task | None:
     """Mark a table running; None when it was cancelled meanwhile."""
-    rows = query(conn, sql.SQL("UPDATE {} SET state = 'running', started_at = coalesce(started_at, now()),"
+    rows = query(conn, sql.SQL("UPDATE {} SET state = %s, started_at = coalesce(started_at, now()),"
                                " rows_estimated = coalesce(%s, rows_estimated)"
-                               " WHERE id = %s AND state IN ('queued', 'running') RETURNING {}").format(
-        REQUESTS, _COLUMNS), (estimate, task_id), what="start a backfill")
+                               " WHERE id = %s AND state = ANY(%s) RETURNING {}").format(REQUESTS, _COLUMNS),
+                 (State.RUNNING.value, estimate, task_id, UNFINISHED), what="start a backfill")
     return _task(rows[0]) if rows else None
 
 
@@ -133,27 +133,28 @@ def record_progress(conn: Any, task_id: int, last_key: tuple[str | None, ...] | 
     """Store a confirmed chunk; False when the table is no longer running (cancelled)."""
     rows_updated = query(conn, sql.SQL(
         "UPDATE {} SET last_key = %s, rows_sent = rows_sent + %s, chunks = chunks + 1,"
-        " state = CASE WHEN %s THEN 'done' ELSE state END,"
+        " state = CASE WHEN %s THEN %s ELSE state END,"
         " finished_at = CASE WHEN %s THEN now() ELSE finished_at END"
-        " WHERE id = %s AND state = 'running' RETURNING id").format(REQUESTS),
-        (list(last_key) if last_key is not None else None, rows, done, done, task_id),
+        " WHERE id = %s AND state = %s RETURNING id").format(REQUESTS),
+        (list(last_key) if last_key is not None else None, rows, done, State.DONE.value, done, task_id,
+         State.RUNNING.value),
         what="record backfill progress")
     return bool(rows_updated)
 
 
 def finish_task(conn: Any, task_id: int, state: State, reason: str | None) -> None:
     query(conn, sql.SQL("UPDATE {} SET state = %s, reason = %s, finished_at = now()"
-                        " WHERE id = %s AND state IN ('queued', 'running')").format(REQUESTS),
-          (state.value, reason, task_id), what="end a backfill")
+                        " WHERE id = %s AND state = ANY(%s)").format(REQUESTS),
+          (state.value, reason, task_id, UNFINISHED), what="end a backfill")
 
 
 def cancel(conn: Any, request: int) -> list[Task]:
     """Cancel a request's unfinished tables; the rows changed."""
     if not requests_table_exists(conn):
         return []
-    rows = query(conn, sql.SQL("UPDATE {} SET state = 'cancelled', finished_at = now(), reason = 'cancelled'"
-                               " WHERE request = %s AND state IN ('queued', 'running') RETURNING {}").format(
-        REQUESTS, _COLUMNS), (request,), what="cancel the backfill")
+    rows = query(conn, sql.SQL("UPDATE {} SET state = %s, finished_at = now(), reason = %s"
+                               " WHERE request = %s AND state = ANY(%s) RETURNING {}").format(REQUESTS, _COLUMNS),
+                 (State.CANCELLED.value, State.CANCELLED.value, request, UNFINISHED), what="cancel the backfill")
     return [_task(row) for row in rows]
 
 
