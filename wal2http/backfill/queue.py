@@ -13,7 +13,7 @@ from wal2http.errors import ConfigError
 from wal2http.pg import backfill as store
 from wal2http.pg import publication as admin
 from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, TableSpec, Task
-from wal2http.pg.connection import source_connection
+from wal2http.pg.connection import Connection, source_connection
 from wal2http.pg.slot import find_slot
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, whe
         return _request(conn, source, tables, all_tables, where)
 
 
-def _request(conn: Any, source: SourceConfig, tables: tuple[str, ...], all_tables: bool,
+def _request(conn: Connection, source: SourceConfig, tables: tuple[str, ...], all_tables: bool,
              where: str | None) -> Requested:
     if admin.find_publication(conn, source.publication) is None:
         raise ConfigError(f"publication {source.publication!r} does not exist: create it first "

@@ -15,6 +15,7 @@ from wal2http.errors import Wal2HttpError
 from wal2http.hook0.mapping import Hook0Mapper, sanitize_name
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
+from wal2http.pg.connection import Connection
 
 if TYPE_CHECKING:
     from wal2http.hook0.api import Answer, Hook0Api
@@ -132,7 +133,7 @@ def _column_problems(table: str, rule: Rule, column: outbox_sql.Column | None) -
     return found
 
 
-def outbox_publication_check(conn: Any, publication: publication_sql.Publication, schema: str, table: str,
+def outbox_publication_check(conn: Connection, publication: publication_sql.Publication, schema: str, table: str,
                              found: outbox_sql.Table, create: str) -> Check:
     """The publication streams the outbox's inserts, with every column the sink reads."""
     check = "hook0 outbox publication"
@@ -159,7 +160,7 @@ def outbox_publication_check(conn: Any, publication: publication_sql.Publication
     return ok(check, f"{name} is in publication {pub}, which publishes its inserts")
 
 
-def outbox_checks(conn: Any, hook0: Hook0Config, source: SourceConfig) -> list[Check]:
+def outbox_checks(conn: Connection, hook0: Hook0Config, source: SourceConfig) -> list[Check]:
     """check-config in outbox mode: the table, then how the publication streams it."""
     schema, table = hook0.outbox_schema_table
     create = create_command((schema, table), source)
@@ -173,7 +174,7 @@ def outbox_checks(conn: Any, hook0: Hook0Config, source: SourceConfig) -> list[C
     return checks
 
 
-def published(conn: Any, source: SourceConfig, database: str) -> Published | None:
+def published(conn: Connection, source: SourceConfig, database: str) -> Published | None:
     """What changes mode would turn into events; None without a publication (a check of its own)."""
     publication = publication_sql.find_publication(conn, source.publication)
     if publication is None:

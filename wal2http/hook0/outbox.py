@@ -11,6 +11,7 @@ from wal2http.errors import ConfigError, DatabaseError
 from wal2http.hook0 import checks as hook0_checks
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
+from wal2http.pg.connection import Connection
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,9 @@ class Outbox:
         return {"table": self.table, "created": self.created, "added_to_publication": self.added_to_publication}
 
 
-def existing_outbox(conn: Any, source: SourceConfig, outbox: tuple[str, str] | None, facts: publication_sql.ServerFacts,
-                    if_not_exists: bool, warnings: list[str]) -> outbox_sql.Table | None:
+def existing_outbox(conn: Connection, source: SourceConfig, outbox: tuple[str, str] | None,
+                    facts: publication_sql.ServerFacts, if_not_exists: bool,
+                    warnings: list[str]) -> outbox_sql.Table | None:
     """The outbox table if it exists, after checking it can serve; raises before anything is created."""
     if outbox is None:
         return None
@@ -47,7 +49,7 @@ def existing_outbox(conn: Any, source: SourceConfig, outbox: tuple[str, str] | N
     return found
 
 
-def outbox_into(conn: Any, publication: publication_sql.Publication, outbox: tuple[str, str],
+def outbox_into(conn: Connection, publication: publication_sql.Publication, outbox: tuple[str, str],
                 existing: outbox_sql.Table | None) -> tuple[bool, bool]:
     """Create the outbox table if missing, and add it to the existing publication unless that streams it
     already, in one transaction; (created, added)."""
@@ -61,8 +63,8 @@ def outbox_into(conn: Any, publication: publication_sql.Publication, outbox: tup
     return existing is None, not included
 
 
-def outbox_report(conn: Any, source: SourceConfig, publication: publication_sql.Publication, outbox: tuple[str, str],
-                  created: bool, added: bool, warnings: list[str]) -> Outbox:
+def outbox_report(conn: Connection, source: SourceConfig, publication: publication_sql.Publication,
+                  outbox: tuple[str, str], created: bool, added: bool, warnings: list[str]) -> Outbox:
     """What was done, and a warning when the publication still does not stream the outbox's rows."""
     found = outbox_sql.find_table(conn, *outbox)
     assert found is not None

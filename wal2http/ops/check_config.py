@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
 
 from wal2http.checklist import Check, CheckName, Status, failed, ident, ok, warning
 from wal2http.config.dsn import redact_dsn
@@ -20,7 +19,7 @@ from wal2http.ops.checks import stream_checks
 from wal2http.ops.probe import probe
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql
-from wal2http.pg.connection import connection_params, source_connection
+from wal2http.pg.connection import Connection, connection_params, source_connection
 
 # -- offline ---------------------------------------------------------------------------------------
 
@@ -139,7 +138,7 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
     return checks, changes
 
 
-def backfill_check(conn: Any, source: SourceConfig) -> Check:
+def backfill_check(conn: Connection, source: SourceConfig) -> Check:
     """What a backfill needs: SELECT on every published table (the requests table is made on request)."""
     name = "backfill"
     unreadable = backfill_sql.unreadable_tables(conn, source.publication)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from wal2http.checklist import Check, CheckName, failed, ident, ok, warning
 from wal2http.config.sections import SourceConfig
 from wal2http.errors import ExitStatus
 from wal2http.lsn import format_lsn
 from wal2http.pg import publication as publication_sql
+from wal2http.pg.connection import Connection
 from wal2http.pg.slot import Slot, consumer, find_slot
 
 OLDEST_SUPPORTED = 140000  # messages (backfill watermarks); the test suite runs on 14 to 18
@@ -99,7 +98,7 @@ def failover_check(facts: publication_sql.ServerFacts, slot: Slot | None, wanted
                     "(synchronized_standby_slots)")
 
 
-def stream_checks(conn: Any, source: SourceConfig, facts: publication_sql.ServerFacts) -> list[Check]:
+def stream_checks(conn: Connection, source: SourceConfig, facts: publication_sql.ServerFacts) -> list[Check]:
     """Everything ``run`` needs on the database side, in the order ``run`` reports failures."""
     checks = server_checks(facts, source.messages)
     publication = publication_sql.find_publication(conn, source.publication)
@@ -135,7 +134,7 @@ def publication_check(publication: publication_sql.Publication | None, name: str
     return ok("publication", f"{name} {publication.describe()}")
 
 
-def replica_identity_check(conn: Any, publication: publication_sql.Publication) -> Check:
+def replica_identity_check(conn: Connection, publication: publication_sql.Publication) -> Check:
     name = CheckName.REPLICA_IDENTITY
     ops = [op for op in ("update", "delete") if op in publication.operations]
     if not ops:
@@ -153,7 +152,7 @@ def replica_identity_check(conn: Any, publication: publication_sql.Publication) 
     )
 
 
-def slot_check(conn: Any, slot: Slot | None, source: SourceConfig, database: str) -> Check:
+def slot_check(conn: Connection, slot: Slot | None, source: SourceConfig, database: str) -> Check:
     name, s = "slot", source.slot
     if slot is None:
         if source.create_slot:

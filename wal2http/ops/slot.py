@@ -23,7 +23,7 @@ from wal2http.ops.checks import (
 from wal2http.ops.slot_report import Report, Thresholds, evaluate
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
-from wal2http.pg.connection import source_connection
+from wal2http.pg.connection import Connection, source_connection
 from wal2http.pg.slot import (
     Consumer,
     Slot,
@@ -146,7 +146,7 @@ def create(source: SourceConfig, request: PublicationRequest, if_not_exists: boo
         return _create(conn, source, request, if_not_exists)
 
 
-def _create(conn: Any, source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
+def _create(conn: Connection, source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
     facts = publication_sql.server_facts(conn)
     warnings = require(server_checks(facts, source.messages))
     if request.schemas and facts.version_num < SCHEMA_PUBLICATION_VERSION:
@@ -195,7 +195,7 @@ class _Done:
     outbox_created: bool = False
     outbox_added: bool = False  # to an existing publication
 
-    def undo(self, conn: Any, publication: str, outbox: tuple[str, str] | None) -> None:
+    def undo(self, conn: Connection, publication: str, outbox: tuple[str, str] | None) -> None:
         if self.publication_created:
             publication_sql.drop_publication(conn, publication)
         if outbox is not None and (self.outbox_created or self.outbox_added):
@@ -203,7 +203,7 @@ class _Done:
                             publication=publication if self.outbox_added else None)
 
 
-def _publish(conn: Any, source: SourceConfig, request: PublicationRequest, existing: outbox_sql.Table | None,
+def _publish(conn: Connection, source: SourceConfig, request: PublicationRequest, existing: outbox_sql.Table | None,
              slot_exists: bool, database: str, warnings: list[str]) -> _Done:
     """Create the publication when missing (with the outbox table when asked), or add the outbox to it."""
     done = _Done()
@@ -283,7 +283,7 @@ def drop(source: SourceConfig, *, force: bool, if_exists: bool, with_publication
         return _drop(conn, source, force, if_exists, with_publication, confirm)
 
 
-def _drop(conn: Any, source: SourceConfig, force: bool, if_exists: bool, with_publication: bool,
+def _drop(conn: Connection, source: SourceConfig, force: bool, if_exists: bool, with_publication: bool,
           confirm: Callable[[str], None]) -> Dropped:
     name = source.slot
     database = conn.get_dsn_parameters().get("dbname", "")
@@ -313,7 +313,7 @@ def _drop(conn: Any, source: SourceConfig, force: bool, if_exists: bool, with_pu
     return Dropped(name, info is not None, tuple(terminated), publication, dropped_publication)
 
 
-def _drop_slot(conn: Any, name: str, force: bool) -> list[Consumer]:
+def _drop_slot(conn: Connection, name: str, force: bool) -> list[Consumer]:
     """Drop, terminating consumers when ``force``; a consumer restarted by its supervisor is ended again."""
     terminated: list[Consumer] = []
     deadline = time.monotonic() + DROP_TIMEOUT_S

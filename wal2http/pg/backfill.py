@@ -22,7 +22,7 @@ from wal2http.pg.backfill_model import (
     Task,
 )
 from wal2http.pg.catalog import IDENTITY_SQL_COLUMNS, base_types, identity_columns, row_identity
-from wal2http.pg.connection import error_text, execute, query
+from wal2http.pg.connection import Connection, error_text, execute, query
 from wal2http.pg.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -66,13 +66,13 @@ def _task(row: Sequence[Any]) -> Task:
 # -- the requests table ---------------------------------------------------------------------------
 
 
-def requests_table_exists(conn: Any) -> bool:
+def requests_table_exists(conn: Connection) -> bool:
     rows = query(conn, "SELECT to_regclass(%s) IS NOT NULL", (REQUESTS.as_string(conn),),
                  what=f"look up {REQUESTS_NAME}")
     return bool(rows[0][0])
 
 
-def create_requests_table(conn: Any) -> None:
+def create_requests_table(conn: Connection) -> None:
     """Create the requests table when missing (needs CREATE on schema public the first time)."""
     if requests_table_exists(conn):
         return
@@ -80,7 +80,7 @@ def create_requests_table(conn: Any) -> None:
     logger.info("created %s", REQUESTS_NAME)
 
 
-def insert_request(conn: Any, slot: str, publication: str, tables: list[tuple[TableSpec, int | None]],
+def insert_request(conn: Connection, slot: str, publication: str, tables: list[tuple[TableSpec, int | None]],
                    where: str | None) -> int:
     """Queue one row per table in one transaction; the request id is the first row's id."""
     rows = query(conn, sql.SQL("SELECT nextval(pg_get_serial_sequence({}, 'id'))").format(
@@ -99,7 +99,7 @@ def insert_request(conn: Any, slot: str, publication: str, tables: list[tuple[Ta
     return request
 
 
-def tasks(conn: Any, slot: str | None = None, request: int | None = None) -> list[Task]:
+def tasks(conn: Connection, slot: str | None = None, request: int | None = None) -> list[Task]:
     """Requested tables, oldest first; none when the requests table does not exist."""
     if not requests_table_exists(conn):
         return []
@@ -109,7 +109,7 @@ def tasks(conn: Any, slot: str | None = None, request: int | None = None) -> lis
     return [_task(row) for row in rows]
 
 
-def next_task(conn: Any, slot: str) -> Task | None:
+def next_task(conn: Connection, slot: str) -> Task | None:
     """The table to work on next for this slot: a running one first, else the oldest queued."""
     if not requests_table_exists(conn):
         return None
@@ -119,7 +119,7 @@ def next_task(conn: Any, slot: str) -> Task | None:
     return _task(rows[0]) if rows else None
 
 
-def start_task(conn: Any, task_id: int, estimate: int | None) -> Task | None:
+def start_task(conn: Connection, task_id: int, estimate: int | None) -> Task | None:
     """Mark a table running; None when it was cancelled meanwhile."""
     rows = query(conn, sql.SQL("UPDATE {} SET state = %s, started_at = coalesce(started_at, now()),"
                                " rows_estimated = coalesce(%s, rows_estimated)"
@@ -128,7 +128,7 @@ def start_task(conn: Any, task_id: int, estimate: int | None) -> Task | None:
     return _task(rows[0]) if rows else None
 
 
-def record_progress(conn: Any, task_id: int, last_key: tuple[str | None, ...] | None, rows: int,
+def record_progress(conn: Connection, task_id: int, last_key: tuple[str | None, ...] | None, rows: int,
                     done: bool) -> bool:
     """Store a confirmed chunk; False when the table is no longer running (cancelled)."""
     rows_updated = query(conn, sql.SQL(
@@ -142,13 +142,13 @@ def record_progress(conn: Any, task_id: int, last_key: tuple[str | None, ...] | 
     return bool(rows_updated)
 
 
-def finish_task(conn: Any, task_id: int, state: State, reason: str | None) -> None:
+def finish_task(conn: Connection, task_id: int, state: State, reason: str | None) -> None:
     query(conn, sql.SQL("UPDATE {} SET state = %s, reason = %s, finished_at = now()"
                         " WHERE id = %s AND state = ANY(%s)").format(REQUESTS),
           (state.value, reason, task_id, UNFINISHED), what="end a backfill")
 
 
-def cancel(conn: Any, request: int) -> list[Task]:
+def cancel(conn: Connection, request: int) -> list[Task]:
     """Cancel a request's unfinished tables; the rows changed."""
     if not requests_table_exists(conn):
         return []
@@ -158,7 +158,7 @@ def cancel(conn: Any, request: int) -> list[Task]:
     return [_task(row) for row in rows]
 
 
-def unreadable_tables(conn: Any, publication: str) -> list[str]:
+def unreadable_tables(conn: Connection, publication: str) -> list[str]:
     """Published tables the connected role may not SELECT (a backfill of them would fail)."""
     rows = query(conn, "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables"
                        " WHERE pubname = %s AND NOT has_table_privilege(format('%%I.%%I', schemaname, tablename),"
@@ -169,7 +169,7 @@ def unreadable_tables(conn: Any, publication: str) -> list[str]:
 # -- what a table looks like ----------------------------------------------------------------------
 
 
-def describe(conn: Any, publication: str, name: str) -> TableSpec:
+def describe(conn: Connection, publication: str, name: str) -> TableSpec:
     """The table as the publication streams it; ConfigError with the fix when it cannot be backfilled.
 
     ``name`` is ``schema.table`` or ``table``, taken literally (case kept), as ``slot create`` takes it.
@@ -186,7 +186,7 @@ def describe(conn: Any, publication: str, name: str) -> TableSpec:
     return describe_oid(conn, publication, rows[0][0])
 
 
-def describe_oid(conn: Any, publication: str, oid: int) -> TableSpec:
+def describe_oid(conn: Connection, publication: str, oid: int) -> TableSpec:
     rows = query(conn, "SELECT n.nspname::text, c.relname::text, c.relreplident::text FROM pg_class c"
                        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
                  (oid,), what=f"look up table OID {oid}")
@@ -237,7 +237,7 @@ WHERE c.oid = %s
 """
 
 
-def shape_of(conn: Any, publication: str, oid: int) -> tuple[object, ...] | None:
+def shape_of(conn: Connection, publication: str, oid: int) -> tuple[object, ...] | None:
     """``TableSpec.shape()`` as the catalogue says now; None when the table is gone or unpublished."""
     new_style = conn.server_version >= 150000  # row filters and column lists
     statement = sql.SQL(_SHAPE_SQL).format(
@@ -252,11 +252,11 @@ def shape_of(conn: Any, publication: str, oid: int) -> tuple[object, ...] | None
             row_filter)
 
 
-def domain_bases(conn: Any, spec: TableSpec) -> dict[int, int]:
+def domain_bases(conn: Connection, spec: TableSpec) -> dict[int, int]:
     return base_types(conn, [c.type_oid for c in spec.columns if c.type_oid >= 10000])
 
 
-def estimate_rows(conn: Any, oid: int) -> int | None:
+def estimate_rows(conn: Connection, oid: int) -> int | None:
     rows = query(conn, "SELECT reltuples::bigint FROM pg_class WHERE oid = %s", (oid,), what="estimate rows")
     return int(rows[0][0]) if rows and rows[0][0] is not None and rows[0][0] >= 0 else None
 
@@ -280,7 +280,7 @@ def condition(text: str) -> sql.Composed:
     return sql.SQL("({})").format(sql.SQL(text))
 
 
-def plan_where(conn: Any, spec: TableSpec, where: str) -> None:
+def plan_where(conn: Connection, spec: TableSpec, where: str) -> None:
     """EXPLAIN the condition on the table; ConfigError with PostgreSQL's words when it cannot be planned."""
     check_where(where)
     try:
@@ -294,13 +294,13 @@ def plan_where(conn: Any, spec: TableSpec, where: str) -> None:
 # -- chunks and watermarks ------------------------------------------------------------------------
 
 
-def emit_watermark(conn: Any, payload: str) -> None:
+def emit_watermark(conn: Connection, payload: str) -> None:
     """A transactional message: decoded at its commit, in commit order with the changes."""
     query(conn, "SELECT pg_logical_emit_message(true, %s, %s)", (WATERMARK_PREFIX, payload),
           what="write a backfill watermark")
 
 
-def current_snapshot(conn: Any) -> Snapshot:
+def current_snapshot(conn: Connection) -> Snapshot:
     rows = query(conn, "SELECT pg_current_snapshot()::text", what="read the current snapshot")
     return Snapshot.parse(rows[0][0])
 
@@ -311,7 +311,7 @@ def _text_caster() -> Any:
     return psycopg2.extensions.new_type(oids, "WAL2HTTP_TEXT", lambda value, _cur: value)
 
 
-def select_chunk(conn: Any, spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
+def select_chunk(conn: Connection, spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
                  limit: int, statement_timeout_ms: int, high_mark: str) -> tuple[list[Row], Snapshot]:
     """The next ``limit`` rows after ``after`` in key order, and the snapshot they were read with.
 
@@ -344,7 +344,9 @@ def select_chunk(conn: Any, spec: TableSpec, where: str | None, after: tuple[str
                          " set_config('lock_timeout', %s, true)",
                     (str(statement_timeout_ms), str(min(statement_timeout_ms, 2000))), what=what)
             try:
-                snapshot = Snapshot.parse(cur.fetchone()[0])
+                found = cur.fetchone()
+                assert found is not None  # the SELECT returns one row
+                snapshot = Snapshot.parse(found[0])
                 execute(cur, statement, list(after) if after is not None else None, what=what)
                 rows: list[Row] = cur.fetchall()
             except BaseException:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -11,7 +10,7 @@ from psycopg2 import sql
 from wal2http.decode.events import RelationFacts
 from wal2http.decode.pgoutput import Relation
 from wal2http.errors import DatabaseError, ReplicationLost
-from wal2http.pg.connection import LazyConnection, error_text, query
+from wal2http.pg.connection import Connection, LazyConnection, error_text, query
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ FROM chain c JOIN pg_type t ON t.oid = c.oid WHERE c.typtype <> 'd'
 """
 
 
-def identity_columns(conn: Any, oid: int) -> tuple[str | None, tuple[str, ...] | None]:
+def identity_columns(conn: Connection, oid: int) -> tuple[str | None, tuple[str, ...] | None]:
     """(relreplident, the identity columns) of a table; (None, None) when it does not exist any more."""
     rows = query(conn, _IDENTITY_SQL, (oid,), what=f"read the key of table OID {oid}")
     if not rows:
@@ -64,7 +63,7 @@ def row_identity(replident: str, primary: list[str], index: list[str]) -> tuple[
     return tuple(primary) if primary else None
 
 
-def base_types(conn: Any, type_oids: list[int]) -> dict[int, int]:
+def base_types(conn: Connection, type_oids: list[int]) -> dict[int, int]:
     """Domain type OID (or array-of-domain OID) -> the built-in type OID whose JSON it takes."""
     if not type_oids:
         return {}

@@ -23,6 +23,10 @@ from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 
 logger = logging.getLogger(__name__)
 
+# What the rest of the package names the connections and cursors it is handed (only pg/ opens them).
+Connection = psycopg2.extensions.connection
+Cursor = psycopg2.extensions.cursor
+
 APPLICATION_NAME = "wal2http"
 NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL cuts application_name there
 
@@ -57,7 +61,7 @@ class TlsStatus:
         return f"TLS {self.protocol}, cipher {self.cipher}" if self.in_use else "no TLS"
 
 
-def tls_status(conn: Any) -> TlsStatus:
+def tls_status(conn: Connection) -> TlsStatus:
     info = conn.info
     if not info.ssl_in_use:
         return TlsStatus(False)
@@ -86,10 +90,10 @@ def connection_params(dsn: str, connect_timeout: int = 10, require_tls: bool = F
     return params
 
 
-def connect_sql(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> Any:
+def connect_sql(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> Connection:
     """An autocommit SQL connection."""
     try:
-        conn = psycopg2.connect(**connection_params(dsn, connect_timeout, require_tls))
+        conn: Connection = psycopg2.connect(**connection_params(dsn, connect_timeout, require_tls))
     except psycopg2.Error as e:
         raise DatabaseError(f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): "
                             f"{_tls_hint(error_text(e), require_tls)}") from None
@@ -99,7 +103,7 @@ def connect_sql(dsn: str, connect_timeout: int = 10, require_tls: bool = False) 
 
 
 @contextlib.contextmanager
-def source_connection(source: SourceConfig) -> Iterator[Any]:
+def source_connection(source: SourceConfig) -> Iterator[Connection]:
     """An autocommit SQL connection to the configured database, closed on leaving the block.
 
     Refused without TLS under --require-tls. Every operator command opens its connection this way.
@@ -112,7 +116,8 @@ def source_connection(source: SourceConfig) -> Iterator[Any]:
             conn.close()
 
 
-def connect_replication(dsn: str, connect_timeout: int = 10, require_tls: bool = False) -> Any:
+def connect_replication(dsn: str, connect_timeout: int = 10,
+                        require_tls: bool = False) -> psycopg2.extras.LogicalReplicationConnection:
     """A logical replication connection (``replication=database``).
 
     Raises ReplicationLost when the server cannot be reached now (worth trying again), and
@@ -120,7 +125,7 @@ def connect_replication(dsn: str, connect_timeout: int = 10, require_tls: bool =
     pg_hba.conf, a missing database or role, TLS refused under --require-tls).
     """
     try:
-        conn = psycopg2.connect(
+        conn: psycopg2.extras.LogicalReplicationConnection = psycopg2.connect(
             connection_factory=psycopg2.extras.LogicalReplicationConnection,
             **connection_params(dsn, connect_timeout, require_tls),
         )
@@ -149,7 +154,7 @@ def is_connection_failure(text: str) -> bool:
     return _PERMANENT_RE.search(text) is None
 
 
-def check_tls(conn: Any, kind: str, require_tls: bool) -> None:
+def check_tls(conn: Connection, kind: str, require_tls: bool) -> None:
     """Log how the connection is protected; refuse it unencrypted under --require-tls."""
     tls = tls_status(conn)
     info = conn.info
@@ -212,7 +217,7 @@ ANSWER_TIMEOUT_S = 15.0  # longest wait for any answer on the run's SQL connecti
 WAKE_EVERY_S = 0.5  # how often a wait lets the run look after its replication stream
 
 
-class _RunConnection(psycopg2.extensions.connection):  # type: ignore[misc]
+class _RunConnection(psycopg2.extensions.connection):
     """A connection that knows how long to wait for an answer and what to do meanwhile."""
 
     on_wait: Callable[[], None] | None = None
@@ -239,9 +244,9 @@ class LazyConnection:
         self.answer_timeout_s = answer_timeout_s
         self.require_tls = require_tls
         self.purpose = purpose
-        self._conn: Any = None
+        self._conn: Connection | None = None
 
-    def get(self) -> Any:
+    def get(self) -> Connection:
         if self._conn is None:
             params = connection_params(self._dsn, self.connect_timeout_s, self.require_tls)
             try:
@@ -270,7 +275,7 @@ class LazyConnection:
         self._conn = None
 
 
-def wait(conn: Any, seconds: float, what: str) -> None:
+def wait(conn: Connection, seconds: float, what: str) -> None:
     """Poll an asynchronous connection until its operation is done; DatabaseError after ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
@@ -298,14 +303,14 @@ def wait(conn: Any, seconds: float, what: str) -> None:
                 raise
 
 
-def execute(cur: Any, statement: Any, params: Any = None, *, what: str) -> None:
+def execute(cur: Cursor, statement: Any, params: Any = None, *, what: str) -> None:
     """``cur.execute``, waiting at most the connection's answer timeout when it is asynchronous."""
     cur.execute(statement, params)
     if cur.connection.async_:
         wait(cur.connection, getattr(cur.connection, "answer_timeout_s", ANSWER_TIMEOUT_S), what)
 
 
-def query(conn: Any, statement: Any, params: Any = None, *, what: str) -> list[tuple[Any, ...]]:
+def query(conn: Connection, statement: Any, params: Any = None, *, what: str) -> list[tuple[Any, ...]]:
     """Run one statement; its rows (none for a command); DatabaseError("cannot <what>: ...") on failure.
 
     Bounded in time on an asynchronous connection (``LazyConnection``'s).

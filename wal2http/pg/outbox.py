@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from psycopg2 import sql
 
-from wal2http.pg.connection import query
+from wal2http.pg.connection import Connection, query
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def create_statement(schema: str, table: str) -> sql.Composed:
         target, columns, target, sql.Literal(COMMENT))
 
 
-def quoted(conn: Any, schema: str, table: str) -> str:
+def quoted(conn: Connection, schema: str, table: str) -> str:
     """``schema.table`` quoted only where needed, as pg_publication_tables spells it (for messages)."""
     rows = query(conn, "SELECT format('%%s.%%s', quote_ident(%s), quote_ident(%s))", (schema, table),
                  what="quote a table name")
@@ -80,7 +79,7 @@ class Table:
         return next((c for c in self.columns if c.name == name), None)
 
 
-def find_table(conn: Any, schema: str, table: str) -> Table | None:
+def find_table(conn: Connection, schema: str, table: str) -> Table | None:
     """The relation named ``schema.table`` (names taken literally) and its columns; None if missing."""
     rows = query(
         conn,
@@ -106,7 +105,7 @@ class Membership:
     row_filter: str | None
 
 
-def membership(conn: Any, publication: str, schema: str, table: str) -> Membership | None:
+def membership(conn: Connection, publication: str, schema: str, table: str) -> Membership | None:
     """How ``publication`` streams the table; None when it does not."""
     pg15 = conn.server_version >= 150000
     rows = query(
@@ -121,7 +120,7 @@ def membership(conn: Any, publication: str, schema: str, table: str) -> Membersh
     return Membership(None if published is None else tuple(published), row_filter)
 
 
-def set_up(conn: Any, schema: str, table: str, *, create: bool, publication: str | None) -> None:
+def set_up(conn: Connection, schema: str, table: str, *, create: bool, publication: str | None) -> None:
     """Create the table (if ``create``) and add it to ``publication`` (if given), in one transaction."""
     statements = [create_statement(schema, table)] if create else []
     if publication is not None:
@@ -137,7 +136,7 @@ def set_up(conn: Any, schema: str, table: str, *, create: bool, publication: str
         logger.info("added %s.%s to publication %s", schema, table, publication)
 
 
-def undo(conn: Any, schema: str, table: str, *, created: bool, publication: str | None) -> None:
+def undo(conn: Connection, schema: str, table: str, *, created: bool, publication: str | None) -> None:
     """Take back what ``slot create`` did to the outbox when the slot could not be made.
 
     The table is dropped only while empty: the application may already write to it.

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from psycopg2 import sql
 
 from wal2http.errors import ConfigError
-from wal2http.pg.connection import TlsStatus, is_local, query, tls_status
+from wal2http.pg.connection import Connection, TlsStatus, is_local, query, tls_status
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ FROM pg_roles r WHERE r.rolname = current_user
 """
 
 
-def server_facts(conn: Any) -> ServerFacts:
+def server_facts(conn: Connection) -> ServerFacts:
     params_sql = {"roles": list(REPLICATION_ROLES + ADMIN_ROLES), "switches": list(PROVIDER_SWITCHES)}
     (row,) = query(conn, _FACTS_SQL, params_sql, what="read the server settings")
     params = conn.get_dsn_parameters()
@@ -107,7 +106,7 @@ class Publication:
         return f"publishes {ops} for {what}{listed}"
 
 
-def find_publication(conn: Any, name: str) -> Publication | None:
+def find_publication(conn: Connection, name: str) -> Publication | None:
     # pg_publication_namespace (FOR TABLES IN SCHEMA) exists from PostgreSQL 15 on.
     schemas = sql.SQL("ARRAY(SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_namespace n"
                       " ON n.oid = pn.pnnspid WHERE pn.pnpubid = p.oid ORDER BY 1)"
@@ -129,7 +128,7 @@ def find_publication(conn: Any, name: str) -> Publication | None:
     return Publication(name, bool(row[0]), operations, tuple(row[5]), tuple(row[6]))
 
 
-def published_tables(conn: Any, publication: str) -> list[tuple[str, str]]:
+def published_tables(conn: Connection, publication: str) -> list[tuple[str, str]]:
     """The (schema, table) pairs a publication streams."""
     rows = query(conn, "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2",
                  (publication,), what=f"read the tables of publication {publication!r}")
@@ -144,7 +143,7 @@ def table_identifier(name: str) -> sql.Identifier:
     return sql.Identifier(schema, table) if dot else sql.Identifier(schema)
 
 
-def resolve_tables(conn: Any, names: list[str]) -> list[str]:
+def resolve_tables(conn: Connection, names: list[str]) -> list[str]:
     """The schema-qualified names of existing tables, as pg_publication_tables spells them."""
     resolved = []
     for name in names:
@@ -160,12 +159,13 @@ def resolve_tables(conn: Any, names: list[str]) -> list[str]:
     return resolved
 
 
-def create_publication(conn: Any, name: str, *, tables: list[str], schemas: list[str], all_tables: bool,
+def create_publication(conn: Connection, name: str, *, tables: list[str], schemas: list[str], all_tables: bool,
                        operations: list[str], before: sql.Composable | None = None) -> None:
     """``CREATE PUBLICATION`` for the tables, the schemas, or all tables, publishing ``operations``.
 
     ``before`` runs first in the same transaction (creating a table to publish): both or neither.
     """
+    target: sql.Composable
     if all_tables:
         target = sql.SQL("FOR ALL TABLES")
     else:
@@ -175,7 +175,7 @@ def create_publication(conn: Any, name: str, *, tables: list[str], schemas: list
         if schemas:
             parts.append(sql.SQL("TABLES IN SCHEMA {}").format(
                 sql.SQL(", ").join(sql.Identifier(s) for s in schemas)))
-        target = sql.SQL("FOR ") + sql.SQL(", ").join(parts)
+        target = sql.Composed([sql.SQL("FOR "), sql.SQL(", ").join(parts)])
     statement = sql.SQL("CREATE PUBLICATION {} {} WITH (publish = {})").format(
         sql.Identifier(name), target, sql.Literal(", ".join(operations)))
     if before is not None:
@@ -185,7 +185,7 @@ def create_publication(conn: Any, name: str, *, tables: list[str], schemas: list
     logger.info("created publication %s", name)
 
 
-def drop_publication(conn: Any, name: str) -> bool:
+def drop_publication(conn: Connection, name: str) -> bool:
     """Drop a publication; False when it did not exist."""
     what = f"drop publication {name!r}"
     if not query(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", (name,), what=what):
@@ -195,7 +195,7 @@ def drop_publication(conn: Any, name: str) -> bool:
     return True
 
 
-def tables_without_replica_identity(conn: Any, publication: str) -> list[str]:
+def tables_without_replica_identity(conn: Connection, publication: str) -> list[str]:
     """Published tables on which UPDATE and DELETE fail: no primary key, index or FULL identity."""
     rows = query(
         conn,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg2
 import psycopg2.errors
 
 from wal2http.errors import DatabaseError, SlotInUse
 from wal2http.lsn import format_lsn, parse_lsn
-from wal2http.pg.connection import error_text, query
+from wal2http.pg.connection import Connection, error_text, query
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +86,13 @@ def _lsn(text: str | None) -> int | None:
     return parse_lsn(text) if text else None
 
 
-def find_slot(conn: Any, name: str) -> Slot | None:
+def find_slot(conn: Connection, name: str) -> Slot | None:
     """The logical slot ``name``, in whichever database it is; None when there is none."""
     found = read_slots(conn, name)
     return found[0] if found else None
 
 
-def create_slot(conn: Any, name: str, failover: bool = False) -> int:
+def create_slot(conn: Connection, name: str, failover: bool = False) -> int:
     """Create a pgoutput slot, with failover (PostgreSQL 17+) when asked; return its consistent point."""
     if failover:
         # Arguments: temporary, two-phase, failover.
@@ -108,7 +107,7 @@ def create_slot(conn: Any, name: str, failover: bool = False) -> int:
     return lsn
 
 
-def consumer(conn: Any, pid: int) -> Consumer:
+def consumer(conn: Connection, pid: int) -> Consumer:
     """Who runs backend ``pid``; the name and address stay unknown when the role may not see them."""
     rows = query(conn, "SELECT application_name, host(client_addr) FROM pg_stat_activity WHERE pid = %s",
                  (pid,), what=f"look up PID {pid}")
@@ -117,7 +116,7 @@ def consumer(conn: Any, pid: int) -> Consumer:
     return Consumer(pid, rows[0][0] or None, rows[0][1])
 
 
-def drop_slot(conn: Any, name: str) -> None:
+def drop_slot(conn: Connection, name: str) -> None:
     """Drop a slot; SlotInUse when a consumer holds it."""
     try:
         with conn.cursor() as cur:
@@ -131,7 +130,7 @@ def drop_slot(conn: Any, name: str) -> None:
     logger.info("dropped replication slot %s", name)
 
 
-def terminate(conn: Any, pid: int) -> None:
+def terminate(conn: Connection, pid: int) -> None:
     """Ask PostgreSQL to end backend ``pid`` (needs superuser, pg_signal_backend or the same role)."""
     query(conn, "SELECT pg_terminate_backend(%s)", (pid,), what=f"terminate PID {pid}")
 
@@ -162,7 +161,7 @@ ORDER BY s.slot_name
 """
 
 
-def read_slots(conn: Any, name: str | None) -> list[Slot]:
+def read_slots(conn: Connection, name: str | None) -> list[Slot]:
     """The logical slot ``name`` (any database), or every logical slot of the connected database."""
     rows = query(conn, _SLOTS_SQL, {"slot": name}, what="read replication slots")
     return [

@@ -33,8 +33,8 @@ class ReplicationStream:
         self.status_interval_s = status_interval_s
         self.connect_timeout_s = connect_timeout_s
         self.require_tls = require_tls
-        self._conn: Any = None
-        self._cur: Any = None
+        self._conn: psycopg2.extras.LogicalReplicationConnection | None = None
+        self._cur: psycopg2.extras.ReplicationCursor | None = None
         self._probed_at: float | None = None
         # When the server last sent us anything (psycopg2's io_timestamp also counts our own sends).
         self._last_received = 0.0
@@ -42,6 +42,12 @@ class ReplicationStream:
     @property
     def connected(self) -> bool:
         return self._cur is not None
+
+    @property
+    def _cursor(self) -> psycopg2.extras.ReplicationCursor:
+        if self._cur is None:
+            raise ReplicationLost("the replication connection is closed")
+        return self._cur
 
     def open(self) -> None:
         """Connect and start streaming; raises SlotInUse, SlotMissing or ReplicationLost (retry).
@@ -51,13 +57,13 @@ class ReplicationStream:
         """
         self.close()
         self._conn = connect_replication(self._dsn, self.connect_timeout_s, self.require_tls)
-        self._cur = self._conn.cursor()
+        self._cur = cursor = self._conn.cursor()
         options = {"proto_version": "1", "publication_names": self.publication}
         if self.messages:
             options["messages"] = "true"
         try:
-            self._cur.start_replication(slot_name=self.slot, decode=False, options=options,
-                                        status_interval=self.status_interval_s)
+            cursor.start_replication(slot_name=self.slot, decode=False, options=options,
+                                     status_interval=self.status_interval_s)  # type: ignore[arg-type]  # a float works
         except psycopg2.errors.ObjectInUse as e:
             self.close()
             match = _ACTIVE_PID_RE.search(str(e))
@@ -84,7 +90,7 @@ class ReplicationStream:
     def read(self) -> Any:
         """The next message (``payload``, ``data_start``), or None when none is buffered."""
         try:
-            message = self._cur.read_message()
+            message = self._cursor.read_message()
         except psycopg2.Error as e:
             raise ReplicationLost(f"replication connection lost: {error_text(e)}") from None
         if message is not None:
@@ -103,7 +109,7 @@ class ReplicationStream:
     def confirm(self, lsn: int, force: bool = False) -> None:
         """Report ``lsn`` as written and flushed; sent now when ``force``, else at the next status."""
         try:
-            self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=force)
+            self._cursor.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=force)  # type: ignore[no-untyped-call]
         except psycopg2.Error as e:
             raise ReplicationLost(f"cannot confirm {format_lsn(lsn)}: {error_text(e)}") from None
         if logger.isEnabledFor(logging.DEBUG):  # called after every delivery: format only when logged
@@ -112,7 +118,7 @@ class ReplicationStream:
     def keepalive(self) -> None:
         """Send a status update now, so ``wal_sender_timeout`` does not end the stream."""
         try:
-            self._cur.send_feedback(force=True)
+            self._cursor.send_feedback(force=True)  # type: ignore[no-untyped-call]
         except psycopg2.Error as e:
             raise ReplicationLost(f"replication connection lost: {error_text(e)}") from None
 
@@ -130,7 +136,7 @@ class ReplicationStream:
             return
         if self._probed_at is None or self._probed_at < last:
             try:
-                self._cur.send_feedback(reply=True, force=True)
+                self._cursor.send_feedback(reply=True, force=True)  # type: ignore[no-untyped-call]
             except psycopg2.Error as e:
                 raise ReplicationLost(f"replication connection lost: {error_text(e)}") from None
             self._probed_at = now
@@ -142,7 +148,7 @@ class ReplicationStream:
     @property
     def wal_end(self) -> int:
         """The server's position from the last data message or keepalive."""
-        return int(self._cur.wal_end)
+        return int(self._cursor.wal_end)
 
     def close(self) -> None:
         for thing in (self._cur, self._conn):
