@@ -11,7 +11,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from wal2http.decode.pgoutput import Column
-from wal2http.errors import ConfigError, DatabaseError
+from wal2http.errors import ConfigError, DatabaseError, KeylessTable
 from wal2http.pg.backfill_model import (
     REQUESTS_SCHEMA,
     REQUESTS_TABLE,
@@ -212,9 +212,7 @@ def describe_oid(conn: Connection, publication: str, oid: int) -> TableSpec:
     cols = tuple(Column(c[0], int(c[1]), c[2], False) for c in columns if listed is None or c[0] in listed)
     _, key = identity_columns(conn, oid)
     if key is None:
-        raise ConfigError(f"table {name} has neither a primary key nor a replica identity index: a backfill "
-                          f"reads it in key order; add one (ALTER TABLE {name} ADD PRIMARY KEY (...), or "
-                          f"ALTER TABLE {name} REPLICA IDENTITY USING INDEX a_unique_index)")
+        raise KeylessTable(name)
     missing = [k for k in key if k not in {c.name for c in cols}]
     if missing:
         raise ConfigError(f"table {name}: key column {', '.join(missing)} is not in the publication's column "
