@@ -69,6 +69,8 @@ def backfill(ctx: click.Context, /, tables: tuple[str, ...], all_tables: bool, w
 
     def action() -> None:
         requested = queue.request(config.source, tables, all_tables, where)
+        for text in requested.warnings:
+            click.echo(f"wal2http: warning: {text}", err=True)
         emit(as_json, requested.as_json(), requested.lines())
         if wait:
             sys.exit(_wait(config.source, requested.request, as_json))

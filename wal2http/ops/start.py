@@ -122,7 +122,10 @@ def _run(config: Config, observer: Observer) -> None:
     backfill = Backfill(connection, src.slot, src.publication, config.backfill.chunk_size, observer.metrics,
                         refuse=backfill_refusal(config))
     if prepared.created and config.backfill.initial:
-        for line in request_all(src).lines():
+        requested = request_all(src)
+        for text in requested.warnings:
+            logger.warning("%s", text)
+        for line in requested.lines():
             logger.info("%s", line)
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
                         backfill=backfill, catalog=Catalog(connection))
