@@ -169,7 +169,7 @@ def test_slot_create_backfill_skips_a_keyless_table(db: Database, wal2http_bin: 
                   dsn=db.dsn)
     assert created.code == 0, created.err
     assert "warning: skipped public.audit: it has neither a primary key" in created.err
-    assert created.out.splitlines()[-1].startswith("backfill request ")
+    assert created.out.splitlines()[-2].startswith("backfill request ")
     assert slot_row(db) is not None
     assert db.execute("SELECT table_name::text, state FROM wal2http_backfill") == [("orders", "queued")]
 
@@ -208,8 +208,8 @@ def test_if_not_exists_backfill_on_an_existing_slot_queues_it_once(db: Database,
     assert cli(wal2http_bin, "slot", "create", "--table", "orders", dsn=db.dsn).code == 0
     again = cli(wal2http_bin, "slot", "create", "--table", "orders", "--if-not-exists", "--backfill", dsn=db.dsn)
     assert again.code == 0, again.err
-    assert again.out.splitlines()[-2].startswith("slot wal2http already exists")
-    assert again.out.splitlines()[-1].startswith("backfill request ")
+    assert again.out.splitlines()[-3].startswith("slot wal2http already exists")
+    assert again.out.splitlines()[-2].startswith("backfill request ")
     assert db.execute("SELECT table_name::text, state FROM wal2http_backfill") == [("orders", "queued")]
 
     twice = cli(wal2http_bin, "slot", "create", "--if-not-exists", "--backfill", dsn=db.dsn)
@@ -243,8 +243,8 @@ def test_slot_drop_with_publication_reports_each_part(db: Database, wal2http_bin
         f"cancelled the backfill of public.orders (request {request}, 0 rows sent): it needs the slot",
         "slot wal2http dropped"]
     assert dropped.err.splitlines()[-1] == (
-        "wal2http: error: slot wal2http dropped, but publication wal2http was not: must be owner of publication "
-        "wal2http; its owner (or a superuser) can drop it: DROP PUBLICATION wal2http;")
+        "wal2http: error: slot wal2http dropped, but cannot drop publication 'wal2http': must be owner of "
+        "publication wal2http; to finish, its owner (or a superuser) runs: DROP PUBLICATION wal2http;")
     assert slot_row(db) is None and published(db) == ["public.orders"]
     assert db.execute("SELECT state FROM wal2http_backfill") == [("cancelled",)]
 

@@ -134,6 +134,11 @@ def enqueue(conn: Connection, source: SourceConfig, prepared: Prepared, slot_act
                      tuple(e.table for e in prepared.skipped), tuple(prepared.warnings()))
 
 
+def pending_request(conn: Connection, slot: str) -> int | None:
+    """The oldest request of ``slot`` with a table not finished yet; None when every one finished."""
+    return next((t.request for t in store.tasks(conn, slot) if not t.state.finished), None)
+
+
 def request_all(source: SourceConfig) -> Requested:
     """The initial snapshot: every published table (``run --create-slot --backfill``), keyless ones skipped."""
     return request(source, (), True, None)
