@@ -162,13 +162,13 @@ def unfinished(source: SourceConfig) -> list[Task]:
     return [t for t in tasks(source) if not t.state.finished]
 
 
-def abandon(source: SourceConfig) -> list[Task]:
-    """Cancel the slot's unfinished backfills (``slot drop``): their rows would come from a slot that is gone."""
-    with source_connection(source) as conn:
-        found = [t for t in store.tasks(conn, source.slot) if not t.state.finished]
-        for request in sorted({t.request for t in found}):
-            store.cancel(conn, request)
-        return found
+def abandon(conn: Connection, slot: str) -> list[Task]:
+    """Cancel the slot's unfinished backfills (``slot drop``, first): their rows come through the slot."""
+    found = [t for t in store.tasks(conn, slot) if not t.state.finished]
+    cancelled: list[Task] = []
+    for request in sorted({t.request for t in found}):
+        cancelled.extend(store.cancel(conn, request))
+    return cancelled
 
 
 def describe(task: Task) -> str:

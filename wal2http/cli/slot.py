@@ -133,10 +133,10 @@ def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, *
     def action() -> None:
         dropped = slot_ops.drop(config.source, force=force, if_exists=if_exists,
                                  with_publication=with_publication, confirm=confirm)
-        click.echo("\n".join(dropped.lines()))
-        if dropped.slot_dropped:
-            for task in backfill_queue.abandon(config.source):
-                click.echo(f"cancelled the {backfill_queue.describe(task)}: it needs the dropped slot")
+        for line in dropped.lines():
+            click.echo(line)
+        if dropped.problem is not None:  # after the lines of what was done: the last line says what was not
+            raise dropped.problem
 
     execute(config, action, as_log=False)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from wal2http.backfill import queue
 from wal2http.backfill.queue import Requested
+from wal2http.pg.backfill_model import Task
 from wal2http.checklist import Status, require
 from wal2http.config.sections import SourceConfig
 from wal2http.errors import ConfigError, DatabaseError, SlotInUse, Wal2HttpError
@@ -318,16 +319,24 @@ def _differs(publication: publication_sql.Publication, request: PublicationReque
 
 @dataclass(frozen=True)
 class Dropped:
+    """What ``slot drop`` did, part by part; ``problem`` is the part that failed after others were done."""
+
     slot: str
     slot_dropped: bool
     terminated: tuple[Consumer, ...]
     publication: str | None  # when asked to drop it
     publication_dropped: bool
+    cancelled: tuple[Task, ...] = ()  # the slot's unfinished backfills, cancelled first
+    problem: Wal2HttpError | None = None
+    slot_existed: bool = True
 
     def lines(self) -> list[str]:
-        lines = [f"terminated {c.describe()}" for c in self.terminated]
-        lines.append(f"slot {self.slot} dropped" if self.slot_dropped else f"slot {self.slot} does not exist")
-        if self.publication is not None:
+        lines = [f"cancelled the backfill of {t.name} (request {t.request}, {t.rows_sent} rows sent): it needs "
+                 "the slot" for t in self.cancelled]
+        lines.extend(f"terminated {c.describe()}" for c in self.terminated)
+        if self.slot_dropped or not self.slot_existed:
+            lines.append(f"slot {self.slot} dropped" if self.slot_dropped else f"slot {self.slot} does not exist")
+        if self.publication is not None and self.problem is None:
             state = "dropped" if self.publication_dropped else "does not exist"
             lines.append(f"publication {self.publication} {state}")
         return lines
@@ -366,12 +375,29 @@ def _drop(conn: Connection, source: SourceConfig, force: bool, if_exists: bool, 
     if has_publication:
         targets.append(f"publication {publication}")
     if targets:
-        confirm("Drop " + " and ".join(targets) + "? Changes the slot has not delivered are lost.")
+        confirm("Drop " + " and ".join(targets) + "? Changes the slot has not delivered are lost, and its "
+                "unfinished backfills are cancelled.")
+    # The backfills first: a slot dropped with requests still queued would leave them to a slot that is gone.
+    cancelled = tuple(queue.abandon(conn, name)) if info is not None else ()
     terminated: list[Consumer] = []
     if info is not None:
-        terminated = _drop_slot(conn, name, force)
-    dropped_publication = publication_sql.drop_publication(conn, publication) if publication is not None else False
-    return Dropped(name, info is not None, tuple(terminated), publication, dropped_publication)
+        try:
+            terminated = _drop_slot(conn, name, force)
+        except Wal2HttpError as e:
+            if cancelled:
+                e.args = (f"{e}; its unfinished backfills were cancelled (listed above): queue them again with "
+                          "'wal2http backfill' if the slot stays",)
+            return Dropped(name, False, (), publication, False, cancelled, e)
+    slot_state = f"slot {name} dropped" if info is not None else f"slot {name} does not exist"
+    try:
+        dropped_publication = publication_sql.drop_publication(conn, publication) if publication else False
+    except Wal2HttpError as e:
+        problem = DatabaseError(f"{slot_state}, but {e}; to finish, its owner (or a superuser) runs: "
+                                f"DROP PUBLICATION {publication};")
+        return Dropped(name, info is not None, tuple(terminated), publication, False, cancelled, problem,
+                       info is not None)
+    return Dropped(name, info is not None, tuple(terminated), publication, dropped_publication, cancelled,
+                   slot_existed=info is not None)
 
 
 def _drop_slot(conn: Connection, name: str, force: bool) -> list[Consumer]:
