@@ -149,12 +149,21 @@ def tasks(source: SourceConfig, request_id: int | None = None) -> list[Task]:
         return store.tasks(conn, source.slot, request_id)
 
 
-def cancel(source: SourceConfig, request_id: int) -> list[Task]:
-    """Cancel a request's unfinished tables; ConfigError when the request does not exist."""
+def cancel(source: SourceConfig, request_id: int, tables: tuple[str, ...] = ()) -> list[Task]:
+    """Cancel a request's unfinished tables (only ``tables`` of them when named); ConfigError for an unknown one."""
     with source_connection(source) as conn:
-        if not store.tasks(conn, source.slot, request_id):
+        found = store.tasks(conn, source.slot, request_id)
+        if not found:
             raise ConfigError(f"no backfill request {request_id} for slot {source.slot}")
-        return store.cancel(conn, request_id)
+        chosen = None
+        if tables:
+            chosen = [t.id for t in found if t.name in tables or t.table in tables]
+            known = {t.name for t in found} | {t.table for t in found}
+            unknown = [name for name in tables if name not in known]
+            if unknown:
+                raise ConfigError(f"{', '.join(unknown)} is not a table of backfill request {request_id} "
+                                  f"(its tables: {', '.join(t.name for t in found)})")
+        return store.cancel(conn, request_id, chosen)
 
 
 def unfinished(source: SourceConfig) -> list[Task]:
