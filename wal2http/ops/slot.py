@@ -9,7 +9,6 @@ from typing import Any
 
 from wal2http.backfill import queue
 from wal2http.backfill.queue import Requested
-from wal2http.pg.backfill_model import Task
 from wal2http.checklist import Status, require
 from wal2http.config.sections import SourceConfig
 from wal2http.errors import ConfigError, DatabaseError, SlotInUse, Wal2HttpError
@@ -27,6 +26,7 @@ from wal2http.ops.slot_report import Report, Thresholds, evaluate
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
+from wal2http.pg.backfill_model import Task
 from wal2http.pg.connection import Connection, source_connection
 from wal2http.pg.slot import (
     Consumer,
@@ -233,10 +233,14 @@ def _undo_slot(conn: Connection, source: SourceConfig, request: PublicationReque
         return f"slot {source.slot} already existed and is unchanged; no backfill was queued"
     try:
         drop_slot(conn, source.slot)
-        undone = done.undo(conn, source.publication, request.outbox)
     except Wal2HttpError as e:
         return (f"slot {source.slot} was created but could not be dropped again ({e}), and no backfill is "
                 f"queued: 'wal2http backfill --all-tables' queues it")
+    try:
+        undone = done.undo(conn, source.publication, request.outbox)
+    except Wal2HttpError as e:
+        return (f"dropped slot {source.slot} again, but not what this command created before it ({e}): "
+                "'wal2http slot create --backfill' goes on from what exists")
     return f"dropped {' and '.join([f'slot {source.slot}', *undone])} again: nothing was created"
 
 
