@@ -79,6 +79,8 @@ def test_replay_to_a_receiver_removes_what_it_accepted(wal2http_bin: str, tmp_pa
     receiver.reject_when(lambda event: event["seq"] == 3)
     stopped = replay(wal2http_bin, "--sink", "http", "--http-url", receiver.url, "--batch-size", "1", str(dead))
     assert stopped.code == 4
+    assert "replay stopped at line 3: receiver rejected" in stopped.err
+    assert f"1 line(s) not delivered remain in {dead}" in stopped.err
     assert [json.loads(line)["event_id"] for line in dead.read_text().splitlines()] == ["0000000001A2B3C8-3"]
     receiver.reject_when(None)
     done = replay(wal2http_bin, "--sink", "http", "--http-url", receiver.url, str(dead))
