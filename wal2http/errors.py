@@ -28,6 +28,17 @@ class ConfigError(Wal2HttpError):
     exit_status = ExitStatus.USAGE
 
 
+class KeylessTable(ConfigError):
+    """A table without a primary key or replica identity index cannot be backfilled (read in key order)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.fix = (f"ALTER TABLE {table} ADD PRIMARY KEY (...), or ALTER TABLE {table} REPLICA IDENTITY "
+                    "USING INDEX a_unique_index")
+        super().__init__(f"table {table} has neither a primary key nor a replica identity index: a backfill "
+                         f"reads it in key order; add one ({self.fix})")
+
+
 class FileUnwritable(ConfigError):
     """A file wal2http writes (events, dead letters) cannot be written, and waiting will not change that."""
 

@@ -9,11 +9,11 @@ from typing import Any
 from wal2http.config.hook0 import Hook0Mode
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config
-from wal2http.errors import ConfigError
+from wal2http.errors import ConfigError, DatabaseError, KeylessTable
 from wal2http.pg import backfill as store
 from wal2http.pg import publication as admin
 from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, TableSpec, Task
-from wal2http.pg.connection import Connection, source_connection
+from wal2http.pg.connection import Connection, query, source_connection
 from wal2http.pg.slot import find_slot
 
 logger = logging.getLogger(__name__)
@@ -29,11 +29,27 @@ def backfill_refusal(config: Config) -> str | None:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A backfill checked in full and ready to queue: nothing about it can fail but the insert itself."""
+
+    tables: tuple[TableSpec, ...]
+    skipped: tuple[KeylessTable, ...]  # left out of --all-tables: no key to read them in order
+    where: str | None
+    created_table: bool  # the requests table, by this preparation
+
+    def warnings(self) -> list[str]:
+        return [f"skipped {e.table}: it has neither a primary key nor a replica identity index; give it one "
+                f"({e.fix}), then backfill it with --table {e.table}" for e in self.skipped]
+
+
+@dataclass(frozen=True)
 class Requested:
     request: int
     slot: str
     tables: tuple[TableSpec, ...]
     slot_active: bool  # a run streams from the slot now and will pick the request up
+    skipped: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         tables = ", ".join(t.name for t in self.tables)
@@ -44,11 +60,14 @@ class Requested:
 
     def as_json(self) -> dict[str, Any]:
         return {"request": self.request, "slot": self.slot, "tables": [t.name for t in self.tables],
-                "slot_active": self.slot_active}
+                "skipped": list(self.skipped), "slot_active": self.slot_active}
 
 
 def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, where: str | None) -> Requested:
-    """Validate every table (published, keyed, ``where`` plannable), then queue them; nothing on refusal."""
+    """Validate every table (published, keyed, ``where`` plannable), then queue them; nothing on refusal.
+
+    With ``all_tables``, a table without a key is skipped (Requested.warnings says so), not refused.
+    """
     if all_tables and tables:
         raise ConfigError("--all-tables cannot be combined with --table")
     if not all_tables and not tables:
@@ -56,11 +75,21 @@ def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, whe
     if where is not None:
         store.check_where(where)
     with source_connection(source) as conn:
-        return _request(conn, source, tables, all_tables, where)
+        prepared = prepare(conn, source, tables, where)
+        slot = find_slot(conn, source.slot)
+        if slot is None:
+            raise ConfigError(f"replication slot {source.slot!r} does not exist: create it with "
+                              "'wal2http slot create --backfill', which also queues this backfill")
+        return enqueue(conn, source, prepared, slot.active_pid is not None)
 
 
-def _request(conn: Connection, source: SourceConfig, tables: tuple[str, ...], all_tables: bool,
-             where: str | None) -> Requested:
+def prepare(conn: Connection, source: SourceConfig, tables: tuple[str, ...], where: str | None) -> Prepared:
+    """Check everything a backfill of ``tables`` (none: every published table) needs, before anything is queued.
+
+    Every table published, keyed (or, for every published table, skipped without a key), readable, and
+    ``where`` plannable; the requests table created or writable. The requests table is the one thing it
+    may create (Prepared.created_table).
+    """
     if admin.find_publication(conn, source.publication) is None:
         raise ConfigError(f"publication {source.publication!r} does not exist: create it first "
                           "('wal2http slot create --table ...')")
@@ -69,26 +98,49 @@ def _request(conn: Connection, source: SourceConfig, tables: tuple[str, ...], al
     if not names:
         raise ConfigError(f"publication {source.publication} publishes no table: nothing to backfill")
     specs: list[TableSpec] = []
+    skipped: list[KeylessTable] = []
     for name in names:
-        spec = store.describe(conn, source.publication, name)
+        try:
+            spec = store.describe(conn, source.publication, name)
+        except KeylessTable as e:
+            if tables:  # named by the operator: refused
+                raise
+            skipped.append(e)
+            continue
         if spec.name in {s.name for s in specs}:
             continue
         if where is not None:
             store.plan_where(conn, spec, where)
         specs.append(spec)
-    slot = find_slot(conn, source.slot)
-    if slot is None:
-        raise ConfigError(f"replication slot {source.slot!r} does not exist: create it with "
-                          "'wal2http slot create --backfill', which also queues this backfill")
-    store.create_requests_table(conn)
-    estimates = [(spec, store.estimate_rows(conn, spec.oid)) for spec in specs]
-    number = store.insert_request(conn, source.slot, source.publication, estimates, where)
-    logger.info("backfill request %d queued: %s", number, ", ".join(s.name for s in specs))
-    return Requested(number, source.slot, tuple(specs), slot.active_pid is not None)
+    if not specs:
+        raise ConfigError(f"nothing to backfill: no published table has a primary key or replica identity "
+                          f"index ({', '.join(e.table for e in skipped)}); give one a key ({skipped[0].fix})")
+    unreadable = set(store.unreadable_tables(conn, source.publication)) & {s.name for s in specs}
+    if unreadable:
+        role = query(conn, "SELECT current_user::text", what="read the role")[0][0]
+        listed = ", ".join(sorted(unreadable))
+        raise DatabaseError(f"role {role} cannot SELECT {listed}, so it cannot backfill them: GRANT SELECT ON "
+                            f"{listed} TO {role};")
+    created = store.create_requests_table(conn)
+    return Prepared(tuple(specs), tuple(skipped), where, created)
+
+
+def enqueue(conn: Connection, source: SourceConfig, prepared: Prepared, slot_active: bool) -> Requested:
+    """Queue what ``prepare`` checked: one transaction, all its tables or none."""
+    estimates = [(spec, store.estimate_rows(conn, spec.oid)) for spec in prepared.tables]
+    number = store.insert_request(conn, source.slot, source.publication, estimates, prepared.where)
+    logger.info("backfill request %d queued: %s", number, ", ".join(s.name for s in prepared.tables))
+    return Requested(number, source.slot, prepared.tables, slot_active,
+                     tuple(e.table for e in prepared.skipped), tuple(prepared.warnings()))
+
+
+def pending_request(conn: Connection, slot: str) -> int | None:
+    """The oldest request of ``slot`` with a table not finished yet; None when every one finished."""
+    return next((t.request for t in store.tasks(conn, slot) if not t.state.finished), None)
 
 
 def request_all(source: SourceConfig) -> Requested:
-    """The initial snapshot: every published table (``slot create --backfill``, ``run --create-slot --backfill``)."""
+    """The initial snapshot: every published table (``run --create-slot --backfill``), keyless ones skipped."""
     return request(source, (), True, None)
 
 
@@ -97,12 +149,21 @@ def tasks(source: SourceConfig, request_id: int | None = None) -> list[Task]:
         return store.tasks(conn, source.slot, request_id)
 
 
-def cancel(source: SourceConfig, request_id: int) -> list[Task]:
-    """Cancel a request's unfinished tables; ConfigError when the request does not exist."""
+def cancel(source: SourceConfig, request_id: int, tables: tuple[str, ...] = ()) -> list[Task]:
+    """Cancel a request's unfinished tables (only ``tables`` of them when named); ConfigError for an unknown one."""
     with source_connection(source) as conn:
-        if not store.tasks(conn, source.slot, request_id):
+        found = store.tasks(conn, source.slot, request_id)
+        if not found:
             raise ConfigError(f"no backfill request {request_id} for slot {source.slot}")
-        return store.cancel(conn, request_id)
+        chosen = None
+        if tables:
+            chosen = [t.id for t in found if t.name in tables or t.table in tables]
+            known = {t.name for t in found} | {t.table for t in found}
+            unknown = [name for name in tables if name not in known]
+            if unknown:
+                raise ConfigError(f"{', '.join(unknown)} is not a table of backfill request {request_id} "
+                                  f"(its tables: {', '.join(t.name for t in found)})")
+        return store.cancel(conn, request_id, chosen)
 
 
 def unfinished(source: SourceConfig) -> list[Task]:
@@ -110,13 +171,13 @@ def unfinished(source: SourceConfig) -> list[Task]:
     return [t for t in tasks(source) if not t.state.finished]
 
 
-def abandon(source: SourceConfig) -> list[Task]:
-    """Cancel the slot's unfinished backfills (``slot drop``): their rows would come from a slot that is gone."""
-    with source_connection(source) as conn:
-        found = [t for t in store.tasks(conn, source.slot) if not t.state.finished]
-        for request in sorted({t.request for t in found}):
-            store.cancel(conn, request)
-        return found
+def abandon(conn: Connection, slot: str) -> list[Task]:
+    """Cancel the slot's unfinished backfills (``slot drop``, first): their rows come through the slot."""
+    found = [t for t in store.tasks(conn, slot) if not t.state.finished]
+    cancelled: list[Task] = []
+    for request in sorted({t.request for t in found}):
+        cancelled.extend(store.cancel(conn, request))
+    return cancelled
 
 
 def describe(task: Task) -> str:

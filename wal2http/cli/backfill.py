@@ -69,6 +69,8 @@ def backfill(ctx: click.Context, /, tables: tuple[str, ...], all_tables: bool, w
 
     def action() -> None:
         requested = queue.request(config.source, tables, all_tables, where)
+        for text in requested.warnings:
+            click.echo(f"wal2http: warning: {text}", err=True)
         emit(as_json, requested.as_json(), requested.lines())
         if wait:
             sys.exit(_wait(config.source, requested.request, as_json))
@@ -112,7 +114,9 @@ def _line(task: Task) -> str:
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the requests as JSON.")
 def status(as_json: bool, **options: Any) -> None:
-    """List backfill requests of the slot: table, rows sent and estimated, state, times.
+    """List backfill requests of the slot: id, table, state, rows sent and estimated, times.
+
+    The ID is the request's, as 'backfill' printed it and 'backfill cancel' takes it.
 
     \b
     Example:
@@ -122,10 +126,11 @@ def status(as_json: bool, **options: Any) -> None:
 
     def action() -> None:
         found = queue.tasks(config.source)
-        lines = [f"{'ID':>6} {'REQ':>5} {'TABLE':<30} {'STATE':<10} {'SENT':>10} {'ESTIMATED':>10} "
+        # One id for the operator: the request's, which 'backfill' printed and 'backfill cancel' takes.
+        lines = [f"{'ID':>6} {'TABLE':<30} {'STATE':<10} {'SENT':>10} {'ESTIMATED':>10} "
                  f"{'STARTED':<20} FINISHED"]
         for t in found:
-            lines.append(f"{t.id:>6} {t.request:>5} {t.name:<30} {t.state.value:<10} {t.rows_sent:>10} "
+            lines.append(f"{t.request:>6} {t.name:<30} {t.state.value:<10} {t.rows_sent:>10} "
                          f"{'?' if t.rows_estimated is None else t.rows_estimated:>10} "
                          f"{_time(t.started_at):<20} {_time(t.finished_at)}"
                          + (f"  ({t.reason})" if t.reason and t.state is State.FAILED else ""))
@@ -143,19 +148,26 @@ def _time(value: Any) -> str:
 @backfill.command("cancel", context_settings=CONTEXT_SETTINGS, short_help="Cancel a backfill request.")
 @source_options
 @click.argument("request_id", metavar="ID", type=int)
-def cancel(request_id: int, **options: Any) -> None:
-    """Cancel a backfill request: its tables not yet finished stop after the current chunk.
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
+              help="Cancel only this table of the request; repeatable.")
+def cancel(request_id: int, tables: tuple[str, ...], **options: Any) -> None:
+    """Cancel a backfill request (the ID 'backfill status' shows), or some of its tables.
+
+    Its tables not yet finished stop after the current chunk.
 
     \b
-    Example:
+    Examples:
       wal2http backfill cancel 12
+      wal2http backfill cancel 12 --table public.orders
     """
     config = build_config(options)
 
     def action() -> None:
-        cancelled = queue.cancel(config.source, request_id)
+        cancelled = queue.cancel(config.source, request_id, tables)
         if not cancelled:
-            click.echo(f"backfill request {request_id} had already finished")
+            what = f"{', '.join(tables)} of backfill request {request_id}" if tables else \
+                f"backfill request {request_id}"
+            click.echo(f"{what} had already finished")
         for task in cancelled:
             click.echo(f"{task.name}: cancelled after {task.rows_sent} rows")
 

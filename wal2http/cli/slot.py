@@ -70,8 +70,9 @@ def slot() -> None:
 @click.option("--if-not-exists", is_flag=True,
               help="An existing slot (or outbox table) is a success, not an error.")
 @click.option("--backfill", is_flag=True,
-              help="Once the slot is created, queue a backfill of every published table (the initial "
-                   "snapshot), sent by the first 'run' along with the changes.")
+              help="Also queue a backfill of every published table with a key (the initial snapshot), "
+                   "sent by the first 'run' along with the changes; checked before the slot is created. "
+                   "With --if-not-exists and an existing slot: queued unless one is unfinished.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: bool, publish: str | None,
                 hook0_outbox: bool, hook0_outbox_table: str, if_not_exists: bool, backfill: bool, as_json: bool,
@@ -95,14 +96,9 @@ def slot_create(tables: tuple[str, ...], schemas: tuple[str, ...], all_tables: b
         only_outbox = outbox is not None and not (tables or schemas or all_tables)
         operations = slot_ops.parse_operations(publish, outbox_only=only_outbox)
         request = slot_ops.PublicationRequest(tables, schemas, all_tables, operations, outbox)
-        created = slot_ops.create(config.source, request, if_not_exists)
+        created = slot_ops.create(config.source, request, if_not_exists, backfill)
         for text in created.warnings:
             click.echo(f"wal2http: warning: {text}", err=True)
-        if backfill and created.slot_created:
-            requested = backfill_queue.request_all(config.source)
-            emit(as_json, {**created.as_json(), "backfill": requested.as_json()},
-                 created.lines() + requested.lines())
-            return
         emit(as_json, created.as_json(), created.lines())
 
     execute(config, action, as_log=False)
@@ -137,10 +133,10 @@ def slot_drop(force: bool, yes: bool, if_exists: bool, with_publication: bool, *
     def action() -> None:
         dropped = slot_ops.drop(config.source, force=force, if_exists=if_exists,
                                  with_publication=with_publication, confirm=confirm)
-        click.echo("\n".join(dropped.lines()))
-        if dropped.slot_dropped:
-            for task in backfill_queue.abandon(config.source):
-                click.echo(f"cancelled the {backfill_queue.describe(task)}: it needs the dropped slot")
+        for line in dropped.lines():
+            click.echo(line)
+        if dropped.problem is not None:  # after the lines of what was done: the last line says what was not
+            raise dropped.problem
 
     execute(config, action, as_log=False)
 

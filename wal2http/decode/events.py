@@ -103,7 +103,10 @@ class _RelationInfo:
             key = set(facts.key)
             self.key_names = tuple(name for name in self.names if name in key)
         else:
-            self.key_names = tuple(c.name for c in relation.columns if c.is_key)
+            # Without a primary key or replica identity index a row has no identity but its values: every
+            # column, as under REPLICA IDENTITY FULL. pgoutput flags none under DEFAULT or NOTHING, and an
+            # empty key would make a receiver upserting by it merge every row of the table into one.
+            self.key_names = tuple(c.name for c in relation.columns if c.is_key) or self.names
         self.hidden = facts is not None and facts.hidden
 
     def key_of(self, row: dict[str, Any]) -> dict[str, Any]:

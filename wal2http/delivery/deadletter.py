@@ -59,6 +59,20 @@ class ReplayLine:
     number: int
     event: Event
     dead_letter: bool
+    # What a dead letter says about the refusal (None on a line of a capture).
+    reason: str | None = None
+    status: int | None = None
+    dead_lettered_at: str | None = None
+
+    @property
+    def table(self) -> str | None:
+        schema, table = self.event.record.get("schema"), self.event.record.get("table")
+        return None if table is None else f"{schema}.{table}" if schema is not None else str(table)
+
+    def as_json(self) -> dict[str, Any]:
+        """The listing of ``replay --dry-run --json``."""
+        return {"line": self.number, "id": self.event.id, "table": self.table, "op": self.event.op,
+                "status": self.status, "reason": self.reason, "dead_lettered_at": self.dead_lettered_at}
 
 
 def read_lines(path: str) -> Iterator[ReplayLine]:
@@ -86,7 +100,13 @@ def _parse(raw: bytes, number: int, path: str) -> ReplayLine:
     record = value["event"] if dead_letter else value
     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
         raise ConfigError(f"{path}:{number}: no event with an \"id\" on this line")
-    return ReplayLine(number, _event(record), dead_letter)
+    if not dead_letter:
+        return ReplayLine(number, _event(record), False)
+    status = value.get("status")
+    return ReplayLine(number, _event(record), True, reason=str(value["reason"]),
+                      status=int(status) if isinstance(status, str) and status.isdigit() else None,
+                      dead_lettered_at=None if value.get("dead_lettered_at") is None
+                      else str(value["dead_lettered_at"]))
 
 
 def _event(record: dict[str, Any]) -> Event:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wal2http.config.sections import OnReject
+from wal2http.config.sections import OnReject, SinkKind
 from wal2http.config.settings import Config
 from wal2http.delivery.batch import Batcher
 from wal2http.delivery.breaker import Breaker
@@ -22,6 +22,9 @@ from wal2http.ops.start import make_sink
 
 logger = logging.getLogger(__name__)
 
+# The sinks whose acceptance takes a line out of a dead-letter file: a receiver took the event. Printing
+# (stdout) or copying (file) is looking at it, and looking never deletes.
+RECEIVERS = (SinkKind.HTTP, SinkKind.HOOK0)
 
 
 @dataclass
@@ -29,21 +32,35 @@ class ReplayResult:
     total: int
     delivered: int = 0
     dead_letter_file: bool = False
+    removes: bool = False  # delivered lines leave the file
 
 
-def replay(config: Config, path: str, *, dry_run: bool = False, keep: bool = False,
+def removes_lines(config: Config, keep: bool) -> bool:
+    """Whether delivered lines leave a dead-letter file: only after a receiver accepted them, never with --keep."""
+    return config.sink.kind in RECEIVERS and not keep
+
+
+def listing(path: str) -> list[ReplayLine]:
+    """Every line of ``path``, read and checked (``replay --dry-run``); never writes, a running wal2http may hold it."""
+    with _exclusive(path, shared_ok=True):
+        return list(read_lines(path))
+
+
+def replay(config: Config, path: str, *, keep: bool = False,
            on_progress: Callable[[int], None] | None = None) -> ReplayResult:
-    """Deliver every line of ``path`` in file order; delivered lines leave a dead-letter file.
+    """Deliver every line of ``path`` in file order; lines a receiver accepted leave a dead-letter file.
 
     A rejection stops the replay (RejectedError, exit 4) with the lines not yet delivered
     still in the file. Every line is read and checked before anything is sent.
     """
-    with _exclusive(path, shared_ok=keep or dry_run):
+    removes = removes_lines(config, keep)
+    with _exclusive(path, shared_ok=not removes):
         lines = list(read_lines(path))
-        result = ReplayResult(total=len(lines), dead_letter_file=bool(lines) and all(x.dead_letter for x in lines))
-        if dry_run or not lines:
+        dead_letter_file = bool(lines) and all(x.dead_letter for x in lines)
+        result = ReplayResult(len(lines), dead_letter_file=dead_letter_file, removes=removes and dead_letter_file)
+        if not lines:
             return result
-        rewrite = result.dead_letter_file and not keep
+        rewrite = result.removes
         raw = _raw_lines(path)
         sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
         deliverer = Deliverer(sink, Breaker.of(config.delivery),

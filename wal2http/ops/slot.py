@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wal2http.backfill import queue
+from wal2http.backfill.queue import Requested
 from wal2http.checklist import Status, require
 from wal2http.config.sections import SourceConfig
-from wal2http.errors import ConfigError, DatabaseError, SlotInUse
+from wal2http.errors import ConfigError, DatabaseError, SlotInUse, Wal2HttpError
 from wal2http.hook0.outbox import Outbox, existing_outbox, outbox_into, outbox_report
 from wal2http.lsn import format_lsn
 from wal2http.ops.checks import (
@@ -21,8 +23,10 @@ from wal2http.ops.checks import (
     slot_check,
 )
 from wal2http.ops.slot_report import Report, Thresholds, evaluate
+from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import outbox as outbox_sql
 from wal2http.pg import publication as publication_sql
+from wal2http.pg.backfill_model import Task
 from wal2http.pg.connection import Connection, source_connection
 from wal2http.pg.slot import (
     Consumer,
@@ -102,6 +106,8 @@ class Created:
     publication_created: bool
     warnings: tuple[str, ...]
     outbox: Outbox | None = None
+    backfill: Requested | None = None  # queued by --backfill
+    backfill_note: str | None = None  # why --backfill queued nothing
 
     def lines(self) -> list[str]:
         p, s, o = self.publication, self.slot, self.outbox
@@ -119,6 +125,10 @@ class Created:
         if o is not None and o.added_to_publication:
             lines.append(f"outbox table {o.table} added to publication {p.name}, which did not publish it")
         lines.append(f"slot {s.name} {slot}")
+        if self.backfill is not None:
+            lines.extend(self.backfill.lines())
+        if self.backfill_note is not None:
+            lines.append(self.backfill_note)
         return lines
 
     def as_json(self) -> dict[str, Any]:
@@ -134,19 +144,26 @@ class Created:
                             "operations": list(p.operations), "schemas": list(p.schemas),
                             "tables": list(p.tables)},
             "outbox": None if self.outbox is None else self.outbox.as_json(),
+            "backfill": None if self.backfill is None else self.backfill.as_json(),
+            "backfill_note": self.backfill_note,
             "warnings": list(self.warnings),
         }
 
 
-def create(source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
-    """Create the publication when missing and asked for, then the slot; say what already existed."""
+def create(source: SourceConfig, request: PublicationRequest, if_not_exists: bool, backfill: bool = False) -> Created:
+    """Create the publication when missing and asked for, then the slot, then queue the backfill if asked.
+
+    Everything that can be checked is checked before the slot exists; a step that fails after it takes
+    back what this call created (or the error says what exists and the command that finishes the job).
+    """
     if request.all_tables and (request.tables or request.schemas):
         raise ConfigError("--all-tables cannot be combined with --table or --schema")
     with source_connection(source) as conn:
-        return _create(conn, source, request, if_not_exists)
+        return _create(conn, source, request, if_not_exists, backfill)
 
 
-def _create(conn: Connection, source: SourceConfig, request: PublicationRequest, if_not_exists: bool) -> Created:
+def _create(conn: Connection, source: SourceConfig, request: PublicationRequest, if_not_exists: bool,
+            backfill: bool) -> Created:
     facts = publication_sql.server_facts(conn)
     warnings = require(server_checks(facts, source.messages))
     if request.schemas and facts.version_num < SCHEMA_PUBLICATION_VERSION:
@@ -174,6 +191,21 @@ def _create(conn: Connection, source: SourceConfig, request: PublicationRequest,
     identity = replica_identity_check(conn, publication)
     if identity.status is not Status.OK:
         warnings.append(identity.message)
+    prepared, note = None, None
+    if backfill:
+        pending = queue.pending_request(conn, source.slot) if slot is not None else None
+        if pending is not None:
+            note = (f"no backfill queued: request {pending} of slot {source.slot} is not finished yet; "
+                    "'wal2http backfill --all-tables' queues another")
+        else:
+            try:
+                prepared = queue.prepare(conn, source, (), None)
+            except Wal2HttpError as e:
+                done.undo(conn, source.publication, request.outbox)
+                e.args = (f"{e}; nothing was created",)
+                raise
+            done.requests_table_created = prepared.created_table
+            warnings.extend(prepared.warnings())
     consistent_lsn = None
     if slot is None:
         try:
@@ -183,8 +215,33 @@ def _create(conn: Connection, source: SourceConfig, request: PublicationRequest,
             raise
         slot = find_slot(conn, source.slot)
         assert slot is not None
+    requested = None
+    if prepared is not None:
+        try:
+            requested = queue.enqueue(conn, source, prepared, slot.active_pid is not None)
+        except Wal2HttpError as e:
+            e.args = (f"{e}; {_undo_slot(conn, source, request, done, created=consistent_lsn is not None)}",)
+            raise
     return Created(slot, consistent_lsn is not None, consistent_lsn, publication, done.publication_created,
-                   tuple(warnings), outbox)
+                   tuple(warnings), outbox, requested, note)
+
+
+def _undo_slot(conn: Connection, source: SourceConfig, request: PublicationRequest, done: _Done,
+               created: bool) -> str:
+    """Take back the slot and whatever else this ``slot create`` made; what the operator reads about it."""
+    if not created:
+        return f"slot {source.slot} already existed and is unchanged; no backfill was queued"
+    try:
+        drop_slot(conn, source.slot)
+    except Wal2HttpError as e:
+        return (f"slot {source.slot} was created but could not be dropped again ({e}), and no backfill is "
+                f"queued: 'wal2http backfill --all-tables' queues it")
+    try:
+        undone = done.undo(conn, source.publication, request.outbox)
+    except Wal2HttpError as e:
+        return (f"dropped slot {source.slot} again, but not what this command created before it ({e}): "
+                "'wal2http slot create --backfill' goes on from what exists")
+    return f"dropped {' and '.join([f'slot {source.slot}', *undone])} again: nothing was created"
 
 
 @dataclass
@@ -194,13 +251,22 @@ class _Done:
     publication_created: bool = False
     outbox_created: bool = False
     outbox_added: bool = False  # to an existing publication
+    requests_table_created: bool = False  # by --backfill
 
-    def undo(self, conn: Connection, publication: str, outbox: tuple[str, str] | None) -> None:
+    def undo(self, conn: Connection, publication: str, outbox: tuple[str, str] | None) -> list[str]:
+        """Take it all back; what was undone, for the operator."""
+        undone = []
         if self.publication_created:
             publication_sql.drop_publication(conn, publication)
+            undone.append(f"publication {publication}")
         if outbox is not None and (self.outbox_created or self.outbox_added):
             outbox_sql.undo(conn, *outbox, created=self.outbox_created,
                             publication=publication if self.outbox_added else None)
+            undone.append(f"outbox table {'.'.join(outbox)}")
+        if self.requests_table_created:
+            backfill_sql.drop_requests_table(conn)
+            undone.append(f"table {backfill_sql.REQUESTS_NAME}")
+        return undone
 
 
 def _publish(conn: Connection, source: SourceConfig, request: PublicationRequest, existing: outbox_sql.Table | None,
@@ -257,16 +323,24 @@ def _differs(publication: publication_sql.Publication, request: PublicationReque
 
 @dataclass(frozen=True)
 class Dropped:
+    """What ``slot drop`` did, part by part; ``problem`` is the part that failed after others were done."""
+
     slot: str
     slot_dropped: bool
     terminated: tuple[Consumer, ...]
     publication: str | None  # when asked to drop it
     publication_dropped: bool
+    cancelled: tuple[Task, ...] = ()  # the slot's unfinished backfills, cancelled first
+    problem: Wal2HttpError | None = None
+    slot_existed: bool = True
 
     def lines(self) -> list[str]:
-        lines = [f"terminated {c.describe()}" for c in self.terminated]
-        lines.append(f"slot {self.slot} dropped" if self.slot_dropped else f"slot {self.slot} does not exist")
-        if self.publication is not None:
+        lines = [f"cancelled the backfill of {t.name} (request {t.request}, {t.rows_sent} rows sent): it needs "
+                 "the slot" for t in self.cancelled]
+        lines.extend(f"terminated {c.describe()}" for c in self.terminated)
+        if self.slot_dropped or not self.slot_existed:
+            lines.append(f"slot {self.slot} dropped" if self.slot_dropped else f"slot {self.slot} does not exist")
+        if self.publication is not None and self.problem is None:
             state = "dropped" if self.publication_dropped else "does not exist"
             lines.append(f"publication {self.publication} {state}")
         return lines
@@ -305,12 +379,29 @@ def _drop(conn: Connection, source: SourceConfig, force: bool, if_exists: bool, 
     if has_publication:
         targets.append(f"publication {publication}")
     if targets:
-        confirm("Drop " + " and ".join(targets) + "? Changes the slot has not delivered are lost.")
+        confirm("Drop " + " and ".join(targets) + "? Changes the slot has not delivered are lost, and its "
+                "unfinished backfills are cancelled.")
+    # The backfills first: a slot dropped with requests still queued would leave them to a slot that is gone.
+    cancelled = tuple(queue.abandon(conn, name)) if info is not None else ()
     terminated: list[Consumer] = []
     if info is not None:
-        terminated = _drop_slot(conn, name, force)
-    dropped_publication = publication_sql.drop_publication(conn, publication) if publication is not None else False
-    return Dropped(name, info is not None, tuple(terminated), publication, dropped_publication)
+        try:
+            terminated = _drop_slot(conn, name, force)
+        except Wal2HttpError as e:
+            if cancelled:
+                e.args = (f"{e}; its unfinished backfills were cancelled (listed above): queue them again with "
+                          "'wal2http backfill' if the slot stays",)
+            return Dropped(name, False, (), publication, False, cancelled, e)
+    slot_state = f"slot {name} dropped" if info is not None else f"slot {name} does not exist"
+    try:
+        dropped_publication = publication_sql.drop_publication(conn, publication) if publication else False
+    except Wal2HttpError as e:
+        problem = DatabaseError(f"{slot_state}, but {e}; to finish, its owner (or a superuser) runs: "
+                                f"DROP PUBLICATION {publication};")
+        return Dropped(name, info is not None, tuple(terminated), publication, False, cancelled, problem,
+                       info is not None)
+    return Dropped(name, info is not None, tuple(terminated), publication, dropped_publication, cancelled,
+                   slot_existed=info is not None)
 
 
 def _drop_slot(conn: Connection, name: str, force: bool) -> list[Consumer]:

@@ -13,7 +13,7 @@ from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.sink import Sink, SourceInfo
-from wal2http.errors import Interrupted, StopRequested
+from wal2http.errors import Interrupted, RejectedError, StopRequested
 from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
 from wal2http.ops.checks import stream_checks
@@ -79,6 +79,10 @@ def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = No
     return JsonLinesSink.to_stdout()
 
 
+ON_REJECT_HINT = ("to go on past refused events, run with --on-reject dead-letter --dead-letter-path PATH "
+                  "(replay them later) or --on-reject skip")
+
+
 def run(config: Config, run_id: str = "") -> None:
     """``wal2http run``: prepare the slot, stream until stopped; the operator hears of any error stop."""
     observer = Observer(config, run_id=run_id)
@@ -87,6 +91,11 @@ def run(config: Config, run_id: str = "") -> None:
         _run(config, observer)
     except (StopRequested, Interrupted, KeyboardInterrupt):
         raise
+    except RejectedError as e:
+        # The halt is the default policy: the refusal names the two that go on past it.
+        halted = RejectedError(f"{e}; {ON_REJECT_HINT}", status=e.status, event_id=e.event_id, body=e.body)
+        observer.halted(halted)
+        raise halted from None
     except BaseException as e:
         observer.halted(e)
         raise
@@ -113,7 +122,10 @@ def _run(config: Config, observer: Observer) -> None:
     backfill = Backfill(connection, src.slot, src.publication, config.backfill.chunk_size, observer.metrics,
                         refuse=backfill_refusal(config))
     if prepared.created and config.backfill.initial:
-        for line in request_all(src).lines():
+        requested = request_all(src)
+        for text in requested.warnings:
+            logger.warning("%s", text)
+        for line in requested.lines():
             logger.info("%s", line)
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
                         backfill=backfill, catalog=Catalog(connection))

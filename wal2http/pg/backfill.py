@@ -11,7 +11,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from wal2http.decode.pgoutput import Column
-from wal2http.errors import ConfigError, DatabaseError
+from wal2http.errors import ConfigError, DatabaseError, KeylessTable
 from wal2http.pg.backfill_model import (
     REQUESTS_SCHEMA,
     REQUESTS_TABLE,
@@ -72,12 +72,29 @@ def requests_table_exists(conn: Connection) -> bool:
     return bool(rows[0][0])
 
 
-def create_requests_table(conn: Connection) -> None:
-    """Create the requests table when missing (needs CREATE on schema public the first time)."""
+def create_requests_table(conn: Connection) -> bool:
+    """Create the requests table when missing (needs CREATE on schema public the first time); True if created.
+
+    An existing table the role may not queue in is refused here, before anything else is done.
+    """
     if requests_table_exists(conn):
-        return
+        rows = query(conn, "SELECT has_table_privilege(%s, 'INSERT'), has_sequence_privilege("
+                           "pg_get_serial_sequence(%s, 'id'), 'USAGE'), current_user::text",
+                     (REQUESTS.as_string(conn), REQUESTS.as_string(conn)), what=f"check privileges on {REQUESTS_NAME}")
+        insert, usage, role = rows[0]
+        if not (insert and usage):
+            raise DatabaseError(f"role {role} may not queue backfills in {REQUESTS_NAME}: its owner can allow it: "
+                                f"GRANT SELECT, INSERT, UPDATE ON {REQUESTS_NAME} TO {role}; GRANT USAGE ON "
+                                f"SEQUENCE {REQUESTS_NAME}_id_seq TO {role};")
+        return False
     query(conn, _CREATE, what=f"create {REQUESTS_NAME} (a DBA can create it: see README, Backfilling)")
     logger.info("created %s", REQUESTS_NAME)
+    return True
+
+
+def drop_requests_table(conn: Connection) -> None:
+    """Undo create_requests_table (``slot create --backfill`` taking back what it did)."""
+    query(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(REQUESTS), what=f"drop {REQUESTS_NAME}")
 
 
 def insert_request(conn: Connection, slot: str, publication: str, tables: list[tuple[TableSpec, int | None]],
@@ -148,13 +165,15 @@ def finish_task(conn: Connection, task_id: int, state: State, reason: str | None
           (state.value, reason, task_id, UNFINISHED), what="end a backfill")
 
 
-def cancel(conn: Connection, request: int) -> list[Task]:
-    """Cancel a request's unfinished tables; the rows changed."""
+def cancel(conn: Connection, request: int, task_ids: list[int] | None = None) -> list[Task]:
+    """Cancel a request's unfinished tables (only ``task_ids`` of them when given); the rows changed."""
     if not requests_table_exists(conn):
         return []
     rows = query(conn, sql.SQL("UPDATE {} SET state = %s, finished_at = now(), reason = %s"
-                               " WHERE request = %s AND state = ANY(%s) RETURNING {}").format(REQUESTS, _COLUMNS),
-                 (State.CANCELLED.value, State.CANCELLED.value, request, UNFINISHED), what="cancel the backfill")
+                               " WHERE request = %s AND state = ANY(%s) AND (%s::bigint[] IS NULL OR id = ANY(%s))"
+                               " RETURNING {}").format(REQUESTS, _COLUMNS),
+                 (State.CANCELLED.value, State.CANCELLED.value, request, UNFINISHED, task_ids, task_ids),
+                 what="cancel the backfill")
     return [_task(row) for row in rows]
 
 
@@ -212,9 +231,7 @@ def describe_oid(conn: Connection, publication: str, oid: int) -> TableSpec:
     cols = tuple(Column(c[0], int(c[1]), c[2], False) for c in columns if listed is None or c[0] in listed)
     _, key = identity_columns(conn, oid)
     if key is None:
-        raise ConfigError(f"table {name} has neither a primary key nor a replica identity index: a backfill "
-                          f"reads it in key order; add one (ALTER TABLE {name} ADD PRIMARY KEY (...), or "
-                          f"ALTER TABLE {name} REPLICA IDENTITY USING INDEX a_unique_index)")
+        raise KeylessTable(name)
     missing = [k for k in key if k not in {c.name for c in cols}]
     if missing:
         raise ConfigError(f"table {name}: key column {', '.join(missing)} is not in the publication's column "
