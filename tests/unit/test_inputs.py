@@ -12,13 +12,13 @@ from wal2http.config.environment import unknown_variables
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("15", 15.0), ("0.5", 0.5), ("15s", 15.0), ("2m", 120.0), ("1h", 3600.0), ("1d", 86400.0),
-    ("250ms", 0.25), ("1h30m", 5400.0), ("1m 30s", 90.0), (" 2M ", 120.0), ("1.5h", 5400.0), ("0", 0.0),
+    ("250ms", 0.25), ("1h30m", 5400.0), ("1m 30s", 90.0), (" 2M ", 120.0), ("1.5h", 5400.0), ("0", 0.0), ("1e3", 1000.0),
 ])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "s", "15x", "15 parsecs", "-1s", "1s2", "nan", "inf", "1e3", "m5", "1,5s",
+@pytest.mark.parametrize("text", ["", "s", "15x", "15 parsecs", "-1s", "1s2", "nan", "inf", "m5", "1,5s",
                                   "1h1h"])
 def test_not_durations(text: str) -> None:
     with pytest.raises(ValueError, match=r"15s, 2m, 1h"):
