@@ -114,7 +114,7 @@ def test_start_up_errors_are_json_with_log_format_json(wal2http_bin: str, db: Da
     for args, words in ((["--sink", "http"], "--http-url"),
                         (["--batch-size", "lots"], "--batch-size"),
                         (["--shutdown-timeout", "soon"], "--shutdown-timeout")):
-        code, out, err = run_once(wal2http_bin, ["run", "--log-format", "json", *args], env, timeout=30)
+        code, _, err = run_once(wal2http_bin, ["run", "--log-format", "json", *args], env, timeout=30)
         assert code == 2, err
         lines = err.strip().splitlines()
         assert len(lines) == 1, err
@@ -165,7 +165,7 @@ def test_pyproject_declares_only_the_build_backend_and_pip_builds_quietly(tmp_pa
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert set(declared) == {"build-system"}
     assert declared["build-system"]["build-backend"] == "setuptools.build_meta"
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                            "--wheel-dir", str(tmp_path), str(ROOT)], capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -12,7 +12,8 @@ from wal2http.config.environment import unknown_variables
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("15", 15.0), ("0.5", 0.5), ("15s", 15.0), ("2m", 120.0), ("1h", 3600.0), ("1d", 86400.0),
-    ("250ms", 0.25), ("1h30m", 5400.0), ("1m 30s", 90.0), (" 2M ", 120.0), ("1.5h", 5400.0), ("0", 0.0), ("1e3", 1000.0),
+    ("250ms", 0.25), ("1h30m", 5400.0), ("1m 30s", 90.0), (" 2M ", 120.0), ("1.5h", 5400.0),
+    ("0", 0.0), ("1e3", 1000.0),
 ])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
