@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import select
@@ -79,6 +80,7 @@ class Pipeline:
         self.reconnects = 0
         self._duplicate = False
         self._delivered_through_seq = 0
+        self._read = 0  # events taken from the stream (and backfills) for delivery
         self._last_commit_end_lsn = start_lsn
         self._last_idle_confirm = 0.0
         # Signals write to this socket so that waits end at once instead of at their timeout.
@@ -108,8 +110,9 @@ class Pipeline:
     def wait(self, seconds: float) -> None:
         """Pause, telling PostgreSQL every second that we are alive (when connected).
 
-        Raises StopRequested once a stop was requested and its deadline has passed, or
-        at once while disconnected (there is nothing to finish then).
+        Raises StopRequested as soon as a stop is requested: whoever waits (a retry after a failed
+        delivery, a reconnection, a stand-by) has nothing deliverable in flight, and waiting out
+        --shutdown-timeout for a receiver that is failing would only delay the stop.
         """
         deadline = time.monotonic() + seconds
         while True:
@@ -117,9 +120,9 @@ class Pipeline:
                 self.stream.keepalive()
             self._tick()
             now = time.monotonic()
-            if self.stop_requested and (now >= self.stop_deadline or not self.stream.connected):
-                raise StopRequested()
-            remaining = min(deadline, self.stop_deadline) - now
+            if self.stop_requested:
+                raise StopRequested("the stop came while waiting to try again")
+            remaining = deadline - now
             if remaining <= 0:
                 return
             select.select([self.wakeup], [], [], min(KEEPALIVE_EVERY_S, remaining))
@@ -151,7 +154,22 @@ class Pipeline:
     # -- connection supervision -------------------------------------------------
 
     def run(self) -> None:
-        """Stream until stopped, reconnecting whenever the replication connection is lost."""
+        """Stream until stopped, reconnecting whenever the replication connection is lost; log a summary."""
+        try:
+            self._supervise()
+        except StopRequested as e:
+            # Nothing more can be delivered in this run: what was read and not delivered is not
+            # confirmed, and the server sends it again to the next run.
+            logger.warning("stopped before the pending changes could be delivered (%s)", e)
+            if self.stream.connected:
+                with contextlib.suppress(ReplicationLost):
+                    self.stream.confirm(self.ack.confirmed_lsn, force=True)
+            self._summary()
+        except Interrupted:
+            self._summary()
+            raise
+
+    def _supervise(self) -> None:
         failures = 0
         lost_since: float | None = None
         standby = False
@@ -209,6 +227,7 @@ class Pipeline:
         self.batcher.take()
         self.builder.commit()
         self._duplicate = False
+        self._read = self._handled()  # what was read and not handled is read again
         # Commits read but not delivered come again: the order check starts from what was delivered.
         self._last_commit_end_lsn = max(self.ack.delivered_commit_end_lsn, self.ack.confirmed_lsn)
         if self.backfill is not None:
@@ -271,6 +290,7 @@ class Pipeline:
         for event in events:
             if event.seq <= self._delivered_through_seq:
                 continue  # delivered before the connection was lost
+            self._read += 1
             if len(event.body) > self.max_event_bytes:
                 self._deliver(batcher.take())
                 self.deliverer.reject(
@@ -346,10 +366,26 @@ class Pipeline:
             self.ack.idle(self.stream.wal_end)
         self.stream.confirm(self.ack.confirmed_lsn, force=True)
         self._tick()
+        self._summary()
+
+    def _handled(self) -> int:
+        """Events delivered, dead-lettered or skipped so far."""
         d = self.deliverer
-        logger.info("stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions "
-                    "skipped after reconnects; confirmed %s", d.delivered, d.dead_lettered, d.skipped,
-                    self.ack.duplicate_transactions, format_lsn(self.ack.confirmed_lsn))
+        return d.delivered + d.dead_lettered + d.skipped
+
+    def _summary(self) -> None:
+        """The last line of every stop: what was delivered, what is confirmed, what is left."""
+        d, confirmed = self.deliverer, format_lsn(self.ack.confirmed_lsn)
+        left = self._read - self._handled()
+        logger.info(
+            "stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions skipped after "
+            "reconnects; confirmed %s; %s", d.delivered, d.dead_lettered, d.skipped, self.ack.duplicate_transactions,
+            confirmed,
+            f"left undelivered: {left} event{'s' if left != 1 else ''} read and not delivered; everything after "
+            f"{confirmed} will be sent again on the next run" if left > 0 else
+            f"nothing left undelivered of what was read; the next run starts after {confirmed}",
+            extra={"events_delivered": d.delivered, "dead_lettered": d.dead_lettered, "skipped": d.skipped,
+                   "confirmed_lsn": confirmed, "undelivered_events": max(0, left)})
 
     def _deliver(self, batch: Batch) -> None:
         """Deliver a batch, then confirm the commit it completes."""

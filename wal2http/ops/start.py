@@ -136,10 +136,6 @@ def _run(config: Config, observer: Observer) -> None:
     tune_for_streaming()
     try:
         pipeline.run()
-    except StopRequested:
-        logger.warning("stopped before the pending changes could be delivered; everything after %s "
-                       "is not confirmed and will be sent again on the next run",
-                       format_lsn(pipeline.ack.confirmed_lsn))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
