@@ -22,6 +22,7 @@ from wal2http.delivery.batch import Batch, Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.deliverer import Deliverer
+from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
 from wal2http.errors import (
     DatabaseError,
@@ -54,7 +55,7 @@ class Pipeline:
 
     def __init__(self, config: Config, stream: ReplicationStream, sink: Sink, observer: Observer, *,
                  start_lsn: int = 0, dead_letters: DeadLetterFile | None = None, backfill: Backfill | None = None,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, resends: Resends | None = None) -> None:
         self.config = config
         self.observer = observer
         self.metrics = observer.metrics
@@ -63,7 +64,7 @@ class Pipeline:
         # Retries pause in self.wait, which keeps the stream alive and honours a stop.
         self.deliverer = Deliverer(sink, Breaker.of(d),
                                    self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
-                                   max_events=config.batch.max_events)
+                                   max_events=config.batch.max_events, resends=resends)
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
         self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
         self.backfill = backfill

@@ -12,6 +12,7 @@ from wal2http.checklist import CheckName, require
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
+from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink, SourceInfo
 from wal2http.errors import Interrupted, RejectedError, StopRequested
 from wal2http.lsn import format_lsn
@@ -57,8 +58,10 @@ def prepare_stream(source: SourceConfig) -> Prepared:
                         created)
 
 
-def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None) -> Sink:
-    """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1)."""
+def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None,
+              resends: Resends | None = None) -> Sink:
+    """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1); ``resends`` counts
+    the requests an HTTP sink sends again by itself."""
     if config.kind == SinkKind.HOOK0:
         from wal2http.hook0.sink import Hook0Sink
 
@@ -70,7 +73,7 @@ def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = No
         from wal2http.sinks.http import HttpSink
 
         assert config.http is not None
-        return HttpSink(config.http, as_array)
+        return HttpSink(config.http, as_array, resends)
     from wal2http.sinks.jsonlines import JsonLinesSink
 
     if config.kind == SinkKind.FILE:
@@ -112,7 +115,8 @@ def _run(config: Config, observer: Observer) -> None:
     logger.info("slot %s confirmed up to %s", src.slot, format_lsn(start_lsn))
     d = config.delivery
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
-    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
+    resends = Resends(observer.metrics)
+    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source, resends=resends)
     # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
     # delivered only with --messages).
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,
@@ -128,7 +132,7 @@ def _run(config: Config, observer: Observer) -> None:
         for line in requested.lines():
             logger.info("%s", line)
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
-                        backfill=backfill, catalog=Catalog(connection))
+                        backfill=backfill, catalog=Catalog(connection), resends=resends)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
