@@ -24,6 +24,7 @@ from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.deliverer import Deliverer
 from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
+from wal2http.delivery.until import Until
 from wal2http.errors import (
     DatabaseError,
     Interrupted,
@@ -38,6 +39,7 @@ from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
 from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_PREFIX
 from wal2http.pg.catalog import Catalog
+from wal2http.pg.pending import UNTIL_PREFIX
 from wal2http.pg.stream import ReplicationStream
 from wal2http.runtime import RunState
 
@@ -55,7 +57,7 @@ class Pipeline:
 
     def __init__(self, config: Config, stream: ReplicationStream, sink: Sink, observer: Observer, *,
                  start_lsn: int = 0, dead_letters: DeadLetterFile | None = None, backfill: Backfill | None = None,
-                 catalog: Catalog | None = None, resends: Resends | None = None) -> None:
+                 catalog: Catalog | None = None, resends: Resends | None = None, until: Until | None = None) -> None:
         self.config = config
         self.observer = observer
         self.metrics = observer.metrics
@@ -82,6 +84,8 @@ class Pipeline:
         self._duplicate = False
         self._delivered_through_seq = 0
         self._read = 0  # events taken from the stream (and backfills) for delivery
+        self.until = until  # run --until: where the run ends by itself
+        self._read_past_until = False  # a message past --until was taken from the stream, not used
         self._last_commit_end_lsn = start_lsn
         self._last_idle_confirm = 0.0
         # Signals write to this socket so that waits end at once instead of at their timeout.
@@ -253,21 +257,30 @@ class Pipeline:
         # Local names: looked up for every message, and most messages are changes tested last.
         Begin, Commit, Relation, Type, Origin, Message = (
             pgoutput.Begin, pgoutput.Commit, pgoutput.Relation, pgoutput.Type, pgoutput.Origin, pgoutput.Message)
-        backfill = self.backfill
+        backfill, until = self.backfill, self.until
         while True:
             if self.stop_requested and (not builder.in_transaction or time.monotonic() >= self.stop_deadline):
                 break
+            if until is not None and not builder.in_transaction and until.reached():
+                break
             msg = stream.read()
             if msg is None:
+                if until is not None and not builder.in_transaction and stream.connected:
+                    until.beyond(stream.wal_end)  # the server has sent everything up to it
                 self._on_quiet()
                 continue
             lsn = msg.data_start
             decoded = parse(msg.payload, lsn)
             kind = type(decoded)
             if kind is Begin:
+                if until is not None and until.beyond(decoded.commit_lsn) and until.reached():  # type: ignore[union-attr]
+                    self._read_past_until = True  # this transaction is for the next run
+                    break
                 self._begin(decoded)  # type: ignore[arg-type]
             elif kind is Commit:
                 self._commit(decoded)  # type: ignore[arg-type]
+                if until is not None:
+                    until.beyond(decoded.commit_end_lsn)  # type: ignore[union-attr]
             elif kind is Relation:
                 builder.relation(decoded)  # type: ignore[arg-type]
             elif kind is Type:
@@ -275,7 +288,12 @@ class Pipeline:
             elif kind is Origin or self._duplicate:
                 pass
             elif kind is Message:
+                if until is not None and not builder.in_transaction and until.beyond(lsn) and until.reached():
+                    self._read_past_until = True
+                    break
                 self._message(decoded, lsn)  # type: ignore[arg-type]
+                if until is not None and not builder.in_transaction:
+                    until.beyond(lsn + 1)  # a message at the position itself: everything before it was sent
             else:
                 events = builder.changes(decoded, lsn)  # type: ignore[arg-type]
                 if backfill is not None and backfill.chunk is not None:
@@ -310,6 +328,8 @@ class Pipeline:
         if msg.prefix == WATERMARK_PREFIX:
             if self.backfill is not None and msg.transactional:
                 self._enqueue(self.backfill.watermark(msg.content, self.builder, lsn))
+            return
+        if msg.prefix == UNTIL_PREFIX:  # a run --until marking where "now" was
             return
         if self.messages:
             self._enqueue(self.builder.changes(msg, lsn))
@@ -364,9 +384,15 @@ class Pipeline:
         elif self.batcher.pending:
             self._deliver(self.batcher.take())
         if not self.builder.in_transaction:
-            self.ack.idle(self.stream.wal_end)
+            # Nothing is pending: confirm the server's position, or --until's when a transaction past it
+            # was read (the server's position may be past that transaction's commit).
+            self.ack.idle(self.until.lsn if self.until is not None and self._read_past_until else self.stream.wal_end)
         self.stream.confirm(self.ack.confirmed_lsn, force=True)
         self._tick()
+        if self.until is not None and self.until.reached() and not self.stop_requested:
+            logger.info("reached --until %s: every transaction committed up to it is delivered%s",
+                        format_lsn(self.until.lsn), ", and the backfills queued before the start are done"
+                        if self.config.source.until == "now" else "")
         self._summary()
 
     def _handled(self) -> int:

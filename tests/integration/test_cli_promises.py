@@ -186,7 +186,7 @@ def test_the_version_is_0_2_0_with_a_changelog(wal2http_bin: str) -> None:
 def test_backfill_wait_without_a_terminal_reports_progress_every_10_s(
         db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
     publish(db, "CREATE TABLE items (id int PRIMARY KEY, v text)",
-            "INSERT INTO items SELECT i, 'x' FROM generate_series(1, 600) i", tables="items")
+            "INSERT INTO items SELECT i, 'x' FROM generate_series(1, 600) i", "ANALYZE items", tables="items")
     receiver.set_delay(0.4)  # 600 rows in chunks of 20, one request each: about 12 s
     run = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url,
                          "--backfill-chunk-size", "20", "--batch-size", "20")
@@ -200,5 +200,5 @@ def test_backfill_wait_without_a_terminal_reports_progress_every_10_s(
                 if x.startswith("public.items:") and "rows/s" in x]
     assert len(progress) >= int(took // 10), (took, waiting.stdout, waiting.stderr)
     assert all(re.search(r"\d+ of ~?\d+ rows", x) and "left" in x for x in progress), progress
-    assert "public.items: done, 600 rows sent" in waiting.stdout
+    assert "public.items: done, 600 rows sent (estimated 600)" in waiting.stdout
     assert run.stop() == 0

@@ -67,6 +67,10 @@ failover_option = click.option(
     help="Create the slot as a failover slot (PostgreSQL 17+): standbys with sync_replication_slots "
          "keep it, so streaming goes on after a promotion.")
 
+messages_option = click.option(
+    "--messages", is_flag=True, envvar=env("MESSAGES"),
+    help="Also deliver pg_logical_emit_message() messages as 'message' events.")
+
 source_options = options(
     "Database",
     click.option("--dsn", envvar=env("DSN", "DATABASE_URL"), metavar="DSN",
@@ -224,8 +228,7 @@ run_options = options(
         click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
                      help="Create the slot when it does not exist (never a publication)."),
         failover_option,
-        click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
-                     help="Also deliver pg_logical_emit_message() messages as 'message' events."),
+        messages_option,
     ),
     options(
         "Backfill",
@@ -320,7 +323,7 @@ def source_config(o: dict[str, Any]) -> SourceConfig:
     return SourceConfig(
         dsn=load_dsn(o.get("dsn") if from_flag else None, o.get("dsn_file"), os.environ),
         **given(o, slot="slot", publication="publication", create_slot="create_slot", failover="failover",
-                messages="messages",
+                messages="messages", until="until",
                 reconnect_max_wait_s="reconnect_max_wait", replication_timeout_s="replication_timeout",
                 require_tls="require_tls"),
     )

@@ -14,13 +14,16 @@ from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink, SourceInfo
-from wal2http.errors import Interrupted, RejectedError, StopRequested
-from wal2http.lsn import format_lsn
+from wal2http.delivery.until import Until
+from wal2http.errors import DatabaseError, Interrupted, RejectedError, StopRequested
+from wal2http.lsn import format_lsn, parse_lsn
 from wal2http.observe.observer import Observer
 from wal2http.ops.checks import stream_checks
+from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.catalog import Catalog
 from wal2http.pg.connection import LazyConnection, source_connection
+from wal2http.pg.pending import mark_now
 from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
 from wal2http.pipeline import Pipeline
@@ -56,6 +59,30 @@ def prepare_stream(source: SourceConfig) -> Prepared:
             assert info is not None
         return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)),
                         created)
+
+
+def run_until(source: SourceConfig, connection: LazyConnection) -> Until:
+    """Where ``run --until`` ends. ``now``: at a marker written into the WAL now, once the backfills of the
+    slot unfinished now are done too; an LSN: there. ``connection`` (the run's) reads the backfills' states."""
+    with source_connection(source) as conn:
+        # The marker also moves the stream past an LSN that is already behind the server's position.
+        marker = mark_now(conn, source.slot)
+        backfills = frozenset(t.id for t in backfill_sql.tasks(conn, source.slot)
+                              if not t.state.finished) if source.until == "now" else frozenset()
+    lsn = marker if source.until == "now" else parse_lsn(source.until or "")
+
+    def unfinished(ids: frozenset[int]) -> frozenset[int]:
+        try:
+            tasks = backfill_sql.tasks(connection.get(), source.slot)
+        except DatabaseError as e:  # asked again a second later
+            connection.close()
+            logger.debug("cannot read the backfills' states: %s", e)
+            return ids
+        return frozenset(t.id for t in tasks if t.id in ids and not t.state.finished)
+
+    logger.info("running until %s%s, then exiting", format_lsn(lsn),
+                f" and the end of {len(backfills)} backfill table(s) queued before the start" if backfills else "")
+    return Until(lsn, backfills, unfinished)
 
 
 def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None,
@@ -131,8 +158,9 @@ def _run(config: Config, observer: Observer) -> None:
             logger.warning("%s", text)
         for line in requested.lines():
             logger.info("%s", line)
+    until = run_until(src, connection) if src.until else None
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
-                        backfill=backfill, catalog=Catalog(connection), resends=resends)
+                        backfill=backfill, catalog=Catalog(connection), resends=resends, until=until)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)

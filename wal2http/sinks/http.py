@@ -374,27 +374,44 @@ def _failure(peer: str, error: requests.RequestException) -> str:
 
 def resend_reason(error: BaseException) -> ResendReason | None:
     """Why a request that failed with ``error`` is sent again; None when it never reached the peer."""
-    cause = _innermost(error)
-    if isinstance(cause, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
-                  | ConnectionRefusedError | urllib3.exceptions.NameResolutionError):
+    causes = _causes(error)
+
+    def any_of(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(cause, kinds) for cause in causes)
+
+    if any_of(urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+              urllib3.exceptions.NameResolutionError, ConnectionRefusedError):
         return None
-    if isinstance(cause, http.client.RemoteDisconnected | http.client.IncompleteRead):
+    if any_of(http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionResetError, BrokenPipeError):
         return ResendReason.CONNECTION
-    if isinstance(cause, http.client.HTTPException | urllib3.exceptions.ProtocolError):
+    if any_of(http.client.HTTPException):
         return ResendReason.MALFORMED_ANSWER
-    if isinstance(cause, TimeoutError | urllib3.exceptions.ReadTimeoutError):
+    if any_of(urllib3.exceptions.ReadTimeoutError, TimeoutError):
         return ResendReason.TIMEOUT
-    if isinstance(cause, OSError | urllib3.exceptions.HTTPError):
-        return ResendReason.CONNECTION
-    return None
+    return ResendReason.CONNECTION
+
+
+def _causes(error: BaseException, depth: int = 8) -> list[BaseException]:
+    """``error`` and everything it wraps: causes, contexts, urllib3's reasons and the error a ProtocolError carries
+    (urllib3 hands it to Retry that way, before raising it)."""
+    found: list[BaseException] = []
+    todo: list[BaseException] = [error]
+    while todo and len(found) < depth:
+        cause = todo.pop(0)
+        if any(cause is seen for seen in found):
+            continue
+        found.append(cause)
+        carried = cause.args[1] if isinstance(cause, urllib3.exceptions.ProtocolError) and len(cause.args) > 1 \
+            else None
+        todo.extend(e for e in (getattr(cause, "reason", None), carried, cause.__cause__, cause.__context__)
+                    if isinstance(e, BaseException))
+    return found
 
 
 def _innermost(error: BaseException) -> BaseException:
     cause = error
     while True:
         inner = getattr(cause, "reason", None) or cause.__context__
-        if inner is None and isinstance(cause, urllib3.exceptions.ProtocolError) and len(cause.args) > 1:
-            inner = cause.args[1]  # urllib3 hands it to Retry this way, before raising (no __context__ yet)
         if not isinstance(inner, BaseException) or inner is cause:
             return cause
         cause = inner
