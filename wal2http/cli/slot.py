@@ -214,7 +214,7 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
     sys.exit(int(report.health))
 
 
-@slot.command("peek", context_settings=CONTEXT_SETTINGS)
+@slot.command("peek", context_settings=CONTEXT_SETTINGS, short_help="Show the pending changes; consume none.")
 @source_options
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, metavar="N", help="Show at most N events.")
 @options("Database", messages_option)
