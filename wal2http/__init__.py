@@ -1,3 +1,3 @@
 """wal2http: stream PostgreSQL logical replication changes to HTTP endpoints."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -118,9 +118,12 @@ class PayloadTooLarge(RejectedError):
 class TransientDeliveryError(DeliveryError):
     """A delivery attempt failed in a way worth retrying (network, timeout, 429, 5xx): never halts."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 resend_reason: str | None = None) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        # Why trying again sends the request again (a runtime.ResendReason); None when it never left.
+        self.resend_reason = resend_reason
 
 
 class UnmappableEvent(Wal2HttpError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import select
@@ -21,7 +22,9 @@ from wal2http.delivery.batch import Batch, Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.deliverer import Deliverer
+from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
+from wal2http.delivery.until import Until
 from wal2http.errors import (
     DatabaseError,
     Interrupted,
@@ -36,6 +39,7 @@ from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
 from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMARK_PREFIX
 from wal2http.pg.catalog import Catalog
+from wal2http.pg.pending import UNTIL_PREFIX
 from wal2http.pg.stream import ReplicationStream
 from wal2http.runtime import RunState
 
@@ -53,7 +57,7 @@ class Pipeline:
 
     def __init__(self, config: Config, stream: ReplicationStream, sink: Sink, observer: Observer, *,
                  start_lsn: int = 0, dead_letters: DeadLetterFile | None = None, backfill: Backfill | None = None,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, resends: Resends | None = None, until: Until | None = None) -> None:
         self.config = config
         self.observer = observer
         self.metrics = observer.metrics
@@ -62,7 +66,7 @@ class Pipeline:
         # Retries pause in self.wait, which keeps the stream alive and honours a stop.
         self.deliverer = Deliverer(sink, Breaker.of(d),
                                    self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
-                                   max_events=config.batch.max_events)
+                                   max_events=config.batch.max_events, resends=resends)
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
         self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
         self.backfill = backfill
@@ -79,6 +83,9 @@ class Pipeline:
         self.reconnects = 0
         self._duplicate = False
         self._delivered_through_seq = 0
+        self._read = 0  # events taken from the stream (and backfills) for delivery
+        self.until = until  # run --until: where the run ends by itself
+        self._read_past_until = False  # a message past --until was taken from the stream, not used
         self._last_commit_end_lsn = start_lsn
         self._last_idle_confirm = 0.0
         # Signals write to this socket so that waits end at once instead of at their timeout.
@@ -108,8 +115,9 @@ class Pipeline:
     def wait(self, seconds: float) -> None:
         """Pause, telling PostgreSQL every second that we are alive (when connected).
 
-        Raises StopRequested once a stop was requested and its deadline has passed, or
-        at once while disconnected (there is nothing to finish then).
+        Raises StopRequested as soon as a stop is requested: whoever waits (a retry after a failed
+        delivery, a reconnection, a stand-by) has nothing deliverable in flight, and waiting out
+        --shutdown-timeout for a receiver that is failing would only delay the stop.
         """
         deadline = time.monotonic() + seconds
         while True:
@@ -117,9 +125,9 @@ class Pipeline:
                 self.stream.keepalive()
             self._tick()
             now = time.monotonic()
-            if self.stop_requested and (now >= self.stop_deadline or not self.stream.connected):
-                raise StopRequested()
-            remaining = min(deadline, self.stop_deadline) - now
+            if self.stop_requested:
+                raise StopRequested("the stop came while waiting to try again")
+            remaining = deadline - now
             if remaining <= 0:
                 return
             select.select([self.wakeup], [], [], min(KEEPALIVE_EVERY_S, remaining))
@@ -151,7 +159,22 @@ class Pipeline:
     # -- connection supervision -------------------------------------------------
 
     def run(self) -> None:
-        """Stream until stopped, reconnecting whenever the replication connection is lost."""
+        """Stream until stopped, reconnecting whenever the replication connection is lost; log a summary."""
+        try:
+            self._supervise()
+        except StopRequested as e:
+            # Nothing more can be delivered in this run: what was read and not delivered is not
+            # confirmed, and the server sends it again to the next run.
+            logger.warning("stopped before the pending changes could be delivered (%s)", e)
+            if self.stream.connected:
+                with contextlib.suppress(ReplicationLost):
+                    self.stream.confirm(self.ack.confirmed_lsn, force=True)
+            self._summary()
+        except Interrupted:
+            self._summary()
+            raise
+
+    def _supervise(self) -> None:
         failures = 0
         lost_since: float | None = None
         standby = False
@@ -209,6 +232,7 @@ class Pipeline:
         self.batcher.take()
         self.builder.commit()
         self._duplicate = False
+        self._read = self._handled()  # what was read and not handled is read again
         # Commits read but not delivered come again: the order check starts from what was delivered.
         self._last_commit_end_lsn = max(self.ack.delivered_commit_end_lsn, self.ack.confirmed_lsn)
         if self.backfill is not None:
@@ -233,21 +257,30 @@ class Pipeline:
         # Local names: looked up for every message, and most messages are changes tested last.
         Begin, Commit, Relation, Type, Origin, Message = (
             pgoutput.Begin, pgoutput.Commit, pgoutput.Relation, pgoutput.Type, pgoutput.Origin, pgoutput.Message)
-        backfill = self.backfill
+        backfill, until = self.backfill, self.until
         while True:
             if self.stop_requested and (not builder.in_transaction or time.monotonic() >= self.stop_deadline):
                 break
+            if until is not None and not builder.in_transaction and until.reached():
+                break
             msg = stream.read()
             if msg is None:
+                if until is not None and not builder.in_transaction and stream.connected:
+                    until.beyond(stream.wal_end)  # the server has sent everything up to it
                 self._on_quiet()
                 continue
             lsn = msg.data_start
             decoded = parse(msg.payload, lsn)
             kind = type(decoded)
             if kind is Begin:
+                if until is not None and until.beyond(decoded.commit_lsn) and until.reached():  # type: ignore[union-attr]
+                    self._read_past_until = True  # this transaction is for the next run
+                    break
                 self._begin(decoded)  # type: ignore[arg-type]
             elif kind is Commit:
                 self._commit(decoded)  # type: ignore[arg-type]
+                if until is not None:
+                    until.beyond(decoded.commit_end_lsn)  # type: ignore[union-attr]
             elif kind is Relation:
                 builder.relation(decoded)  # type: ignore[arg-type]
             elif kind is Type:
@@ -255,7 +288,12 @@ class Pipeline:
             elif kind is Origin or self._duplicate:
                 pass
             elif kind is Message:
+                if until is not None and not builder.in_transaction and until.beyond(lsn) and until.reached():
+                    self._read_past_until = True
+                    break
                 self._message(decoded, lsn)  # type: ignore[arg-type]
+                if until is not None and not builder.in_transaction:
+                    until.beyond(lsn + 1)  # a message at the position itself: everything before it was sent
             else:
                 events = builder.changes(decoded, lsn)  # type: ignore[arg-type]
                 if backfill is not None and backfill.chunk is not None:
@@ -271,6 +309,7 @@ class Pipeline:
         for event in events:
             if event.seq <= self._delivered_through_seq:
                 continue  # delivered before the connection was lost
+            self._read += 1
             if len(event.body) > self.max_event_bytes:
                 self._deliver(batcher.take())
                 self.deliverer.reject(
@@ -289,6 +328,8 @@ class Pipeline:
         if msg.prefix == WATERMARK_PREFIX:
             if self.backfill is not None and msg.transactional:
                 self._enqueue(self.backfill.watermark(msg.content, self.builder, lsn))
+            return
+        if msg.prefix == UNTIL_PREFIX:  # a run --until marking where "now" was
             return
         if self.messages:
             self._enqueue(self.builder.changes(msg, lsn))
@@ -343,13 +384,35 @@ class Pipeline:
         elif self.batcher.pending:
             self._deliver(self.batcher.take())
         if not self.builder.in_transaction:
-            self.ack.idle(self.stream.wal_end)
+            # Nothing is pending: confirm the server's position, or --until's when a transaction past it
+            # was read (the server's position may be past that transaction's commit).
+            self.ack.idle(self.until.lsn if self.until is not None and self._read_past_until else self.stream.wal_end)
         self.stream.confirm(self.ack.confirmed_lsn, force=True)
         self._tick()
+        if self.until is not None and self.until.reached() and not self.stop_requested:
+            logger.info("reached --until %s: every transaction committed up to it is delivered%s",
+                        format_lsn(self.until.lsn), ", and the backfills queued before the start are done"
+                        if self.config.source.until == "now" else "")
+        self._summary()
+
+    def _handled(self) -> int:
+        """Events delivered, dead-lettered or skipped so far."""
         d = self.deliverer
-        logger.info("stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions "
-                    "skipped after reconnects; confirmed %s", d.delivered, d.dead_lettered, d.skipped,
-                    self.ack.duplicate_transactions, format_lsn(self.ack.confirmed_lsn))
+        return d.delivered + d.dead_lettered + d.skipped
+
+    def _summary(self) -> None:
+        """The last line of every stop: what was delivered, what is confirmed, what is left."""
+        d, confirmed = self.deliverer, format_lsn(self.ack.confirmed_lsn)
+        left = self._read - self._handled()
+        logger.info(
+            "stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions skipped after "
+            "reconnects; confirmed %s; %s", d.delivered, d.dead_lettered, d.skipped, self.ack.duplicate_transactions,
+            confirmed,
+            f"left undelivered: {left} event{'s' if left != 1 else ''} read and not delivered; everything after "
+            f"{confirmed} will be sent again on the next run" if left > 0 else
+            f"nothing left undelivered of what was read; the next run starts after {confirmed}",
+            extra={"events_delivered": d.delivered, "dead_lettered": d.dead_lettered, "skipped": d.skipped,
+                   "confirmed_lsn": confirmed, "undelivered_events": max(0, left)})
 
     def _deliver(self, batch: Batch) -> None:
         """Deliver a batch, then confirm the commit it completes."""

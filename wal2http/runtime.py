@@ -1,4 +1,4 @@
-"""The running process: its run and breaker states, and tuning of the garbage collector and the C allocator."""
+"""The running process: run and breaker states, resend reasons, tuning of the garbage collector and the allocator."""
 
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ class BreakerState(StrEnum):
     CLOSED = "closed"
     HALF_OPEN = "half-open"
     OPEN = "open"
+
+
+class ResendReason(StrEnum):
+    """Why a request went to the receiver again with the same ``webhook-id``, as the metrics and logs name it."""
+
+    STATUS = "status"  # the receiver answered 408, 425, 429 or 5xx
+    TIMEOUT = "timeout"  # no whole answer within --http-timeout
+    CONNECTION = "connection"  # the connection closed or broke before a whole answer
+    MALFORMED_ANSWER = "malformed-answer"  # the answer was not valid HTTP
+    INTERIM = "interim"  # only an interim 1xx answer, never a final one
 
 
 _M_TOP_PAD = -2  # from glibc's <malloc.h>

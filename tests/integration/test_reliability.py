@@ -23,6 +23,7 @@ from tests.support import wait_until
 from tests.support.pgcluster import Database
 from tests.support.process import run_once
 from tests.support.receiver import Receiver
+from tests.support.rogue import RogueReceiver
 from tests.support.tcpproxy import TcpProxy
 from wal2http.lsn import parse_lsn
 
@@ -473,23 +474,25 @@ def test_shutdown_finishes_the_open_transaction(db: Database, receiver: Receiver
     assert ids(receiver.events()) == list(range(1, 10001))
 
 
-def test_second_signal_exits_130_at_once(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
+def test_second_signal_exits_130_at_once(db: Database, start_wal2http: Start) -> None:
     setup_table(db)
-    process = start_wal2http(*http_args(receiver))
-    receiver.down()
-    db.execute("INSERT INTO t VALUES (1, 'x')")
-    wait_until(lambda: "retrying" in process.stderr, timeout=30, what="a failing delivery")
-    process.signal(signal.SIGTERM)
-    # SIGINT only once the first signal was taken: before, it would be the first one itself.
-    wait_until(lambda: "SIGTERM received: stopping" in process.stderr, timeout=10, what="the stopping state")
-    process.signal(signal.SIGINT)
-    assert process.wait(10) == 130
-    assert "second SIGINT" in process.stderr
-    receiver.up()
-    again = start_wal2http(*http_args(receiver))
-    (event,) = receiver.wait_for_events(1)
-    assert event["new"]["id"] == 1  # nothing lost
-    assert again.stop() == 0
+    with RogueReceiver() as rogue:
+        # A request in flight is what a first stop waits for (a stop between retries is at once).
+        rogue.misbehave("hang")
+        process = start_wal2http("--create-slot", "--sink", "http", "--http-url", rogue.url)
+        db.execute("INSERT INTO t VALUES (1, 'x')")
+        rogue.wait_for_spoiled(1)
+        process.signal(signal.SIGTERM)
+        # SIGINT only once the first signal was taken: before, it would be the first one itself.
+        wait_until(lambda: "SIGTERM received: stopping" in process.stderr, timeout=10, what="the stopping state")
+        process.signal(signal.SIGINT)
+        assert process.wait(10) == 130
+        assert "second SIGINT" in process.stderr
+        assert "stopped:" in process.stderr.strip().splitlines()[-2]  # the summary, then the exit reason
+        again = start_wal2http("--sink", "http", "--http-url", rogue.url)
+        (event,) = rogue.wait_for_events(1)
+        assert event["new"]["id"] == 1  # nothing lost
+        assert again.stop() == 0
 
 
 def test_slot_invalidated_under_a_running_instance(db: Database, receiver: Receiver,

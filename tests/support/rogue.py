@@ -21,7 +21,7 @@ HOST = "127.0.0.1"
 Event = dict[str, Any]
 
 # These answer 200 before misbehaving: the events they got count as accepted.
-ACCEPTING = frozenset({"endless-body", "endless-chunks"})
+ACCEPTING = frozenset({"endless-body", "endless-chunks", "no-content-with-body"})
 HOW = (
     "endless-body",  # 200 with Content-Length 4 GiB, zeros sent until the client hangs up
     "endless-chunks",  # 200, chunked, chunks without end
@@ -36,7 +36,11 @@ HOW = (
     "close-mid-answer",  # headers announcing 100 bytes, 5 of them, then close
     "close-on-reuse",  # answer one request well, then close the connection on the next one, unanswered
     "stall-tls",  # (TLS) accept the connection and never start the handshake
+    # 204 announcing a body (HTTP says a 204 has none), the body sent late: just before the next answer
+    # on the connection, which the client then cannot parse
+    "no-content-with-body",
 )
+LATE_BODY = b'{"ok":true}'
 
 
 class RogueReceiver:
@@ -144,10 +148,14 @@ class RogueReceiver:
                 conn = self._ssl_context.wrap_socket(sock, server_side=True)
             reader = conn.makefile("rb")
             served = 0
+            late = b""  # the body of a 204 answered before (no-content-with-body)
             while not self._closed:
                 body = _read_request(reader)
                 if body is None:
                     return
+                if late:
+                    conn.sendall(late)
+                    late = b""
                 with self._lock:
                     self.requests += 1
                     self.bodies.append(body)
@@ -162,6 +170,8 @@ class RogueReceiver:
                     continue
                 if how in ACCEPTING:
                     self._record(body)
+                if how == "no-content-with-body":
+                    late = LATE_BODY
                 self._count_spoiled()
                 if not _SPOILERS[how](conn, self):
                     return
@@ -288,6 +298,11 @@ def _close_now(conn: Any, rogue: RogueReceiver) -> bool:
     return False
 
 
+def _no_content_with_body(conn: Any, rogue: RogueReceiver) -> bool:
+    conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: %d\r\n\r\n" % len(LATE_BODY))
+    return True
+
+
 _SPOILERS: dict[str, Callable[[Any, RogueReceiver], bool]] = {
     "endless-body": _endless_body,
     "endless-chunks": _endless_chunks,
@@ -301,6 +316,7 @@ _SPOILERS: dict[str, Callable[[Any, RogueReceiver], bool]] = {
     "bad-status": _bad_status,
     "close-mid-answer": _close_mid_answer,
     "close-on-reuse": _close_now,
+    "no-content-with-body": _no_content_with_body,
 }
 
 

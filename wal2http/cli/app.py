@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -11,7 +12,8 @@ from typing import Any, NoReturn
 import click
 
 from wal2http import __version__
-from wal2http.config.secrets import SecretSource
+from wal2http.config.environment import unknown_variables
+from wal2http.config.secrets import SECRET_SOURCES, SecretSource
 from wal2http.config.settings import Config
 from wal2http.errors import ExitStatus, Wal2HttpError
 from wal2http.observe import log as log_setup
@@ -84,6 +86,27 @@ class Wal2httpGroup(click.Group):
     command_class = SectionedCommand
     group_class = type  # subgroups are Wal2httpGroups too
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Usage errors of the commands below as click shows them, or as one JSON record with --log-format json."""
+        as_json = wants_json([*ctx._protected_args, *ctx.args])
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:
+            if not as_json:
+                raise
+            fail(e.format_message(), e.exit_code, as_json=True)
+
+
+def wants_json(args: list[str]) -> bool:
+    """Whether a command line (or WAL2HTTP_LOG_FORMAT) asks for JSON log records, before it is parsed."""
+    chosen = os.environ.get("WAL2HTTP_LOG_FORMAT")
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            chosen = args[i + 1]
+        elif arg.startswith("--log-format="):
+            chosen = arg.partition("=")[2]
+    return chosen == "json"
+
 
 @click.group(cls=Wal2httpGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="wal2http")
@@ -112,14 +135,15 @@ def execute(config: Config, action: Callable[[], None], *, as_log: bool = True, 
                         max_bytes=config.log.max_bytes, backups=config.log.backups,
                         context={"slot": config.source.slot, "run_id": run_id or log_setup.new_run_id()})
     except Wal2HttpError as e:
-        fail(str(e), e.exit_status)
+        fail(str(e), e.exit_status, as_json=config.log.format == "json")
+    warn_unknown_environment()
     try:
         action()
     except (click.ClickException, click.Abort):
         raise
     except Wal2HttpError as e:
         if not as_log:
-            fail(str(e), e.exit_status)
+            fail(str(e), e.exit_status, as_json=config.log.format == "json")
         logger.error("%s", e)
         sys.exit(int(e.exit_status))
     except Exception as e:
@@ -128,10 +152,34 @@ def execute(config: Config, action: Callable[[], None], *, as_log: bool = True, 
         sys.exit(int(ExitStatus.ERROR))
 
 
-def fail(message: str, status: ExitStatus | int) -> NoReturn:
-    """Report a problem found before logging is set up (or by a one-shot command), and exit."""
-    click.echo(f"wal2http: error: {message}", err=True)
+def fail(message: str, status: ExitStatus | int, *, as_json: bool = False) -> NoReturn:
+    """Report a problem found before logging is set up (or by a one-shot command), and exit.
+
+    ``as_json`` (--log-format json): as one JSON error record, like those logged later.
+    """
+    click.echo(log_setup.json_error(message) if as_json else f"wal2http: error: {message}", err=True)
     sys.exit(int(status))
+
+
+def known_variables(root: click.Command) -> set[str]:
+    """Every environment variable some option of some command reads, and the secrets' own."""
+    names = {name for source in SECRET_SOURCES for name in (*source.env, source.file_env)}
+    commands = [root]
+    while commands:
+        command = commands.pop()
+        if isinstance(command, click.Group):
+            commands.extend(command.commands.values())
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                names.update([param.envvar] if isinstance(param.envvar, str) else param.envvar)
+    return names
+
+
+def warn_unknown_environment() -> None:
+    """A WAL2HTTP_* variable no option reads is most likely a typo: name it, and the variable meant."""
+    for name, nearest in unknown_variables(os.environ, known_variables(main)):
+        logger.warning("environment variable %s is not one wal2http reads: ignored%s", name,
+                       f" (did you mean {nearest}?)" if nearest else "")
 
 
 def emit(as_json: bool, data: Any, lines: list[str]) -> None:

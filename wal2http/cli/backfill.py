@@ -23,6 +23,7 @@ from wal2http.errors import ExitStatus
 from wal2http.pg.backfill_model import State, Task
 
 WAIT_POLL_S = 1.0
+PROGRESS_EVERY_S = 10.0  # --wait without a terminal: a progress line per table this often
 
 
 class BackfillGroup(Wal2httpGroup):
@@ -79,13 +80,23 @@ def backfill(ctx: click.Context, /, tables: tuple[str, ...], all_tables: bool, w
 
 
 def _wait(source: Any, request: int, quiet: bool) -> int:
-    """Follow a request until every table finished: a progress bar on a terminal, else a line per table."""
+    """Follow a request until every table finished: a progress bar on a terminal, else a line per table
+    when it finishes, and progress lines on standard error every PROGRESS_EVERY_S (cron, CI, a pipe)."""
     reported: set[int] = set()
     bar: Any = None
+    terminal = sys.stderr.isatty()
+    last_report, rows_then = time.monotonic(), dict[int, int]()
     try:
         while True:
             found = queue.tasks(source, request)
-            if sys.stderr.isatty() and not quiet:
+            now = time.monotonic()
+            if not terminal and now - last_report >= PROGRESS_EVERY_S:
+                for task in found:
+                    if not task.state.finished:
+                        click.echo(_progress(task, task.rows_sent - rows_then.get(task.id, 0), now - last_report),
+                                   err=True)
+                last_report, rows_then = now, {t.id: t.rows_sent for t in found}
+            if terminal and not quiet:
                 total = sum(t.rows_estimated or 0 for t in found) or 1
                 if bar is None:
                     bar = click.progressbar(length=total, label=f"backfill {request}", file=sys.stderr)
@@ -102,6 +113,20 @@ def _wait(source: Any, request: int, quiet: bool) -> int:
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+def _progress(task: Task, rows: int, seconds: float) -> str:
+    """``public.orders: running, 120000 of ~1000000 rows (12000 rows/s), about 73 s left``."""
+    if task.state is State.QUEUED:
+        return f"{task.name}: queued, waiting for the tables before it"
+    rate = rows / seconds if seconds > 0 else 0.0
+    if task.rows_estimated is None:
+        return (f"{task.name}: {task.state.value}, {task.rows_sent} rows sent ({rate:.0f} rows/s), "
+                "total unknown (the table has no statistics yet: ANALYZE it for an estimate)")
+    remaining = max(0, task.rows_estimated - task.rows_sent)
+    left = f"about {remaining / rate:.0f} s left" if rate > 0 else "time left unknown (no rows sent lately)"
+    return (f"{task.name}: {task.state.value}, {task.rows_sent} of ~{task.rows_estimated} rows "
+            f"({rate:.0f} rows/s), {left}")
 
 
 def _line(task: Task) -> str:

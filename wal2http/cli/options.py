@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from wal2http.cli.app import Lines, env, fail, options, secret_file_option
+from wal2http.config.durations import parse_duration
 from wal2http.config.headers import parse_headers
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.rules import parse_listen_address, split_signing_secrets, validate
@@ -44,14 +45,31 @@ def _int(option: str) -> click.IntRange:
     return click.IntRange(int(low), int(high))
 
 
+class Duration(click.FloatRange):
+    """Seconds, as a plain number or with units (``15s``, ``2m``, ``1h``), within the option's range."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except ValueError as e:
+                self.fail(str(e), param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _float(option: str) -> click.FloatRange:
-    return click.FloatRange(*RANGES[option])
+    """The type of an option taking seconds (every float option does)."""
+    return Duration(*RANGES[option])
 
 
 failover_option = click.option(
     "--failover", is_flag=True, envvar=env("FAILOVER"),
     help="Create the slot as a failover slot (PostgreSQL 17+): standbys with sync_replication_slots "
          "keep it, so streaming goes on after a promotion.")
+
+messages_option = click.option(
+    "--messages", is_flag=True, envvar=env("MESSAGES"),
+    help="Also deliver pg_logical_emit_message() messages as 'message' events.")
 
 source_options = options(
     "Database",
@@ -210,8 +228,7 @@ run_options = options(
         click.option("--create-slot", is_flag=True, envvar=env("CREATE_SLOT"),
                      help="Create the slot when it does not exist (never a publication)."),
         failover_option,
-        click.option("--messages", is_flag=True, envvar=env("MESSAGES"),
-                     help="Also deliver pg_logical_emit_message() messages as 'message' events."),
+        messages_option,
     ),
     options(
         "Backfill",
@@ -293,10 +310,11 @@ def build_config(o: dict[str, Any], database: bool = True, *, validated: bool = 
         config = unchecked_config(o)
         return validate(config, database=database) if validated else config
     except Wal2HttpError as e:
-        fail(str(e), e.exit_status)
+        fail(str(e), e.exit_status, as_json=o.get("log_format") == "json")
     except Exception as e:
         # Logging (and its secret filter) is not set up yet: the message could hold a secret.
-        fail(f"unexpected error while reading the configuration ({type(e).__name__})", ExitStatus.ERROR)
+        fail(f"unexpected error while reading the configuration ({type(e).__name__})", ExitStatus.ERROR,
+             as_json=o.get("log_format") == "json")
 
 
 def source_config(o: dict[str, Any]) -> SourceConfig:
@@ -305,7 +323,7 @@ def source_config(o: dict[str, Any]) -> SourceConfig:
     return SourceConfig(
         dsn=load_dsn(o.get("dsn") if from_flag else None, o.get("dsn_file"), os.environ),
         **given(o, slot="slot", publication="publication", create_slot="create_slot", failover="failover",
-                messages="messages",
+                messages="messages", until="until",
                 reconnect_max_wait_s="reconnect_max_wait", replication_timeout_s="replication_timeout",
                 require_tls="require_tls"),
     )

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from wal2http.backfill.queue import backfill_refusal
-from wal2http.cli.app import CONTEXT_SETTINGS, execute, fail, main
+from wal2http.cli.app import CONTEXT_SETTINGS, env, execute, fail, main, options
 from wal2http.cli.options import (
     breaker_options,
     build_config,
@@ -21,11 +21,29 @@ from wal2http.cli.options import (
 from wal2http.config.sections import SinkKind
 from wal2http.config.settings import Config
 from wal2http.errors import ExitStatus
+from wal2http.lsn import parse_lsn
 from wal2http.observe import log as log_setup
+
+
+def _until(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if text.lower() == "now":
+        return "now"
+    try:
+        parse_lsn(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'now' nor a WAL position like 16/B374D848") from None
+    return text
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @source_options
+@options("Database", click.option(
+    "--until", callback=_until, envvar=env("UNTIL"), metavar="now|LSN",
+    help="Stop by itself, exit 0: 'now' once everything committed before the start (and the backfills "
+         "queued by then) is delivered and confirmed; an LSN once every transaction committed up to it is."))
 @run_options
 def run(**options: Any) -> None:
     """Stream the publication's changes to the sink until stopped.
@@ -44,7 +62,7 @@ def run(**options: Any) -> None:
     config = build_config(options)
     refusal = backfill_refusal(config)
     if config.backfill.initial and refusal:
-        fail(f"--backfill: {refusal}", ExitStatus.USAGE)
+        fail(f"--backfill: {refusal}", ExitStatus.USAGE, as_json=config.log.format == "json")
     run_id = log_setup.new_run_id()
     execute(config, lambda: _run_pipeline(config, run_id), run_id=run_id)
 

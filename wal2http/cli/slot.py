@@ -1,4 +1,4 @@
-"""``wal2http slot create|drop|status``."""
+"""``wal2http slot create|drop|status|peek``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from wal2http.cli.app import (
 from wal2http.cli.options import (
     build_config,
     failover_option,
+    messages_option,
     source_options,
     unchecked_config,
 )
@@ -211,3 +212,31 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
     emit(as_json, {**slot_report.as_json(report), "backfills": [t.as_json() for t in backfills]},
          slot_report.render_text(report) + [backfill_queue.describe(t) for t in backfills])
     sys.exit(int(report.health))
+
+
+@slot.command("peek", context_settings=CONTEXT_SETTINGS, short_help="Show the pending changes; consume none.")
+@source_options
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, metavar="N", help="Show at most N events.")
+@options("Database", messages_option)
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON, exactly as 'run' sends them.")
+def slot_peek(limit: int, as_json: bool, **options: Any) -> None:
+    """Show the changes the slot holds, as the events 'run' would send; consume nothing.
+
+    Decodes what the slot holds after its confirmed position with the same decoder as
+    'run' (pg_logical_slot_peek_binary_changes): the slot does not move, and the next
+    run still sends every event shown. Only while nothing streams from the slot.
+    Backfill rows are not in the slot: 'run' reads them from the tables.
+
+    \b
+    Example:
+      wal2http slot peek --limit 20
+    """
+    config = build_config(options)
+
+    def action() -> None:
+        from wal2http.ops.peek import peek
+
+        peeked = peek(config.source, limit)
+        emit(as_json, peeked.as_json(), peeked.lines())
+
+    execute(config, action, as_log=False)

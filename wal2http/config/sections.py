@@ -56,6 +56,7 @@ class SourceConfig:
     create_slot: bool = False
     failover: bool = False  # create the slot with failover (PostgreSQL 17+)
     messages: bool = False
+    until: str | None = None  # run --until: "now" or a WAL position ("16/B374D848"), checked by the CLI
     status_interval_s: float = 10.0
     connect_timeout_s: int = 10
     reconnect_max_wait_s: float = 30.0

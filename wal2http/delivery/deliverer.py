@@ -13,6 +13,7 @@ from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.lines import DISK_RETRY_MAX_S, write_until_done
+from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
 from wal2http.errors import (
     DeliveryError,
@@ -22,7 +23,7 @@ from wal2http.errors import (
 )
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
-from wal2http.runtime import BreakerState
+from wal2http.runtime import BreakerState, ResendReason
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class Deliverer:
 
     def __init__(self, sink: Sink, breaker: Breaker, wait: Callable[[float], None], *,
                  on_reject: OnReject = OnReject.HALT, dead_letters: DeadLetterFile | None = None,
-                 metrics: Metrics | None = None, max_events: int = 1) -> None:
+                 metrics: Metrics | None = None, max_events: int = 1, resends: Resends | None = None) -> None:
         self.sink = sink
         self.breaker = breaker
         self.wait = wait
@@ -95,6 +96,7 @@ class Deliverer:
         self.dead_lettered = 0
         self.skipped = 0
         self.metrics = metrics or Metrics()
+        self.resends = resends or Resends(self.metrics)
         self.size_limit = SizeLimit(max_events)
 
     def deliver(self, batch: Batch) -> None:
@@ -171,17 +173,22 @@ class Deliverer:
             logger.info("wrote dead letter %s to %s after %d failed attempts", event.id, dead_letters.path, failures)
 
     def _send_until_accepted(self, batch: Batch) -> None:
-        breaker, metrics = self.breaker, self.metrics
+        breaker, metrics, resends = self.breaker, self.metrics, self.resends
         attempt = 0
         failing_since = 0.0
+        failed: TransientDeliveryError | None = None
         while True:
             attempt += 1
             breaker.before_attempt()
             metrics.set_breaker(breaker.state)
+            resends.request_started()
+            if failed is not None and failed.resend_reason:  # the failed try may have reached the receiver
+                resends.resent(ResendReason(failed.resend_reason), len(batch.events), batch.batch_id, str(failed))
             started = time.perf_counter()
             try:
                 status = self.sink.send(batch)
             except TransientDeliveryError as e:
+                failed = e
                 took = time.perf_counter() - started
                 metrics.request("failure", took)
                 was = breaker.state
@@ -221,6 +228,7 @@ class Deliverer:
                              extra=correlation(batch, attempt, status, took))
             breaker.success()
             metrics.set_breaker(breaker.state)
+            resends.accepted(attempt)
             return
 
 

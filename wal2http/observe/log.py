@@ -7,6 +7,7 @@ import logging.handlers
 import secrets as random_tokens
 import sys
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -48,6 +49,23 @@ class SecretFilter(logging.Filter):
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+class IsoJsonFormatter(JsonFormatter):
+    """JSON records whose ``time`` is ISO 8601 in UTC with its offset (2026-12-06T15:04:26.123+00:00)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s",
+                         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+def json_error(message: str) -> str:
+    """An error record formatted as ``--log-format json`` formats them, for errors met before logging is set up."""
+    record = logging.LogRecord("wal2http", logging.ERROR, "", 0, message, None, None)
+    return IsoJsonFormatter().format(record)
+
+
 def new_run_id() -> str:
     """A short random id for this process, carried by every record as ``run_id``."""
     return random_tokens.token_hex(6)
@@ -85,12 +103,7 @@ def setup(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (), *
     else:
         handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
-        )
+        handler.setFormatter(IsoJsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     if context:

@@ -20,7 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from wal2http import __version__
-from wal2http.runtime import BreakerState, RunState
+from wal2http.runtime import BreakerState, ResendReason, RunState
 
 if TYPE_CHECKING:
     from wal2http.decode.events import Event
@@ -85,6 +85,8 @@ class Metrics:
         self.table_events: dict[tuple[str, str, str], int] = {}
         self.events_delivered = 0
         self.deliveries = dict.fromkeys(OUTCOMES, 0)
+        self.resent_requests = dict.fromkeys(ResendReason, 0)
+        self.resent_events = dict.fromkeys(ResendReason, 0)
         self.delivery_duration = Histogram(DURATION_BUCKETS)
         self.batch_events = Histogram(BATCH_BUCKETS)
         self.commit_to_delivery = Histogram(LATENCY_BUCKETS)
@@ -137,6 +139,11 @@ class Metrics:
             run += 1
         if run and previous > 0:
             latency.observe(max(0.0, (accepted_at_us - previous) / 1e6), run)
+
+    def resent(self, reason: ResendReason, events: int) -> None:
+        """A request carrying ``events`` events goes to the receiver again, for ``reason``."""
+        self.resent_requests[reason] += 1
+        self.resent_events[reason] += events
 
     def rejected(self, event: Event, dead_lettered: bool, reason: str) -> None:
         """An event was refused for good and parked (dead letter) or skipped by the reject policy."""
@@ -233,6 +240,14 @@ class _Collector(Collector):
         for outcome, n in list(m.deliveries.items()):
             deliveries.add_metric([outcome], n)
         yield deliveries
+        for name, doc, counts in (
+                ("wal2http_resent_requests", "Requests sent to the receiver again with the same webhook-id, by "
+                 "reason: status, timeout, connection, malformed-answer, interim.", m.resent_requests),
+                ("wal2http_resent_events", "Events carried by resent requests, by reason.", m.resent_events)):
+            family = CounterMetricFamily(name, doc, labels=["reason"])
+            for reason, n in list(counts.items()):
+                family.add_metric([reason.value], n)
+            yield family
         yield _histogram("wal2http_delivery_duration_seconds", "Duration of each request to the sink.",
                          m.delivery_duration)
         yield _histogram("wal2http_batch_events", "Events per accepted request.", m.batch_events)

@@ -12,14 +12,18 @@ from wal2http.checklist import CheckName, require
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
+from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink, SourceInfo
-from wal2http.errors import Interrupted, RejectedError, StopRequested
-from wal2http.lsn import format_lsn
+from wal2http.delivery.until import Until
+from wal2http.errors import DatabaseError, Interrupted, RejectedError, StopRequested
+from wal2http.lsn import format_lsn, parse_lsn
 from wal2http.observe.observer import Observer
 from wal2http.ops.checks import stream_checks
+from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.catalog import Catalog
 from wal2http.pg.connection import LazyConnection, source_connection
+from wal2http.pg.pending import mark_now
 from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
 from wal2http.pipeline import Pipeline
@@ -57,8 +61,34 @@ def prepare_stream(source: SourceConfig) -> Prepared:
                         created)
 
 
-def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None) -> Sink:
-    """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1)."""
+def run_until(source: SourceConfig, connection: LazyConnection) -> Until:
+    """Where ``run --until`` ends. ``now``: at a marker written into the WAL now, once the backfills of the
+    slot unfinished now are done too; an LSN: there. ``connection`` (the run's) reads the backfills' states."""
+    with source_connection(source) as conn:
+        # The marker also moves the stream past an LSN that is already behind the server's position.
+        marker = mark_now(conn, source.slot)
+        backfills = frozenset(t.id for t in backfill_sql.tasks(conn, source.slot)
+                              if not t.state.finished) if source.until == "now" else frozenset()
+    lsn = marker if source.until == "now" else parse_lsn(source.until or "")
+
+    def unfinished(ids: frozenset[int]) -> frozenset[int]:
+        try:
+            tasks = backfill_sql.tasks(connection.get(), source.slot)
+        except DatabaseError as e:  # asked again a second later
+            connection.close()
+            logger.debug("cannot read the backfills' states: %s", e)
+            return ids
+        return frozenset(t.id for t in tasks if t.id in ids and not t.state.finished)
+
+    logger.info("running until %s%s, then exiting", format_lsn(lsn),
+                f" and the end of {len(backfills)} backfill table(s) queued before the start" if backfills else "")
+    return Until(lsn, backfills, unfinished)
+
+
+def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None,
+              resends: Resends | None = None) -> Sink:
+    """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1); ``resends`` counts
+    the requests an HTTP sink sends again by itself."""
     if config.kind == SinkKind.HOOK0:
         from wal2http.hook0.sink import Hook0Sink
 
@@ -70,7 +100,7 @@ def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = No
         from wal2http.sinks.http import HttpSink
 
         assert config.http is not None
-        return HttpSink(config.http, as_array)
+        return HttpSink(config.http, as_array, resends)
     from wal2http.sinks.jsonlines import JsonLinesSink
 
     if config.kind == SinkKind.FILE:
@@ -112,7 +142,8 @@ def _run(config: Config, observer: Observer) -> None:
     logger.info("slot %s confirmed up to %s", src.slot, format_lsn(start_lsn))
     d = config.delivery
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
-    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source)
+    resends = Resends(observer.metrics)
+    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source, resends=resends)
     # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
     # delivered only with --messages).
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,
@@ -127,8 +158,9 @@ def _run(config: Config, observer: Observer) -> None:
             logger.warning("%s", text)
         for line in requested.lines():
             logger.info("%s", line)
+    until = run_until(src, connection) if src.until else None
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
-                        backfill=backfill, catalog=Catalog(connection))
+                        backfill=backfill, catalog=Catalog(connection), resends=resends, until=until)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
@@ -136,10 +168,6 @@ def _run(config: Config, observer: Observer) -> None:
     tune_for_streaming()
     try:
         pipeline.run()
-    except StopRequested:
-        logger.warning("stopped before the pending changes could be delivered; everything after %s "
-                       "is not confirmed and will be sent again on the next run",
-                       format_lsn(pipeline.ack.confirmed_lsn))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

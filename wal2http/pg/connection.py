@@ -154,25 +154,32 @@ def is_connection_failure(text: str) -> bool:
     return _PERMANENT_RE.search(text) is None
 
 
+# How each kind of connection to each server was last reported: a stand-by instance reconnects every few
+# seconds, and the same line each time would bury everything else.
+_reported: dict[tuple[str, str], TlsStatus] = {}
+
+
 def check_tls(conn: Connection, kind: str, require_tls: bool) -> None:
-    """Log how the connection is protected; refuse it unencrypted under --require-tls."""
+    """Log how the connection is protected (again only when that changed); refuse it unencrypted under
+    --require-tls."""
     tls = tls_status(conn)
     info = conn.info
     where = f"{info.user}@{info.host}:{info.port}/{info.dbname}"
-    if tls.in_use:
-        logger.info("%s to %s: %s", kind, where, tls)
-        return
-    if require_tls:
+    if require_tls and not tls.in_use:
         conn.close()
         raise DatabaseError(
             f"{kind} to {where} does not use TLS and --require-tls is set: set sslmode=verify-full "
             "(with sslrootcert) or sslmode=require in the DSN, and ssl=on on the server"
         )
-    if is_local(info.host):
-        logger.info("%s to %s: no TLS (local)", kind, where)
+    repeated = _reported.get((kind, where)) == tls
+    _reported[(kind, where)] = tls
+    if tls.in_use or is_local(info.host):
+        (logger.debug if repeated else logger.info)("%s to %s: %s", kind, where,
+                                                    tls if tls.in_use else "no TLS (local)")
     else:
-        logger.warning("%s to %s does not use TLS: passwords and changes cross the network in clear; "
-                       "set sslmode=verify-full in the DSN, or pass --require-tls", kind, where)
+        (logger.debug if repeated else logger.warning)(
+            "%s to %s does not use TLS: passwords and changes cross the network in clear; "
+            "set sslmode=verify-full in the DSN, or pass --require-tls", kind, where)
 
 
 def is_local(host: str) -> bool:

@@ -8,8 +8,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,8 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
+from urllib3.connectionpool import ConnectionPool
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from wal2http import __version__
@@ -26,6 +29,7 @@ from wal2http.config.signing import signing_keys
 from wal2http.config.validation import is_loopback
 from wal2http.deadline import DeadlineExceeded, deadline
 from wal2http.delivery.batch import Batch
+from wal2http.delivery.resends import Resends
 from wal2http.errors import (
     DeliveryConfigError,
     PayloadTooLarge,
@@ -33,6 +37,7 @@ from wal2http.errors import (
     StopRequested,
     TransientDeliveryError,
 )
+from wal2http.runtime import ResendReason
 from wal2http.sinks.signing import Signer
 
 logger = logging.getLogger(__name__)
@@ -88,10 +93,12 @@ class BearerAuth(AuthBase):
 class HttpSink:
     """POSTs batches; quick retries inside an attempt, the pipeline retries the rest."""
 
-    def __init__(self, config: HttpConfig, as_array: bool) -> None:
+    def __init__(self, config: HttpConfig, as_array: bool, resends: Resends | None = None) -> None:
         self._config = config
         self._as_array = as_array
-        self._session = new_session(config)
+        self._resends = resends
+        self._sending: Batch | None = None  # for resends counted inside a request
+        self._session = new_session(config, on_resend=self._resent if resends is not None else None)
         self._session.headers.update({h.name: h.reveal() for h in config.headers})
         if config.bearer_token is not None:
             self._session.auth = BearerAuth(config.bearer_token)
@@ -112,15 +119,20 @@ class HttpSink:
         if self._signer is not None:
             # Over the very bytes passed to requests, which sends bytes unchanged.
             headers["webhook-signature"] = self._signer.sign(webhook_id, timestamp, body)
-        response = request(self._session, self._config, "POST", self._config.url, body, headers,
-                           retry_statuses=RETRYABLE_STATUSES)
+        self._sending = batch
+        try:
+            response = request(self._session, self._config, "POST", self._config.url, body, headers,
+                               retry_statuses=RETRYABLE_STATUSES,
+                               on_resend=self._resent if self._resends is not None else None)
+        finally:
+            self._sending = None
         status = response.status_code
         if 200 <= status < 300:
             return status
         excerpt = " ".join(response.text[:BODY_EXCERPT].split())  # one line, whatever the peer sent
         if status < 200:
             raise TransientDeliveryError(f"receiver answered {status} {response.reason}, an interim answer, "
-                                         "and no final one", status=status)
+                                         "and no final one", status=status, resend_reason=ResendReason.INTERIM)
         if status == 413:
             raise PayloadTooLarge(
                 f"receiver answered 413 {response.reason} to {len(batch.events)} event(s) "
@@ -132,6 +144,7 @@ class HttpSink:
                 f"receiver answered {status} {response.reason}",
                 status=status,
                 retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                resend_reason=ResendReason.STATUS,
             )
         if status in CONFIGURATION_STATUSES:
             raise DeliveryConfigError(
@@ -145,13 +158,45 @@ class HttpSink:
             status=status, event_id=webhook_id, body=excerpt,
         )
 
+    def _resent(self, reason: ResendReason, cause: str) -> None:
+        """A request is sent again inside ``request`` (urllib3's retry, or a quick retry of a status)."""
+        batch = self._sending
+        if self._resends is not None and batch is not None:
+            self._resends.resent(reason, len(batch.events), batch.batch_id, cause)
+
     def close(self) -> None:
         self._session.close()
 
 
-def new_session(config: HttpConfig) -> requests.Session:
-    """One keep-alive session; urllib3 retries only what costs no answer body (see ``request``)."""
-    retry = Retry(
+OnResend = Callable[[ResendReason, str], None]
+
+
+class CountingRetry(Retry):
+    """urllib3's Retry, telling ``on_resend`` when it sends a request again that may have reached the peer."""
+
+    on_resend: OnResend | None = None
+
+    def new(self, **kw: Any) -> CountingRetry:
+        retry = super().new(**kw)
+        retry.on_resend = self.on_resend
+        return retry
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: BaseHTTPResponse | None = None, error: Exception | None = None,
+                  _pool: ConnectionPool | None = None, _stacktrace: TracebackType | None = None) -> CountingRetry:
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when none is left
+        if self.on_resend is not None and error is not None and not self._is_connection_error(error):
+            # A connect error sent nothing; any other error came after the request was (maybe) sent.
+            self.on_resend(resend_reason(error) or ResendReason.CONNECTION, _reason(error))
+        return retry
+
+
+def new_session(config: HttpConfig, on_resend: OnResend | None = None) -> requests.Session:
+    """One keep-alive session; urllib3 retries only what costs no answer body (see ``request``).
+
+    ``on_resend`` hears of each request urllib3 sends again after it may have reached the peer.
+    """
+    retry = CountingRetry(
         total=config.retries,
         connect=config.retries,
         # Once: a keep-alive connection the peer closed just as it was reused fails before any
@@ -167,6 +212,7 @@ def new_session(config: HttpConfig) -> requests.Session:
         raise_on_redirect=False,
         redirect=0,
     )
+    retry.on_resend = on_resend
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
     session.mount("http://", adapter)
@@ -200,11 +246,13 @@ def _settle_environment(session: requests.Session, url: str) -> None:
 def request(session: requests.Session, config: HttpConfig, method: str, url: str, body: bytes | None = None,
             headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
             peer: str = "receiver", retry_statuses: frozenset[int] = frozenset(),
-            keep: int = ANSWER_KEPT_BYTES) -> Reply:
+            keep: int = ANSWER_KEPT_BYTES, on_resend: OnResend | None = None) -> Reply:
     """One request within ``--http-timeout`` in all, quick retries of ``retry_statuses`` included.
 
     Redirects are not followed. At most ``keep`` bytes of the answer are kept and
-    ANSWER_READ_BYTES read. Failures to get an answer become TransientDeliveryError.
+    ANSWER_READ_BYTES read. Failures to get an answer become TransientDeliveryError, with the
+    reason trying again would resend the request (None when it never left). ``on_resend`` hears
+    of each quick retry of a status.
     """
     try:
         with deadline(config.timeout_s):
@@ -220,20 +268,25 @@ def request(session: requests.Session, config: HttpConfig, method: str, url: str
                 if started + config.timeout_s - time.monotonic() <= min(pause, config.retry_after_max_s) + 0.1:
                     return reply  # no time left for another try: the caller retries later
                 time.sleep(min(pause, config.retry_after_max_s))
+                if on_resend is not None:
+                    on_resend(ResendReason.STATUS, f"{peer} answered {reply.status_code}")
             raise AssertionError("unreachable")
     except DeadlineExceeded as e:
         session.close()  # the connection may be mid-answer: never reuse it
         if e.stopping:  # --shutdown-timeout is up: nothing of this batch is confirmed
             raise StopRequested(f"stopped waiting for the {peer}: --shutdown-timeout is up") from None
         raise TransientDeliveryError(f"{peer} did not answer within {config.timeout_s:g} s "
-                                     "(--http-timeout)") from None
-    except requests.Timeout as e:
+                                     "(--http-timeout)", resend_reason=ResendReason.TIMEOUT) from None
+    except requests.ConnectTimeout as e:
         raise TransientDeliveryError(f"{peer} timed out: {_reason(e)}") from None
+    except requests.Timeout as e:
+        raise TransientDeliveryError(f"{peer} timed out: {_reason(e)}", resend_reason=ResendReason.TIMEOUT) from None
     except requests.RequestException as e:
-        raise TransientDeliveryError(_failure(peer, e)) from None
+        raise TransientDeliveryError(_failure(peer, e), resend_reason=resend_reason(e)) from None
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
         session.close()
-        raise TransientDeliveryError(f"the connection to the {peer} broke mid-answer: {_reason(e)}") from None
+        raise TransientDeliveryError(f"the connection to the {peer} broke mid-answer: {_reason(e)}",
+                                     resend_reason=resend_reason(e) or ResendReason.CONNECTION) from None
 
 
 def _exchange(session: requests.Session, config: HttpConfig, method: str, url: str, body: bytes | None,
@@ -317,6 +370,42 @@ def _failure(peer: str, error: requests.RequestException) -> str:
     if isinstance(cause, http.client.HTTPException | urllib3.exceptions.ProtocolError):
         return f"the {peer} answered something that is not HTTP/1.1: {_reason(error)}"
     return f"cannot reach {peer}: {_reason(error)}"
+
+
+def resend_reason(error: BaseException) -> ResendReason | None:
+    """Why a request that failed with ``error`` is sent again; None when it never reached the peer."""
+    causes = _causes(error)
+
+    def any_of(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(cause, kinds) for cause in causes)
+
+    if any_of(urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+              urllib3.exceptions.NameResolutionError, ConnectionRefusedError):
+        return None
+    if any_of(http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionResetError, BrokenPipeError):
+        return ResendReason.CONNECTION
+    if any_of(http.client.HTTPException):
+        return ResendReason.MALFORMED_ANSWER
+    if any_of(urllib3.exceptions.ReadTimeoutError, TimeoutError):
+        return ResendReason.TIMEOUT
+    return ResendReason.CONNECTION
+
+
+def _causes(error: BaseException, depth: int = 8) -> list[BaseException]:
+    """``error`` and everything it wraps: causes, contexts, urllib3's reasons and the error a ProtocolError carries
+    (urllib3 hands it to Retry that way, before raising it)."""
+    found: list[BaseException] = []
+    todo: list[BaseException] = [error]
+    while todo and len(found) < depth:
+        cause = todo.pop(0)
+        if any(cause is seen for seen in found):
+            continue
+        found.append(cause)
+        carried = cause.args[1] if isinstance(cause, urllib3.exceptions.ProtocolError) and len(cause.args) > 1 \
+            else None
+        todo.extend(e for e in (getattr(cause, "reason", None), carried, cause.__cause__, cause.__context__)
+                    if isinstance(e, BaseException))
+    return found
 
 
 def _innermost(error: BaseException) -> BaseException:
