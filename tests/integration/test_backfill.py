@@ -7,7 +7,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import psycopg2
@@ -15,47 +14,10 @@ import pytest
 
 from tests.integration.conftest import Start, publish
 from tests.support import wait_until
+from tests.support.materialize import materialize, table_rows
 from tests.support.pgcluster import Database
 from tests.support.process import run_once
 from tests.support.receiver import Receiver
-
-Rows = dict[tuple[str, str], dict[str, Any]]
-
-
-def materialize(events: Iterable[dict[str, Any]]) -> dict[str, Rows]:
-    """Apply events as README says: read/insert/update upsert ``new`` by ``key`` (an update whose ``old``
-    key differs removes that one first), delete removes ``key``, truncate empties the table."""
-    tables: dict[str, Rows] = {}
-    for e in events:
-        op = e["op"]
-        if op == "message":
-            continue
-        rows = tables.setdefault(f"{e['schema']}.{e['table']}", {})
-        if op == "truncate":
-            rows.clear()
-            continue
-        key = e["key"]
-        if op == "delete":
-            rows.pop(_key(key), None)
-            continue
-        if op == "update" and e["old"] is not None:
-            old_key = {name: e["old"].get(name) for name in key}
-            if old_key != key:
-                rows.pop(_key(old_key), None)
-        rows[_key(key)] = e["new"]
-    return tables
-
-
-def _key(key: dict[str, Any]) -> tuple[str, str]:
-    return ("key", json.dumps(key, sort_keys=True))
-
-
-def table_rows(db: Database, table: str, key: list[str]) -> Rows:
-    """The table as JSON objects by key (columns of plain types: int, text)."""
-    rows: Rows = {}
-    for (row,) in db.execute(f"SELECT row_to_json(t) FROM {table} t"):
-        rows[_key({k: row[k] for k in key})] = row
-    return rows
 
 
 def backfill(wal2http_bin: str, db: Database, *args: str, expect: int = 0) -> tuple[str, str]:
