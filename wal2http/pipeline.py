@@ -283,6 +283,8 @@ class Pipeline:
                     until.beyond(decoded.commit_end_lsn)  # type: ignore[union-attr]
             elif kind is Relation:
                 builder.relation(decoded)  # type: ignore[arg-type]
+                if backfill is not None:
+                    backfill.relation_changed(decoded.oid)  # type: ignore[union-attr]
             elif kind is Type:
                 builder.type(decoded)  # type: ignore[arg-type]
             elif kind is Origin or self._duplicate:
@@ -296,8 +298,8 @@ class Pipeline:
                     until.beyond(lsn + 1)  # a message at the position itself: everything before it was sent
             else:
                 events = builder.changes(decoded, lsn)  # type: ignore[arg-type]
-                if backfill is not None and backfill.chunk is not None:
-                    backfill.observe(events)
+                if backfill is not None and backfill.watching:
+                    backfill.observe(events, decoded)  # type: ignore[arg-type]
                 self._enqueue(events)
                 if batcher.seconds_until_due(time.monotonic()) == 0.0:
                     self._deliver(batcher.take())
