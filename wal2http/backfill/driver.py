@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wal2http.backfill.chunk import Chunk, KeyText, identity, is_key_change, key_positions, key_text, lacks_toast
@@ -75,6 +75,14 @@ class _Table:
     relation: Relation
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """A row to read again: as the update lacking its TOASTed value streamed it, and that update's commit."""
+
+    new: tuple[ColumnValue, ...]
+    commit_lsn: int
+
+
 @dataclass
 class _Released:
     """A chunk whose read events are in the stream, waiting for its high mark's commit to be confirmed."""
@@ -84,6 +92,8 @@ class _Released:
     complete: bool
     sent: int = 0
     backfill: bool = True  # a chunk of the table being backfilled (False: rows read again only)
+    # The rows it read again, as they were queued: queued again if the stream restarts before it is confirmed.
+    taken: list[tuple[int, bytes, _Queued]] = field(default_factory=list)
 
 
 class Backfill:
@@ -120,7 +130,9 @@ class Backfill:
         self._resume_at = 0.0
         self._stepped_at = 0.0
         # Rows to read again, by table OID: pending id -> the row as the update that lacked a value streamed it.
-        self._again: dict[int, dict[bytes, tuple[ColumnValue, ...]]] = {}
+        self._again: dict[int, dict[bytes, _Queued]] = {}
+        # Commit LSNs of the updates whose rows wait to be read again (or whose reads are not confirmed yet).
+        self._holds: Counter[int] = Counter()
         self._tables: dict[int, _Table] = {}  # described for --reselect-toast windows
         self._reading: _Table | None = None  # what the chunk in flight is read with, outside a backfill
         self._windows = 0  # numbers the windows of rows read again only
@@ -156,14 +168,40 @@ class Backfill:
             assert isinstance(change, Update)
             if self.reselect_toast or (active is not None and active.spec.oid == change.relation_oid
                                        and is_key_change(record)):
-                self._read_again(change.relation_oid, record["key"], new)
+                self._read_again(change.relation_oid, record["key"], _Queued(new, event.commit_lsn))
 
     def relation_changed(self, oid: int) -> None:
         """A Relation message: the table is described again before its rows are read again."""
         self._tables.pop(oid, None)
 
-    def _read_again(self, oid: int, key: Mapping[str, Any], new: tuple[ColumnValue, ...]) -> None:
-        self._again.setdefault(oid, {})[_pending_id(key)] = new
+    def hold_lsn(self) -> int | None:
+        """The oldest commit of an update whose row is not read again and confirmed yet: the stream must
+        not be confirmed past it, so that a restart streams that update again and queues its row again."""
+        return min(self._holds) if self._holds else None
+
+    def _read_again(self, oid: int, key: Mapping[str, Any], queued: _Queued) -> None:
+        rows = self._again.setdefault(oid, {})
+        ident = _pending_id(key)
+        earlier = rows.get(ident)
+        if earlier is None:
+            self._holds[queued.commit_lsn] += 1
+            rows[ident] = queued
+        else:  # the newest row (its key texts), held from the first update not read again
+            rows[ident] = _Queued(queued.new, min(earlier.commit_lsn, queued.commit_lsn))
+            if queued.commit_lsn < earlier.commit_lsn:
+                self._unhold(earlier.commit_lsn)
+                self._holds[queued.commit_lsn] += 1
+
+    def _unhold(self, commit_lsn: int) -> None:
+        self._holds[commit_lsn] -= 1
+        if self._holds[commit_lsn] <= 0:
+            del self._holds[commit_lsn]
+
+    def _drop_queued(self, oid: int) -> int:
+        rows = self._again.pop(oid, {})
+        for queued in rows.values():
+            self._unhold(queued.commit_lsn)
+        return len(rows)
 
     def watermark(self, content: bytes, builder: EventBuilder, lsn: int) -> Iterator[Event]:
         """The read events a high watermark releases (none for a low mark or another process's mark)."""
@@ -185,8 +223,10 @@ class Backfill:
         oid = chunk.spec.oid
         pending = self._again.get(oid)
         if pending is not None:
-            for taken in chunk.taken:
-                pending.pop(taken, None)
+            for ident in chunk.taken:
+                queued = pending.pop(ident, None)
+                if queued is not None:
+                    released.taken.append((oid, ident, queued))
             if not pending:
                 del self._again[oid]
         if logger.isEnabledFor(logging.DEBUG):
@@ -201,7 +241,7 @@ class Backfill:
                 return True
             again = chunk.to_read_again(key)
             if again is not None:  # the receiver has no whole copy of this row
-                self._read_again(oid, *again)
+                self._read_again(oid, again[0], _Queued(again[1], builder.commit_lsn))
             return False
 
         rows = chunk.rows + chunk.rereads if chunk.rereads else chunk.rows
@@ -209,6 +249,11 @@ class Backfill:
 
     def reset(self) -> None:
         """The stream restarts from the confirmed position: what is in flight is read again later."""
+        released = self._released
+        if released is not None:  # its reads may be lost: their rows wait to be read again
+            for oid, ident, queued in released.taken:
+                self._unhold(queued.commit_lsn)
+                self._requeue(oid, ident, queued)
         self.chunk = None
         self._reading = None
         self._released = None
@@ -325,8 +370,7 @@ class Backfill:
             try:
                 spec = store.describe_oid(conn, self.publication, oid)
             except ConfigError as e:
-                logger.warning("cannot read %d row(s) again for their large values: %s",
-                               len(self._again.pop(oid, {})), e)
+                logger.warning("cannot read %d row(s) again for their large values: %s", self._drop_queued(oid), e)
                 return
             table = _Table(spec, RelationFacts(key=spec.key, base_types=store.domain_bases(conn, spec)),
                            spec.relation())
@@ -364,11 +408,12 @@ class Backfill:
         pending = self._again.get(spec.oid)
         ids: list[bytes] = []
         keys: list[KeyText] = []
-        for ident, new in list((pending or {}).items()):
-            key = key_text(spec, new)
+        for ident, queued in list((pending or {}).items()):
+            key = key_text(spec, queued.new)
             if key is None:
                 assert pending is not None
                 del pending[ident]
+                self._unhold(queued.commit_lsn)
                 logger.warning("%s: a row updated without its large values cannot be read again by key "
                                "(a binary or TOASTed key value, or the table changed)", spec.name)
                 continue
@@ -406,7 +451,20 @@ class Backfill:
         self._streamed_xids = deque(unseen, maxlen=STREAMED_XIDS)
         return unseen
 
+    def _requeue(self, oid: int, ident: bytes, queued: _Queued) -> None:
+        rows = self._again.setdefault(oid, {})
+        current = rows.get(ident)
+        if current is not None:
+            if current.commit_lsn <= queued.commit_lsn:
+                return
+            self._unhold(current.commit_lsn)
+            queued = _Queued(current.new, queued.commit_lsn)  # its newest key texts, the older hold
+        self._holds[queued.commit_lsn] += 1
+        rows[ident] = queued
+
     def _record(self, released: _Released) -> None:
+        for _, _, queued in released.taken:  # their reads are confirmed
+            self._unhold(queued.commit_lsn)
         if not released.backfill:
             self._released = None  # rows read again only: nothing to store
             return
@@ -444,7 +502,7 @@ class Backfill:
         store.finish_task(self.connection.get(), task.id, State.FAILED, reason)
         active = self._active
         if active is not None and not self.reselect_toast:
-            self._again.pop(active.spec.oid, None)  # its rows were never all sent
+            self._drop_queued(active.spec.oid)  # its rows were never all sent
         self.chunk = None
         self._end()
 
