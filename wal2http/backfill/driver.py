@@ -61,9 +61,10 @@ class _Active:
     rows_sent: int
     failures: int = 0
     keyset_done: bool = False  # the chunks reached the table's end; rows to read again may remain
-    # The last key stored as progress: not past a chunk whose dropped rows still wait to be read again,
-    # so that a restart reads them again with their chunk.
-    durable_key: tuple[str | None, ...] | None = None
+    # Rows its chunks dropped for an update lacking a TOASTed value, not read again yet: only a chunk
+    # knows them, so the progress stored stays before the first such chunk (a restart reads it again).
+    dropped: set[bytes] = field(default_factory=set)
+    durable_key: tuple[str | None, ...] | None = None  # the last key stored as progress
 
 
 @dataclass
@@ -229,6 +230,9 @@ class Backfill:
                     released.taken.append((oid, ident, queued))
             if not pending:
                 del self._again[oid]
+        dropped = self._active.dropped if self._active is not None and self._active.spec.oid == oid else None
+        if dropped:
+            dropped.difference_update(chunk.taken)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s: window %d at %s: %d rows selected, %d read again, %d keys changed meanwhile%s",
                          "backfill of" if chunk.task is not None else "reading again from", chunk.spec.name,
@@ -242,6 +246,8 @@ class Backfill:
             again = chunk.to_read_again(key)
             if again is not None:  # the receiver has no whole copy of this row
                 self._read_again(oid, again[0], _Queued(again[1], builder.commit_lsn))
+                if dropped is not None:
+                    dropped.add(_pending_id(again[0]))
             return False
 
         rows = chunk.rows + chunk.rereads if chunk.rereads else chunk.rows
@@ -471,10 +477,10 @@ class Backfill:
         active = self._active
         assert active is not None
         conn = self.connection.get()
-        waiting = active.spec.oid in self._again  # rows of this table still to read again
-        if not waiting:
+        if not active.dropped:
             active.durable_key = released.last_key
-        done = released.complete and not waiting
+        # Other rows of the table to read again (--reselect-toast, key changes) are read after its end.
+        done = released.complete and not active.dropped
         running = store.record_progress(conn, active.task.id, active.durable_key, released.sent, done)
         self._released = None
         active.keyset_done = released.complete
