@@ -371,7 +371,8 @@ class Pipeline:
             if force:
                 self._last_idle_confirm = now
             self.stream.confirm(self._confirmable(), force=force)
-        if self.backfill is not None and not self.stop_requested:
+        # Between transactions: the rows a transaction queued to be read again are read in one window.
+        if self.backfill is not None and not self.stop_requested and not self.builder.in_transaction:
             self.backfill.step(self.ack.confirmed_lsn)
         self._tick()
         self.stream.check_alive(self.config.source.replication_timeout_s)

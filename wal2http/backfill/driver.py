@@ -98,13 +98,15 @@ class _Released:
 
 
 class Backfill:
-    """One table at a time, one chunk at a time: memory is one chunk (plus the batch being delivered).
+    """One table at a time, one chunk at a time: memory is one chunk of at most ``chunk_bytes`` (plus the
+    batch being delivered); rows to read again (their keys) wait in memory, and hold the confirmation.
 
-    The pipeline calls ``step`` when it passes by (when the stream is quiet, and after a
-    delivery), ``saw_transaction`` for each transaction read, ``observe`` for the changes read
-    while ``chunk`` waits for its high mark, and ``watermark`` for each message carrying the
-    watermark prefix. Nothing here blocks writers or pauses the stream for longer than one chunk
-    select (bounded by a statement timeout).
+    The pipeline calls ``step`` when it passes by (when the stream is quiet between transactions,
+    and after a delivery), ``saw_transaction`` for each transaction read, ``observe`` for the
+    changes read while ``watching``, ``relation_changed`` for each Relation message, ``hold_lsn``
+    before it confirms, and ``watermark`` for each message carrying the watermark prefix. Nothing
+    here blocks writers or pauses the stream for longer than one chunk select (bounded by a
+    statement timeout).
     """
 
     def __init__(self, connection: LazyConnection, slot: str, publication: str, chunk_size: int,
