@@ -87,3 +87,39 @@ def test_the_hold_ends_once_the_reads_are_confirmed() -> None:
     assert released is not None and driver.hold_lsn() == 100
     driver._record(released)
     assert driver.hold_lsn() is None and driver._released is None
+
+
+class _Cursor:
+    """Answers FETCH FORWARD n from a list of rows; records how many rows each FETCH asked for."""
+
+    class connection:  # what execute() looks at
+        async_ = False
+
+    def __init__(self, rows: list[tuple[str | None, ...]]) -> None:
+        self.rows = rows
+        self.asked: list[int] = []
+        self._last: list[tuple[str | None, ...]] = []
+
+    def execute(self, statement: Any, params: Any = None) -> None:
+        n = statement.seq[1].wrapped  # sql.Literal of FETCH FORWARD {} FROM {}
+        self.asked.append(n)
+        self._last, self.rows = self.rows[:n], self.rows[n:]
+
+    def fetchall(self) -> list[tuple[str | None, ...]]:
+        return self._last
+
+
+def test_a_chunk_stops_at_its_byte_budget_and_fetches_what_the_rest_holds() -> None:
+    from wal2http.pg.backfill import _take
+
+    big = [(str(i), "x" * 999) for i in range(10)]  # 1,000 bytes a row (the key counts)
+    cur = _Cursor(list(big))
+    rows, ended = _take(cur, 100, 3500, "read")  # type: ignore[arg-type]
+    assert rows == big[:3] and not ended
+    assert cur.asked == [1, 2, 1]  # one row first, then what the budget holds at the largest row
+    cur = _Cursor([("1", "x" * 5000), ("2", "y")])
+    rows, ended = _take(cur, 100, 3500, "read")  # type: ignore[arg-type]
+    assert rows == [("1", "x" * 5000)] and not ended  # a single larger row is read alone
+    cur = _Cursor([("1", "a"), ("2", None)])
+    rows, ended = _take(cur, 100, 3500, "read")  # type: ignore[arg-type]
+    assert rows == [("1", "a"), ("2", None)] and ended
