@@ -422,6 +422,8 @@ class Backfill:
                 assert pending is not None
                 del pending[ident]
                 self._unhold(queued.commit_lsn)
+                if self._active is not None and self._active.spec.oid == spec.oid:
+                    self._active.dropped.discard(ident)  # the table must still end
                 logger.warning("%s: a row updated without its large values cannot be read again by key "
                                "(a binary or TOASTed key value, or the table changed)", spec.name)
                 continue
