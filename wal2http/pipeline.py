@@ -168,7 +168,7 @@ class Pipeline:
             logger.warning("stopped before the pending changes could be delivered (%s)", e)
             if self.stream.connected:
                 with contextlib.suppress(ReplicationLost):
-                    self.stream.confirm(self.ack.confirmed_lsn, force=True)
+                    self.stream.confirm(self._confirmable(), force=True)
             self._summary()
         except Interrupted:
             self._summary()
@@ -283,6 +283,8 @@ class Pipeline:
                     until.beyond(decoded.commit_end_lsn)  # type: ignore[union-attr]
             elif kind is Relation:
                 builder.relation(decoded)  # type: ignore[arg-type]
+                if backfill is not None:
+                    backfill.relation_changed(decoded.oid)  # type: ignore[union-attr]
             elif kind is Type:
                 builder.type(decoded)  # type: ignore[arg-type]
             elif kind is Origin or self._duplicate:
@@ -296,8 +298,8 @@ class Pipeline:
                     until.beyond(lsn + 1)  # a message at the position itself: everything before it was sent
             else:
                 events = builder.changes(decoded, lsn)  # type: ignore[arg-type]
-                if backfill is not None and backfill.chunk is not None:
-                    backfill.observe(events)
+                if backfill is not None and backfill.watching:
+                    backfill.observe(events, decoded)  # type: ignore[arg-type]
                 self._enqueue(events)
                 if batcher.seconds_until_due(time.monotonic()) == 0.0:
                     self._deliver(batcher.take())
@@ -368,8 +370,9 @@ class Pipeline:
             force = now - self._last_idle_confirm >= IDLE_CONFIRM_EVERY_S
             if force:
                 self._last_idle_confirm = now
-            self.stream.confirm(self.ack.confirmed_lsn, force=force)
-        if self.backfill is not None and not self.stop_requested:
+            self.stream.confirm(self._confirmable(), force=force)
+        # Between transactions: the rows a transaction queued to be read again are read in one window.
+        if self.backfill is not None and not self.stop_requested and not self.builder.in_transaction:
             self.backfill.step(self.ack.confirmed_lsn)
         self._tick()
         self.stream.check_alive(self.config.source.replication_timeout_s)
@@ -387,7 +390,7 @@ class Pipeline:
             # Nothing is pending: confirm the server's position, or --until's when a transaction past it
             # was read (the server's position may be past that transaction's commit).
             self.ack.idle(self.until.lsn if self.until is not None and self._read_past_until else self.stream.wal_end)
-        self.stream.confirm(self.ack.confirmed_lsn, force=True)
+        self.stream.confirm(self._confirmable(), force=True)
         self._tick()
         if self.until is not None and self.until.reached() and not self.stop_requested:
             logger.info("reached --until %s: every transaction committed up to it is delivered%s",
@@ -402,7 +405,7 @@ class Pipeline:
 
     def _summary(self) -> None:
         """The last line of every stop: what was delivered, what is confirmed, what is left."""
-        d, confirmed = self.deliverer, format_lsn(self.ack.confirmed_lsn)
+        d, confirmed = self.deliverer, format_lsn(self._confirmable())
         left = self._read - self._handled()
         logger.info(
             "stopped: %d events delivered, %d dead-lettered, %d skipped, %d resent transactions skipped after "
@@ -421,10 +424,16 @@ class Pipeline:
             last = batch.events[-1]
             self.ack.events_delivered(last.commit_lsn, last.seq)
         if batch.commit_end_lsn is not None and self.ack.delivered(batch.commit_end_lsn):
-            self.stream.confirm(self.ack.confirmed_lsn, force=True)
+            self.stream.confirm(self._confirmable(), force=True)
             if self.backfill is not None and not self.stop_requested:
                 self.backfill.step(self.ack.confirmed_lsn, quiet=False)
         self._tick()
+
+    def _confirmable(self) -> int:
+        """What the server may forget: what was delivered, but never an update whose row waits to be read
+        again (a restart streams it again, and it queues the row again)."""
+        held = self.backfill.hold_lsn() if self.backfill is not None else None
+        return self.ack.confirmed_lsn if held is None else min(self.ack.confirmed_lsn, held)
 
     def _tick(self) -> None:
         """Publish positions for /metrics, then let the observer do what is due (cheap when nothing is)."""

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,13 +167,13 @@ def _wait_streaming(process: Wal2http, timeout: float = 30.0) -> float:
 
 @contextmanager
 def wal2http(db: Database, slot: str, publication: str, receiver: FastReceiver, batch_size: int,
-             profile: Path | None = None) -> Iterator[Wal2httpRun]:
+             profile: Path | None = None, extra: Sequence[str] = ()) -> Iterator[Wal2httpRun]:
     """Run ``wal2http run --sink http`` on ``slot``; stop it with SIGTERM and check it exited with 0.
 
     With ``profile``, the process runs under cProfile and writes its statistics there.
     """
     args = ["run", "--slot", slot, "--publication", publication, "--sink", "http",
-            "--http-url", receiver.url, "--batch-size", str(batch_size)]
+            "--http-url", receiver.url, "--batch-size", str(batch_size), *extra]
     binary = wal2http_binary()
     if profile is not None:
         binary, args = sys.executable, ["-m", "cProfile", "-o", str(profile), "-m", "wal2http", *args]
@@ -190,10 +190,11 @@ def wal2http(db: Database, slot: str, publication: str, receiver: FastReceiver, 
 
 
 def wal2http_seconds(db: Database, slot: str, publication: str, receiver: FastReceiver, events: int,
-                     batch_size: int, profile: Path | None = None, record_bodies: bool = False) -> Timing:
+                     batch_size: int, profile: Path | None = None, record_bodies: bool = False,
+                     extra: Sequence[str] = ()) -> Timing:
     """Time from wal2http streaming until the receiver got all ``events``, and the CPU it used."""
     receiver.reset(record_bodies=record_bodies)
-    with wal2http(db, slot, publication, receiver, batch_size, profile) as run:
+    with wal2http(db, slot, publication, receiver, batch_size, profile, extra) as run:
         stats = receiver.wait_for_events(events, timeout=600, alive=lambda: run.process.running)
         cpu = run.cpu_seconds()
     if stats["events"] != events:

@@ -1,17 +1,21 @@
-"""The backfill work of ``run``: pick up requests, read chunks between watermarks, record confirmed progress."""
+"""The backfill work of ``run``: pick up requests, read chunks between watermarks, record confirmed progress.
+
+Rows whose streamed update lacked a large (TOASTed) value are read again by key in a later window:
+those a chunk dropped for such a change, and with ``--reselect-toast`` those of every such update.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from wal2http.backfill.chunk import Chunk
+from wal2http.backfill.chunk import Chunk, KeyText, identity, is_key_change, key_positions, key_text, lacks_toast
 from wal2http.decode.events import Event, EventBuilder, RelationFacts
-from wal2http.decode.pgoutput import Relation
+from wal2http.decode.pgoutput import ColumnValue, Delete, Insert, Relation, Truncate, Update
 from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
@@ -37,6 +41,12 @@ MAX_DEFER_S = 0.5
 VISIBILITY_RETRY_S = 0.2  # a chunk that missed a streamed transaction is selected again this much later
 VISIBILITY_WARN_S = 10.0
 STATEMENT_TIMEOUT_MS = 10_000
+REREAD_KEYS = 1000  # rows read again by key in one window at most
+DEFAULT_CHUNK_BYTES = 32 << 20  # --backfill-chunk-bytes
+
+
+def _pending_id(key: Mapping[str, Any]) -> bytes:
+    return identity(sorted(key), key)
 
 
 @dataclass
@@ -50,6 +60,28 @@ class _Active:
     chunks: int
     rows_sent: int
     failures: int = 0
+    keyset_done: bool = False  # the chunks reached the table's end; rows to read again may remain
+    # Rows its chunks dropped for an update lacking a TOASTed value, not read again yet: only a chunk
+    # knows them, so the progress stored stays before the first such chunk (a restart reads it again).
+    dropped: set[bytes] = field(default_factory=set)
+    durable_key: tuple[str | None, ...] | None = None  # the last key stored as progress
+
+
+@dataclass
+class _Table:
+    """A table rows are read again from outside a backfill of it (--reselect-toast)."""
+
+    spec: TableSpec
+    facts: RelationFacts
+    relation: Relation
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A row to read again: as the update lacking its TOASTed value streamed it, and that update's commit."""
+
+    new: tuple[ColumnValue, ...]
+    commit_lsn: int
 
 
 @dataclass
@@ -60,25 +92,33 @@ class _Released:
     last_key: tuple[str | None, ...] | None
     complete: bool
     sent: int = 0
+    backfill: bool = True  # a chunk of the table being backfilled (False: rows read again only)
+    # The rows it read again, as they were queued: queued again if the stream restarts before it is confirmed.
+    taken: list[tuple[int, bytes, _Queued]] = field(default_factory=list)
 
 
 class Backfill:
-    """One table at a time, one chunk at a time: memory is one chunk (plus the batch being delivered).
+    """One table at a time, one chunk at a time: memory is one chunk of at most ``chunk_bytes`` (plus the
+    batch being delivered); rows to read again (their keys) wait in memory, and hold the confirmation.
 
-    The pipeline calls ``step`` when it passes by (when the stream is quiet, and after a
-    delivery), ``saw_transaction`` for each transaction read, ``observe`` for the changes read
-    while ``chunk`` waits for its high mark, and ``watermark`` for each message carrying the
-    watermark prefix. Nothing here blocks writers or pauses the stream for longer than one chunk
-    select (bounded by a statement timeout).
+    The pipeline calls ``step`` when it passes by (when the stream is quiet between transactions,
+    and after a delivery), ``saw_transaction`` for each transaction read, ``observe`` for the
+    changes read while ``watching``, ``relation_changed`` for each Relation message, ``hold_lsn``
+    before it confirms, and ``watermark`` for each message carrying the watermark prefix. Nothing
+    here blocks writers or pauses the stream for longer than one chunk select (bounded by a
+    statement timeout).
     """
 
     def __init__(self, connection: LazyConnection, slot: str, publication: str, chunk_size: int,
-                 metrics: Metrics, *, refuse: str | None = None, poll_s: float = POLL_S,
+                 metrics: Metrics, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, reselect_toast: bool = False,
+                 refuse: str | None = None, poll_s: float = POLL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.connection = connection
         self.slot = slot
         self.publication = publication
         self.chunk_size = chunk_size
+        self.chunk_bytes = chunk_bytes
+        self.reselect_toast = reselect_toast  # every update lacking a TOASTed value is followed by a read
         self.metrics = metrics
         self.refuse = refuse  # why this run cannot backfill (a sink that cannot take reads)
         self.poll_s = poll_s
@@ -92,6 +132,13 @@ class Backfill:
         self._next_poll = 0.0
         self._resume_at = 0.0
         self._stepped_at = 0.0
+        # Rows to read again, by table OID: pending id -> the row as the update that lacked a value streamed it.
+        self._again: dict[int, dict[bytes, _Queued]] = {}
+        # Commit LSNs of the updates whose rows wait to be read again (or whose reads are not confirmed yet).
+        self._holds: Counter[int] = Counter()
+        self._tables: dict[int, _Table] = {}  # described for --reselect-toast windows
+        self._reading: _Table | None = None  # what the chunk in flight is read with, outside a backfill
+        self._windows = 0  # numbers the windows of rows read again only
 
     # -- called by the pipeline -----------------------------------------------------------------
 
@@ -99,20 +146,65 @@ class Backfill:
         """A transaction was read from the stream (the next chunk select must see it committed)."""
         self._streamed_xids.append(xid)
 
-    def observe(self, events: Iterable[Event]) -> None:
-        """Changes read from the stream while a chunk waits for its high mark; those of its table count."""
+    @property
+    def watching(self) -> bool:
+        """Whether ``observe`` needs the changes read from the stream now."""
+        return self.chunk is not None or self._active is not None or self.reselect_toast
+
+    def observe(self, events: Iterable[Event], change: Insert | Update | Delete | Truncate | None = None) -> None:
+        """Changes read from the stream: those of a chunk's table while it waits for its high mark drop
+        rows from it; an update lacking a TOASTed value queues its row to be read again, with
+        --reselect-toast, or as a key change of the table being backfilled (its old row may never
+        have been sent)."""
         chunk = self.chunk
-        if chunk is None:
-            return
-        schema, table = chunk.spec.schema, chunk.spec.table
+        active = self._active
+        new = change.new if isinstance(change, Update) else None
         for event in events:
             record = event.record
-            if record["table"] != table or record["schema"] != schema:
+            if chunk is not None and record["table"] == chunk.spec.table and record["schema"] == chunk.spec.schema:
+                if event.op == "truncate":
+                    chunk.truncate()
+                else:
+                    chunk.observe(record, new)
+            if new is None or not lacks_toast(record):
                 continue
-            if event.op == "truncate":
-                chunk.truncate()
-            else:
-                chunk.observe(record)
+            assert isinstance(change, Update)
+            if self.reselect_toast or (active is not None and active.spec.oid == change.relation_oid
+                                       and is_key_change(record)):
+                self._read_again(change.relation_oid, record["key"], _Queued(new, event.commit_lsn))
+
+    def relation_changed(self, oid: int) -> None:
+        """A Relation message: the table is described again before its rows are read again."""
+        self._tables.pop(oid, None)
+
+    def hold_lsn(self) -> int | None:
+        """The oldest commit of an update whose row is not read again and confirmed yet: the stream must
+        not be confirmed past it, so that a restart streams that update again and queues its row again."""
+        return min(self._holds) if self._holds else None
+
+    def _read_again(self, oid: int, key: Mapping[str, Any], queued: _Queued) -> None:
+        rows = self._again.setdefault(oid, {})
+        ident = _pending_id(key)
+        earlier = rows.get(ident)
+        if earlier is None:
+            self._holds[queued.commit_lsn] += 1
+            rows[ident] = queued
+        else:  # the newest row (its key texts), held from the first update not read again
+            rows[ident] = _Queued(queued.new, min(earlier.commit_lsn, queued.commit_lsn))
+            if queued.commit_lsn < earlier.commit_lsn:
+                self._unhold(earlier.commit_lsn)
+                self._holds[queued.commit_lsn] += 1
+
+    def _unhold(self, commit_lsn: int) -> None:
+        self._holds[commit_lsn] -= 1
+        if self._holds[commit_lsn] <= 0:
+            del self._holds[commit_lsn]
+
+    def _drop_queued(self, oid: int) -> int:
+        rows = self._again.pop(oid, {})
+        for queued in rows.values():
+            self._unhold(queued.commit_lsn)
+        return len(rows)
 
     def watermark(self, content: bytes, builder: EventBuilder, lsn: int) -> Iterator[Event]:
         """The read events a high watermark releases (none for a low mark or another process's mark)."""
@@ -120,29 +212,60 @@ class Backfill:
         chunk = self.chunk
         if mark is None or chunk is None or mark.token != chunk.token or mark.mark is not Mark.HIGH:
             return iter(())
-        active = self._active
-        assert active is not None
         self.chunk = None
-        released = _Released(builder.commit_lsn, chunk.last_key, chunk.complete)
+        if chunk.task is not None:
+            active = self._active
+            assert active is not None
+            relation, facts = active.relation, active.facts
+        else:
+            assert self._reading is not None
+            relation, facts = self._reading.relation, self._reading.facts
+        self._reading = None
+        released = _Released(builder.commit_lsn, chunk.last_key, chunk.complete, backfill=chunk.task is not None)
         self._released = released
+        oid = chunk.spec.oid
+        pending = self._again.get(oid)
+        if pending is not None:
+            for ident in chunk.taken:
+                queued = pending.pop(ident, None)
+                if queued is not None:
+                    released.taken.append((oid, ident, queued))
+            if not pending:
+                del self._again[oid]
+        dropped = self._active.dropped if self._active is not None and self._active.spec.oid == oid else None
+        if dropped:
+            dropped.difference_update(chunk.taken)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("backfill of %s: chunk %d at %s: %d rows selected, %d keys changed meanwhile%s",
-                         active.spec.name, chunk.number, format_lsn(builder.commit_lsn), len(chunk.rows),
+            logger.debug("%s %s: window %d at %s: %d rows selected, %d read again, %d keys changed meanwhile%s",
+                         "backfill of" if chunk.task is not None else "reading again from", chunk.spec.name,
+                         chunk.number, format_lsn(builder.commit_lsn), len(chunk.rows), len(chunk.rereads),
                          chunk.changed, ", table truncated" if chunk.truncated else "")
 
         def keep(key: dict[str, Any]) -> bool:
             if chunk.keep(key):
                 released.sent += 1
                 return True
+            again = chunk.to_read_again(key)
+            if again is not None:  # the receiver has no whole copy of this row
+                self._read_again(oid, again[0], _Queued(again[1], builder.commit_lsn))
+                if dropped is not None:
+                    dropped.add(_pending_id(again[0]))
             return False
 
-        return builder.reads(active.relation, active.facts, active.spec.type_names, chunk.rows, lsn, keep)
+        rows = chunk.rows + chunk.rereads if chunk.rereads else chunk.rows
+        return builder.reads(relation, facts, chunk.spec.type_names, rows, lsn, keep)
 
     def reset(self) -> None:
         """The stream restarts from the confirmed position: what is in flight is read again later."""
+        released = self._released
+        if released is not None:  # its reads may be lost: their rows wait to be read again
+            for oid, ident, queued in released.taken:
+                self._unhold(queued.commit_lsn)
+                self._requeue(oid, ident, queued)
         self.chunk = None
+        self._reading = None
         self._released = None
-        self._active = None
+        self._active = None  # rows waiting to be read again stay queued: the stream does not repeat them
         self._next_poll = 0.0
         self.metrics.set_backfill(None, 0)
 
@@ -168,18 +291,22 @@ class Backfill:
         try:
             if released is not None:
                 self._record(released)
-            if self._active is None:
-                if now < self._next_poll:
-                    return
+            if self._active is None and now >= self._next_poll:
                 self._next_poll = now + self.poll_s
                 self._active = self._start_next()
-            if self._active is not None:
-                self._next_chunk(self._active)
+            active = self._active
+            # Rows to read again of other tables go first: they complete rows the receiver holds already.
+            other = next((oid for oid in self._again if active is None or oid != active.spec.oid), None)
+            if other is not None:
+                self._reread(other)
+            elif active is not None:
+                self._next_chunk(active)
         except ReplicationLost:
             # Raised while waiting for PostgreSQL (the replication stream went silent): the
             # pipeline reconnects, and this backfill starts again from its recorded progress.
             self.connection.close()
             self.chunk = None
+            self._reading = None
             raise
         except DatabaseError as e:
             self._database_failed(e)
@@ -216,7 +343,8 @@ class Backfill:
                     f", {started.rows_sent} sent before" if resumed else "",
                     extra={"backfill_table": spec.name, "backfill_request": task.request})
         self.metrics.set_backfill(spec.name, started.rows_sent)
-        return _Active(started, spec, facts, spec.relation(), started.chunks, started.rows_sent)
+        return _Active(started, spec, facts, spec.relation(), started.chunks, started.rows_sent,
+                       durable_key=started.last_key)
 
     def _next_chunk(self, active: _Active) -> None:
         conn = self.connection.get()
@@ -231,24 +359,79 @@ class Backfill:
             self._fail(task, f"table {spec.name} was altered during the backfill (columns, key, row "
                              "filter or column list changed); request it again")
             return
-        number = active.chunks + 1
-        token = new_token()
-        # Tracking starts now (see Chunk): nothing is read from the stream until this returns.
-        store.emit_watermark(conn, Watermark(Mark.LOW, token, task.id, number).payload())
         try:
-            rows, snapshot = store.select_chunk(conn, spec, task.where, task.last_key, self.chunk_size,
-                                                STATEMENT_TIMEOUT_MS,
-                                                Watermark(Mark.HIGH, token, task.id, number).payload())
+            opened = self._open(spec, task, 0 if active.keyset_done else self.chunk_size, active.chunks + 1)
         except DatabaseError as e:
             active.failures += 1
             if active.failures >= MAX_FAILURES:
                 self._fail(task, f"{e} ({active.failures} times in a row)")
                 return
             raise
-        if not self._all_visible(snapshot):
-            return  # selected again shortly; the marks written are ignored (no chunk holds their token)
-        active.failures = 0
-        self.chunk = Chunk(task, spec, number, token, rows, complete=len(rows) < self.chunk_size)
+        if opened:
+            active.failures = 0
+
+    def _reread(self, oid: int) -> None:
+        """A window of rows read again only, of a table not being backfilled (--reselect-toast)."""
+        table = self._tables.get(oid)
+        if table is None:
+            conn = self.connection.get()
+            try:
+                spec = store.describe_oid(conn, self.publication, oid)
+            except ConfigError as e:
+                logger.warning("cannot read %d row(s) again for their large values: %s", self._drop_queued(oid), e)
+                return
+            table = _Table(spec, RelationFacts(key=spec.key, base_types=store.domain_bases(conn, spec)),
+                           spec.relation())
+            self._tables[oid] = table
+        self._windows += 1
+        self._reading = table
+        if not self._open(table.spec, None, 0, self._windows):
+            self._reading = None
+
+    def _open(self, spec: TableSpec, task: Task | None, limit: int, number: int) -> bool:
+        """Select the next ``limit`` rows of a backfill, and the rows of ``spec`` to read again, between
+        watermarks; False when the select must be done again (see _all_visible)."""
+        conn = self.connection.get()
+        ids, keys = self._keys(spec)
+        token = new_token()
+        task_id = task.id if task is not None else 0
+        # Tracking starts now (see Chunk): nothing is read from the stream until this returns.
+        store.emit_watermark(conn, Watermark(Mark.LOW, token, task_id, number).payload())
+        selected = store.select_chunk(conn, spec, task.where if task is not None else None,
+                                      task.last_key if task is not None else None, limit, self.chunk_bytes, keys,
+                                      STATEMENT_TIMEOUT_MS, Watermark(Mark.HIGH, token, task_id, number).payload())
+        if not self._all_visible(selected.snapshot):
+            return False  # selected again shortly; the marks written are ignored (no chunk holds their token)
+        if selected.rereads_complete:
+            taken = ids
+        else:  # the byte budget ended the rows read again: the keys not read stay queued
+            positions = key_positions(spec)
+            found = {tuple(row[i] for i in positions) for row in selected.rereads}
+            taken = [ident for ident, key in zip(ids, keys, strict=True) if key in found]
+        self.chunk = Chunk(task, spec, number, token, selected.rows, selected.complete, selected.rereads, taken)
+        return True
+
+    def _keys(self, spec: TableSpec) -> tuple[list[bytes], list[KeyText]]:
+        """The rows of ``spec`` to read again in the next window: their pending ids and key texts."""
+        pending = self._again.get(spec.oid)
+        ids: list[bytes] = []
+        keys: list[KeyText] = []
+        for ident, queued in list((pending or {}).items()):
+            key = key_text(spec, queued.new)
+            if key is None:
+                assert pending is not None
+                del pending[ident]
+                self._unhold(queued.commit_lsn)
+                if self._active is not None and self._active.spec.oid == spec.oid:
+                    self._active.dropped.discard(ident)  # the table must still end
+                logger.warning("%s: a row updated without its large values cannot be read again by key "
+                               "(a binary or TOASTed key value, or the table changed)", spec.name)
+                continue
+            ids.append(ident)
+            keys.append(key)
+            if len(ids) >= REREAD_KEYS:
+                break
+        return ids, keys
 
     def _all_visible(self, snapshot: Snapshot) -> bool:
         """Whether the select saw every transaction already read from the stream.
@@ -278,12 +461,33 @@ class Backfill:
         self._streamed_xids = deque(unseen, maxlen=STREAMED_XIDS)
         return unseen
 
+    def _requeue(self, oid: int, ident: bytes, queued: _Queued) -> None:
+        rows = self._again.setdefault(oid, {})
+        current = rows.get(ident)
+        if current is not None:
+            if current.commit_lsn <= queued.commit_lsn:
+                return
+            self._unhold(current.commit_lsn)
+            queued = _Queued(current.new, queued.commit_lsn)  # its newest key texts, the older hold
+        self._holds[queued.commit_lsn] += 1
+        rows[ident] = queued
+
     def _record(self, released: _Released) -> None:
+        for _, _, queued in released.taken:  # their reads are confirmed
+            self._unhold(queued.commit_lsn)
+        if not released.backfill:
+            self._released = None  # rows read again only: nothing to store
+            return
         active = self._active
         assert active is not None
         conn = self.connection.get()
-        running = store.record_progress(conn, active.task.id, released.last_key, released.sent, released.complete)
+        if not active.dropped:
+            active.durable_key = released.last_key
+        # Other rows of the table to read again (--reselect-toast, key changes) are read after its end.
+        done = released.complete and not active.dropped
+        running = store.record_progress(conn, active.task.id, active.durable_key, released.sent, done)
         self._released = None
+        active.keyset_done = released.complete
         active.chunks += 1
         active.rows_sent += released.sent
         active.task = replace(active.task, last_key=released.last_key)
@@ -292,7 +496,7 @@ class Backfill:
             logger.info("backfill of %s cancelled after %d rows (request %d)", active.spec.name,
                         active.rows_sent, active.task.request)
             self._end()
-        elif released.complete:
+        elif done:
             logger.info("backfill of %s finished: %d rows in %d chunks (request %d)", active.spec.name,
                         active.rows_sent, active.chunks, active.task.request,
                         extra={"backfill_table": active.spec.name, "backfill_rows": active.rows_sent})
@@ -306,6 +510,9 @@ class Backfill:
     def _fail(self, task: Task, reason: str) -> None:
         logger.warning("backfill of %s failed (request %d): %s", task.name, task.request, reason)
         store.finish_task(self.connection.get(), task.id, State.FAILED, reason)
+        active = self._active
+        if active is not None and not self.reselect_toast:
+            self._drop_queued(active.spec.oid)  # its rows were never all sent
         self.chunk = None
         self._end()
 
@@ -313,4 +520,5 @@ class Backfill:
         logger.warning("backfill paused: %s; retrying in %.0f s", error, RETRY_S)
         self.connection.close()
         self.chunk = None
+        self._reading = None
         self._resume_at = self.clock() + RETRY_S

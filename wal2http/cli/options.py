@@ -238,6 +238,12 @@ run_options = options(
         click.option("--backfill-chunk-size", type=_int("backfill_chunk_size"), envvar=env("BACKFILL_CHUNK_SIZE"),
                      default=BackfillConfig.chunk_size, metavar="N",
                      help="Rows per backfill chunk (one short select each)."),
+        click.option("--backfill-chunk-bytes", type=_int("backfill_chunk_bytes"),
+                     envvar=env("BACKFILL_CHUNK_BYTES"), default=BackfillConfig.chunk_bytes, metavar="BYTES",
+                     help="Column text per backfill chunk at most (a larger single row is read alone)."),
+        click.option("--reselect-toast", is_flag=True, envvar=env("RESELECT_TOAST"),
+                     help="Follow every update that lacks an unchanged large (TOASTed) value with a 'read' "
+                          "event of the whole row, taken between watermarks."),
     ),
     sink_options,
     click.option("--batch-wait-ms", type=_int("batch_wait_ms"), envvar=env("BATCH_WAIT_MS"),
@@ -299,7 +305,8 @@ def unchecked_config(o: dict[str, Any]) -> Config:
         log=LogConfig(**log),
         metrics=_metrics_config(o),
         notify=_notify_config(o),
-        backfill=BackfillConfig(**given(o, chunk_size="backfill_chunk_size", initial="backfill")),
+        backfill=BackfillConfig(**given(o, chunk_size="backfill_chunk_size", chunk_bytes="backfill_chunk_bytes",
+                                        reselect_toast="reselect_toast", initial="backfill")),
     )
 
 

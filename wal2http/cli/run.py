@@ -63,6 +63,8 @@ def run(**options: Any) -> None:
     refusal = backfill_refusal(config)
     if config.backfill.initial and refusal:
         fail(f"--backfill: {refusal}", ExitStatus.USAGE, as_json=config.log.format == "json")
+    if config.backfill.reselect_toast and refusal:
+        fail(f"--reselect-toast: {refusal}", ExitStatus.USAGE, as_json=config.log.format == "json")
     run_id = log_setup.new_run_id()
     execute(config, lambda: _run_pipeline(config, run_id), run_id=run_id)
 

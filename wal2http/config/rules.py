@@ -92,6 +92,8 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
         ))
     check("backfill", check_range, "--backfill-chunk-size", config.backfill.chunk_size,
           *RANGES["backfill_chunk_size"])
+    check("backfill", check_range, "--backfill-chunk-bytes", config.backfill.chunk_bytes,
+          *RANGES["backfill_chunk_bytes"])
     if config.backfill.initial and not src.create_slot:
         found.append(SettingProblem("backfill", "run --backfill needs --create-slot: it queues a backfill of every "
                                                 "published table when the slot is created; use 'wal2http backfill' "

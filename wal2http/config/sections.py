@@ -45,6 +45,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "notify_after": (0, 86400),
     "notify_interval": (0, 86400),
     "backfill_chunk_size": (1, 1_000_000),
+    "backfill_chunk_bytes": (1024, 1024 * MiB),
 }
 
 
@@ -147,4 +148,6 @@ class BackfillConfig:
     """How ``run`` works backfill requests."""
 
     chunk_size: int = 1000  # rows per chunk select (--backfill-chunk-size)
+    chunk_bytes: int = 32 * MiB  # column text per chunk at most (--backfill-chunk-bytes)
+    reselect_toast: bool = False  # follow an update lacking a TOASTed value with a read (--reselect-toast)
     initial: bool = False  # --backfill with --create-slot: request every published table once created

@@ -151,6 +151,7 @@ def _run(config: Config, observer: Observer) -> None:
                                connect_timeout_s=src.connect_timeout_s, require_tls=src.require_tls)
     connection = LazyConnection(src.dsn.reveal(), require_tls=src.require_tls)
     backfill = Backfill(connection, src.slot, src.publication, config.backfill.chunk_size, observer.metrics,
+                        chunk_bytes=config.backfill.chunk_bytes, reselect_toast=config.backfill.reselect_toast,
                         refuse=backfill_refusal(config))
     if prepared.created and config.backfill.initial:
         requested = request_all(src)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -22,7 +23,7 @@ from wal2http.pg.backfill_model import (
     Task,
 )
 from wal2http.pg.catalog import IDENTITY_SQL_COLUMNS, base_types, identity_columns, row_identity
-from wal2http.pg.connection import Connection, error_text, execute, query
+from wal2http.pg.connection import Connection, Cursor, error_text, execute, query
 from wal2http.pg.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -328,28 +329,92 @@ def _text_caster() -> Any:
     return psycopg2.extensions.new_type(oids, "WAL2HTTP_TEXT", lambda value, _cur: value)
 
 
-def select_chunk(conn: Connection, spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
-                 limit: int, statement_timeout_ms: int, high_mark: str) -> tuple[list[Row], Snapshot]:
-    """The next ``limit`` rows after ``after`` in key order, and the snapshot they were read with.
+FETCH_ROWS = 1000  # rows one FETCH of a chunk asks for at most
+_CURSOR = sql.Identifier("wal2http_chunk")
 
-    In a short read-only transaction of its own, followed (same round trip) by the high watermark
-    ``high_mark`` in a transaction of its own. Keyset pagination (never OFFSET); the publication's
-    row filter and ``where`` apply. Takes only the ACCESS SHARE lock of any SELECT, and gives up
-    quickly when DDL holds the table.
-    """
+
+@dataclass(frozen=True)
+class Selected:
+    """What one chunk select read, in one snapshot."""
+
+    rows: list[Row]  # the next rows in key order
+    rereads: list[Row]  # rows read again by key
+    snapshot: Snapshot
+    complete: bool  # the rows reach the end of the table
+    rereads_complete: bool  # every key was looked up (else the budget stopped after the last row read again)
+
+
+def _filters(spec: TableSpec, where: str | None) -> list[sql.Composable]:
     conditions: list[sql.Composable] = []
     if spec.row_filter:
         conditions.append(condition(spec.row_filter))
     if where:
         check_where(where)
         conditions.append(condition(where))
+    return conditions
+
+
+def _where(conditions: list[sql.Composable]) -> sql.Composable:
+    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+
+
+def _by_key(spec: TableSpec, where: str | None, keys: int) -> sql.Composed:
+    """The rows with the given keys (``keys`` of them, as parameters), where the filters still hold."""
+    key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
+    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(spec.key)))
+    conditions = [*_filters(spec, where), sql.SQL("({}) IN ({})").format(key, sql.SQL(", ").join([one] * keys))]
+    return sql.SQL("SELECT {} FROM {} {} ORDER BY {}").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns), sql.Identifier(spec.schema, spec.table),
+        _where(conditions), key)
+
+
+def _take(cur: Cursor, limit: int, max_bytes: int, what: str) -> tuple[list[Row], bool]:
+    """Rows from the open chunk cursor: at most ``limit`` and ``max_bytes`` of column text (one row at least).
+
+    Each FETCH asks for as many rows as the rest of the budget holds at the largest row seen so far
+    (one row first), so rows of similar size never overshoot it by more than one row, which is
+    read again as the next chunk's first. Also whether the cursor reached the end.
+    """
+    rows: list[Row] = []
+    used = largest = 0
+    while len(rows) < limit:
+        want = 1 if largest == 0 else max(1, (max_bytes - used) // largest)
+        want = min(want, limit - len(rows), FETCH_ROWS)
+        execute(cur, sql.SQL("FETCH FORWARD {} FROM {}").format(sql.Literal(want), _CURSOR), what=what)
+        fetched: list[Row] = cur.fetchall()
+        for row in fetched:
+            size = sum(len(value) for value in row if value is not None)
+            largest = max(largest, size)
+            if rows and used + size > max_bytes:
+                return rows, False
+            rows.append(row)
+            used += size
+        if len(fetched) < want:
+            return rows, True
+    return rows, False
+
+
+def select_chunk(conn: Connection, spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
+                 limit: int, max_bytes: int, keys: Sequence[tuple[str | None, ...]], statement_timeout_ms: int,
+                 high_mark: str) -> Selected:
+    """The next rows after ``after`` in key order, the rows with ``keys``, and the snapshot they were read with.
+
+    At most ``limit`` rows and ``max_bytes`` of column text (one row at least); the rows with
+    ``keys`` (read again) take what the budget leaves, one row at least, in the same snapshot.
+    In a short read-only transaction of its own, followed (same round trip) by the high watermark
+    ``high_mark`` in a transaction of its own. Keyset pagination (never OFFSET), through a cursor
+    so a chunk of large rows is never held whole; the publication's row filter and ``where``
+    apply. Takes only the ACCESS SHARE lock of any SELECT, and gives up quickly when DDL holds
+    the table.
+    """
+    conditions = _filters(spec, where)
     key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
     if after is not None:
         conditions.append(sql.SQL("({}) > ({})").format(key, sql.SQL(", ").join(sql.Placeholder() * len(after))))
     statement = sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
         sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns),
         sql.Identifier(spec.schema, spec.table),
-        sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+        _where(conditions),
         key, sql.Literal(limit))
     what = f"read a chunk of {spec.name}"
     try:
@@ -364,8 +429,20 @@ def select_chunk(conn: Connection, spec: TableSpec, where: str | None, after: tu
                 found = cur.fetchone()
                 assert found is not None  # the SELECT returns one row
                 snapshot = Snapshot.parse(found[0])
-                execute(cur, statement, list(after) if after is not None else None, what=what)
-                rows: list[Row] = cur.fetchall()
+                rows: list[Row] = []
+                complete = True
+                if limit > 0:
+                    execute(cur, sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}").format(_CURSOR, statement),
+                            list(after) if after is not None else None, what=what)
+                    rows, complete = _take(cur, limit, max_bytes, what)
+                    execute(cur, sql.SQL("CLOSE {}").format(_CURSOR), what=what)
+                rereads: list[Row] = []
+                rereads_complete = True
+                if keys:
+                    left = max_bytes - sum(len(v) for row in rows for v in row if v is not None)
+                    execute(cur, sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}").format(
+                        _CURSOR, _by_key(spec, where, len(keys))), [text for k in keys for text in k], what=what)
+                    rereads, rereads_complete = _take(cur, len(keys), max(left, 1), what)
             except BaseException:
                 if conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INERROR:
                     execute(cur, "ROLLBACK", what=what)
@@ -374,4 +451,4 @@ def select_chunk(conn: Connection, spec: TableSpec, where: str | None, after: tu
                     what=what)
     except psycopg2.Error as e:
         raise DatabaseError(f"cannot {what}: {error_text(e)}") from None
-    return rows, snapshot
+    return Selected(rows, rereads, snapshot, complete, rereads_complete)
