@@ -1,9 +1,10 @@
-"""Dead letters: events the receiver refused, parked in a JSON-lines file for ``replay``."""
+"""Dead letters: events the receiver refused or that were given up, in a JSON-lines file for ``replay``."""
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import orjson
 from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
 from wal2http.delivery.lines import LineFile
+from wal2http.delivery.parking import ParkedRows, record_of
 from wal2http.errors import ConfigError
 
 RESPONSE_EXCERPT = 500
@@ -36,6 +38,14 @@ class DeadLetterFile:
             self._out.close()
             raise ConfigError(f"--dead-letter-path {path!r} is being replayed; "
                               "start again when 'wal2http replay' is done") from None
+        # The rows of the events already in the file stay parked: the file is what survives a restart.
+        self.parked = ParkedRows()
+        try:
+            for line in read_lines(path):
+                self.parked.written(line.event.id, line.event.record)
+        except ConfigError:
+            self._out.close()
+            raise
 
     def append(self, event: Event, reason: str, status: int | None, response: str) -> None:
         entry = {
@@ -47,6 +57,7 @@ class DeadLetterFile:
             "event": orjson.Fragment(event.body),
         }
         self._out.append(orjson.dumps(entry) + b"\n", f"dead letter {event.id}")
+        self.parked.written(event.id, record_of(event))
 
     def close(self) -> None:
         self._out.close()
@@ -73,6 +84,15 @@ class ReplayLine:
         """The listing of ``replay --dry-run --json``."""
         return {"line": self.number, "id": self.event.id, "table": self.table, "op": self.event.op,
                 "status": self.status, "reason": self.reason, "dead_lettered_at": self.dead_lettered_at}
+
+
+def parked_in(path: str) -> ParkedRows:
+    """What a dead-letter file parks (for ``slot status``); an absent file parks nothing."""
+    parked = ParkedRows()
+    if os.path.exists(path):
+        for line in read_lines(path):
+            parked.written(line.event.id, line.event.record)
+    return parked
 
 
 def read_lines(path: str) -> Iterator[ReplayLine]:
