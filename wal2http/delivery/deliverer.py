@@ -234,6 +234,8 @@ class Deliverer:
     def reject(self, event: Event, reason: str, status: int | None, response: str,
                error: RejectedError | None = None) -> None:
         """Apply the reject policy to one event the receiver (or a size limit) refused."""
+        if self._park_if_parked(event):  # one over --max-event-bytes, of a parked row: it waits in line
+            return
         if self.on_reject == OnReject.HALT:
             raise error or RejectedError(reason, status=status, event_id=event.id, body=response)
         fields = correlation(Batch.of(event), None, status, None)
