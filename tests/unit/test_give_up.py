@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.exposition import generate_latest
 
 from wal2http.config.outcomes import Action, StatusClasses, parse_statuses, status_classes
 from wal2http.config.sections import OnReject
@@ -192,6 +193,7 @@ def test_a_failing_batch_is_narrowed_to_the_failing_event_and_its_row_parked(clo
     assert [batch[3].id] not in sink.requests  # a parked event is never sent
     assert d.given_up == 1 and d.dead_lettered == 2 and d.delivered == 3
     assert metrics.parked_rows == 1 and readiness(metrics)[1]["parked_rows"] == 1
+    assert "wal2http_parked_rows 1.0" in generate_latest(metrics.registry()).decode()
     # The batch kept failing for 30 s before it was narrowed, then its bad event for 30 s more.
     assert 59 <= clock.now - 1000 <= 62
     # The next batch: row 2 still parked (a key change parks both keys), other rows go.
