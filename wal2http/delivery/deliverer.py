@@ -281,7 +281,8 @@ class Deliverer:
     def _send_until_accepted(self, batch: Batch) -> None:
         breaker, metrics = self.breaker, self.metrics
         attempt = 0
-        failing_since = 0.0
+        # After an event given up the breaker may still be open: this batch's success closes it.
+        failing_since = 0.0 if breaker.state == BreakerState.CLOSED else time.monotonic()
         first_failure = 0.0  # when this batch first failed, for --give-up-after
         while True:
             attempt += 1
@@ -307,7 +308,8 @@ class Deliverer:
                 fields = correlation(batch, attempt, e.status, took)
                 if attempt == 1 and was == BreakerState.CLOSED:
                     failing_since = time.monotonic()
-                    logger.warning("delivery of %s failed: %s; retrying until it succeeds", batch.batch_id, e,
+                    logger.warning("delivery of %s failed: %s; retrying %s", batch.batch_id, e,
+                                   f"until {self.give_up.describe()}" if self.give_up else "until it succeeds",
                                    extra=fields)
                 elif was == BreakerState.HALF_OPEN:
                     logger.warning("probe failed: circuit breaker open again for %.0f s (%s)", delay, e,
