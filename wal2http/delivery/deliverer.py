@@ -147,9 +147,11 @@ class Deliverer:
 
         Events of parked rows go to the dead-letter file behind their row's earlier events.
         """
-        events = [event for event in batch.events if not self._park_if_parked(event)]
-        if len(events) < len(batch.events):
-            batch = Batch(events, sum(len(e.body) for e in events))
+        events = batch.events
+        if self.dead_letters is not None and self.dead_letters.parked:  # else no event need be looked at
+            events = [event for event in events if not self._park_if_parked(event)]
+            if len(events) < len(batch.events):
+                batch = Batch(events, sum(len(e.body) for e in events))
         start = 0
         while start < len(events):
             size = self.size_limit.size(len(events) - start)
