@@ -108,6 +108,29 @@ def test_retry_status_and_give_up_attempts(db: Database, receiver: Receiver, sta
     assert 3 <= len([r for r in receiver.requests if r.status == 409]) <= 9
 
 
+def test_a_truncate_behind_a_parked_row_parks_its_table(db: Database, receiver: Receiver, start_wal2http: Start,
+                                                        wal2http_bin: str, tmp_path: Path) -> None:
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", "CREATE TABLE u (id int PRIMARY KEY)")
+    dead = tmp_path / "dead.jsonl"
+    receiver.reject_when(is_bad, status=500)
+    process = start_wal2http(*http_args(receiver, "--give-up-attempts", "1", "--dead-letter-path", str(dead)))
+    db.execute("INSERT INTO t VALUES (1, 'bad'), (2, 'ok')")
+    db.execute("TRUNCATE t")
+    db.execute("INSERT INTO t VALUES (3, 'ok')")
+    db.execute("INSERT INTO u VALUES (1)")
+    wait_until(lambda: any(e["table"] == "u" for e in receiver.events()), timeout=30, what="the row of u")
+    assert process.stop() == 0
+    # Row 2 went before the truncate reached the file; the truncate and all later rows of t wait.
+    assert [(e["table"], e["op"]) for e in receiver.events()] == [("t", "insert"), ("u", "insert")]
+    assert [e["event"]["op"] for e in dead_letters(dead)] == ["insert", "truncate", "insert"]
+
+    receiver.reset()
+    code, out, err = run_once(wal2http_bin, ["replay", "--sink", "http", "--http-url", receiver.url, str(dead)])
+    assert code == 0, err
+    tables = materialize(receiver.events())
+    assert tables["public.t"] == table_rows(db, "t", ["id"]) and tables["public.u"] == table_rows(db, "u", ["id"])
+
+
 def test_kill9_between_dead_lettering_and_confirming(db: Database, start_wal2http: Start, tmp_path: Path) -> None:
     setup_table(db)
     dead = tmp_path / "dead.jsonl"
