@@ -49,7 +49,7 @@ def rows_of(record: Mapping[str, Any]) -> RowsOf | None:
     """The rows an event changes; None for an event of no row (a message).
 
     An update that changed the key changes two rows: the old key's and the new key's.
-    A table without a key has one row, ``{}``, as its events say.
+    A row is known by its ``key`` as the event carries it (every column for a table without one).
     """
     schema, table = record.get("schema"), record.get("table")
     if not isinstance(schema, str) or not isinstance(table, str):
