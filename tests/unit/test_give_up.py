@@ -12,7 +12,10 @@ import pytest
 from prometheus_client.exposition import generate_latest
 
 from wal2http.config.outcomes import Action, StatusClasses, parse_statuses, status_classes
-from wal2http.config.sections import OnReject
+from wal2http.config.rules import validate
+from wal2http.config.secrets import Secret
+from wal2http.config.sections import DeliveryConfig, HttpConfig, OnReject, SinkKind, SourceConfig
+from wal2http.config.settings import Config, SinkConfig
 from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker
@@ -77,6 +80,18 @@ def test_the_table_covers_every_status_once_in_ranges() -> None:
         low, _, high = statuses.partition("-")
         covered.extend(range(int(low), int(high or low) + 1))
     assert covered == list(range(300, 600))
+
+
+def test_give_up_is_for_receivers_and_needs_a_dead_letter_file() -> None:
+    source = SourceConfig(dsn=Secret("postgresql://db/app"))
+    http = SinkConfig(SinkKind.HTTP, HttpConfig("https://hooks.example.com/pg"))
+    give_up = DeliveryConfig(give_up_after_s=60, dead_letter_path="/tmp/dead.jsonl")
+    assert validate(Config(source, http, delivery=give_up))
+    with pytest.raises(ConfigError, match="not --sink file: a full disk is waited out"):
+        validate(Config(source, SinkConfig(SinkKind.FILE, file_path="/tmp/x"), delivery=give_up))
+    for delivery in (DeliveryConfig(give_up_attempts=3), DeliveryConfig(max_dead_letters=10)):
+        with pytest.raises(ConfigError, match="needs --dead-letter-path"):
+            validate(Config(source, http, delivery=delivery))
 
 
 # -- parked rows ---------------------------------------------------------------------------------
