@@ -16,12 +16,13 @@ from wal2http.config.rules import validate
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import DeliveryConfig, HttpConfig, OnReject, SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
-from wal2http.decode.events import Event
+from wal2http.decode.events import Event, encode
+from wal2http.decode.values import JsonText
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile, parked_in
 from wal2http.delivery.deliverer import Deliverer, GiveUpLimits
-from wal2http.delivery.parking import ParkedRows, rows_of
+from wal2http.delivery.parking import ParkedRows, record_of, rows_of
 from wal2http.errors import ConfigError, DiversionLimit, RejectedError, TransientDeliveryError
 from wal2http.observe.endpoint import readiness
 from wal2http.observe.metrics import Metrics
@@ -131,6 +132,31 @@ def test_parked_rows_hold_their_rows_only() -> None:
     parked.written("e3", record("insert", {"id": 6}))  # inside a parked table: no new entry
     assert len(parked) == 3 and parked.lines == 3
     assert parked.new_rows(rows_of(record("insert", {"id": 1}, table="u"))) == 1  # type: ignore[arg-type]
+
+
+def test_a_key_read_back_from_the_file_is_the_key_of_the_live_event(tmp_path: Path) -> None:
+    def live(n: int, key: dict[str, Any], old: dict[str, Any] | None = None) -> Event:
+        body = {"id": f"{n:016X}-1", "op": "update", "schema": "public", "table": "t", "key": key,
+                "new": {**key, "doc": {"a": [1, 2]}}, "old": old}
+        return Event(body["id"], "update", 1, n, 0, 1, body, encode(body))
+
+    keys: list[dict[str, Any]] = [{"id": 7}, {"n": JsonText("1.50")}, {"t": "x\u00e9", "b": True},
+                                  {"big": JsonText("123456789012345678901234567890")},
+                                  {"doc": JsonText('{"k": 1}')}]
+    path = tmp_path / "dead.jsonl"
+    dead = DeadLetterFile(str(path))
+    for n, key in enumerate(keys, start=1):
+        dead.append(live(n, key), "refused", 400, "")
+    dead.close()
+    reread = parked_in(str(path))
+    assert len(reread) == len(keys) == len(dead.parked)
+    for n, key in enumerate(keys, start=10):
+        later = rows_of(record_of(live(n, key, old={**key, "doc": JsonText("[]")})))
+        assert later is not None and reread.holds(later) and dead.parked.holds(later), key
+    assert not reread.holds(rows_of(record_of(live(20, {"id": 8}))))  # type: ignore[arg-type]
+    path.write_text('{"not": "a dead letter"}\n')
+    with pytest.raises(ConfigError, match=r"dead\.jsonl:1: not a dead letter"):
+        DeadLetterFile(str(path))
 
 
 # -- the deliverer -------------------------------------------------------------------------------

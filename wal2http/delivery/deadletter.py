@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ import orjson
 from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
 from wal2http.delivery.lines import LineFile
-from wal2http.delivery.parking import ParkedRows, record_of
+from wal2http.delivery.parking import ParkedRows, parse, record_of
 from wal2http.errors import ConfigError
 
 RESPONSE_EXCERPT = 500
@@ -39,10 +38,8 @@ class DeadLetterFile:
             raise ConfigError(f"--dead-letter-path {path!r} is being replayed; "
                               "start again when 'wal2http replay' is done") from None
         # The rows of the events already in the file stay parked: the file is what survives a restart.
-        self.parked = ParkedRows()
         try:
-            for line in read_lines(path):
-                self.parked.written(line.event.id, line.event.record)
+            self.parked = parked_in(path)
         except ConfigError:
             self._out.close()
             raise
@@ -89,9 +86,23 @@ class ReplayLine:
 def parked_in(path: str) -> ParkedRows:
     """What a dead-letter file parks (for ``slot status``); an absent file parks nothing."""
     parked = ParkedRows()
-    if os.path.exists(path):
-        for line in read_lines(path):
-            parked.written(line.event.id, line.event.record)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return parked
+    except OSError as e:
+        raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = parse(raw)
+                record = entry["event"] if "event" in entry and "reason" in entry else entry
+                parked.written(str(record["id"]), record)
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(f"{path}:{number}: not a dead letter (a JSON object with an \"event\" "
+                                  "that has an \"id\")") from None
     return parked
 
 

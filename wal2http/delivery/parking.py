@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from wal2http.decode.events import Event
-from wal2http.decode.values import JsonText
 
 # Rows (keys, and whole tables after a truncate) parked at once; past it run halts instead of
 # holding an ever larger set in memory: replaying the dead-letter file is the cure.
@@ -19,16 +19,37 @@ Table = tuple[str, str]  # (schema, table)
 
 def canonical(value: Any) -> str:
     """One text per key, whatever the order of its columns."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def record_of(event: Event) -> dict[str, Any]:
-    """The event as a dead-letter file holds it: read back from its body, numbers as their text.
+# Values that read back from an event's JSON as themselves (JsonText, arrays and objects do not).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # orjson reads a larger integer back as a float
 
-    A key read here and the same key read from the file compare equal, which the event's own
-    record (Python values from the decoder) would not promise.
+
+def _plain(value: Any) -> bool:
+    return type(value) in _PLAIN and (type(value) is not int or _INT_MIN <= value <= _INT_MAX)
+
+
+def record_of(event: Event) -> Mapping[str, Any]:
+    """The event as a key comparison needs it: its key compares equal to the same key read from the file.
+
+    Keys of plain values (text, integers, booleans) are taken from the record as built (a
+    microsecond); any other key is read back from the body, as the file's lines are.
     """
-    value: dict[str, Any] = json.loads(event.body, parse_int=JsonText, parse_float=JsonText)
+    record = event.record
+    key, old = record.get("key"), record.get("old")
+    if key is None or (isinstance(key, dict) and all(_plain(v) for v in key.values())
+                       and (not isinstance(old, dict) or all(_plain(old.get(name)) for name in key))):
+        return record
+    return parse(event.body)
+
+
+def parse(body: bytes) -> dict[str, Any]:
+    """An event (or a dead-letter line) read back from its JSON; ValueError when it is not an object."""
+    value = orjson.loads(body)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
     return value
 
 
