@@ -115,6 +115,18 @@ class PayloadTooLarge(RejectedError):
     """The receiver answered 413: send fewer events per request; only a single event is refused for good."""
 
 
+class DiversionLimit(DeliveryError):
+    """The dead-letter file reached --max-dead-letters, or too many rows are parked: run halts."""
+
+
+class GaveUp(DeliveryError):
+    """An event kept failing past --give-up-after/--give-up-attempts; never leaves the deliverer."""
+
+    def __init__(self, message: str, last: TransientDeliveryError) -> None:
+        super().__init__(message, status=last.status)
+        self.last = last
+
+
 class TransientDeliveryError(DeliveryError):
     """A delivery attempt failed in a way worth retrying (network, timeout, 429, 5xx): never halts."""
 

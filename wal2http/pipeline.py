@@ -21,7 +21,7 @@ from wal2http.delivery.ack import AckTracker
 from wal2http.delivery.batch import Batch, Batcher
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
-from wal2http.delivery.deliverer import Deliverer
+from wal2http.delivery.deliverer import Deliverer, GiveUpLimits
 from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
 from wal2http.delivery.until import Until
@@ -66,7 +66,8 @@ class Pipeline:
         # Retries pause in self.wait, which keeps the stream alive and honours a stop.
         self.deliverer = Deliverer(sink, Breaker.of(d),
                                    self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
-                                   max_events=config.batch.max_events, resends=resends)
+                                   max_events=config.batch.max_events, resends=resends, give_up=GiveUpLimits.of(d),
+                                   max_dead_letters=d.max_dead_letters)
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
         self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
         self.backfill = backfill

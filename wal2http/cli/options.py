@@ -12,6 +12,7 @@ from wal2http.cli.app import Lines, env, fail, options, secret_file_option
 from wal2http.config.durations import parse_duration
 from wal2http.config.headers import parse_headers
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
+from wal2http.config.outcomes import status_classes
 from wal2http.config.rules import parse_listen_address, split_signing_secrets, validate
 from wal2http.config.secrets import (
     ADMIN_TOKEN,
@@ -160,6 +161,12 @@ breaker_options = options(
     click.option("--breaker-cooldown", type=_float("breaker_cooldown"), envvar=env("BREAKER_COOLDOWN"),
                  default=DeliveryConfig.breaker_cooldown_s, metavar="SECONDS",
                  help="First pause of an open breaker; doubles after each failed probe, up to 300 s."),
+    click.option("--reject-status", envvar=env("REJECT_STATUS"), metavar="STATUSES",
+                 help="Answers that refuse an event for good (to --on-reject), e.g. 400,422 or 409,450-499; "
+                      "over the defaults (other 3xx and 4xx)."),
+    click.option("--retry-status", envvar=env("RETRY_STATUS"), metavar="STATUSES",
+                 help="Answers retried like an outage, e.g. 409,429; over the defaults (408, 425, 429, 5xx). "
+                      "401, 403, 404 and 410 always stop; 413 always sends fewer events per request."),
 )
 
 log_options = options(
@@ -256,6 +263,17 @@ run_options = options(
                                       "or be skipped. 401, 403, 404 and 410 always stop."),
     click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
                  help="JSON-lines file for --on-reject dead-letter (see 'wal2http replay')."),
+    click.option("--give-up-after", type=_float("give_up_after"), envvar=env("GIVE_UP_AFTER"),
+                 metavar="SECONDS",
+                 help="An event failing (5xx, timeouts, connection errors, --retry-status) this long goes to "
+                      "--dead-letter-path and the stream goes on; later changes of its row are parked "
+                      "behind it. Off by default: retried until it succeeds."),
+    click.option("--give-up-attempts", type=_int("give_up_attempts"), envvar=env("GIVE_UP_ATTEMPTS"),
+                 metavar="N", help="Like --give-up-after, after this many failed attempts."),
+    click.option("--max-dead-letters", type=_int("max_dead_letters"), envvar=env("MAX_DEAD_LETTERS"),
+                 metavar="N",
+                 help="Halt (exit 4) rather than write more than N lines to the dead-letter file (counting "
+                      "those in it at start). No limit by default."),
     click.option("--max-event-bytes", type=_int("max_event_bytes"), envvar=env("MAX_EVENT_BYTES"),
                  default=DeliveryConfig.max_event_bytes, metavar="BYTES",
                  help="Largest event sent; a larger one is refused and handled by --on-reject."),
@@ -301,7 +319,9 @@ def unchecked_config(o: dict[str, Any]) -> Config:
         delivery=DeliveryConfig(**given(
             o, on_reject="on_reject", dead_letter_path="dead_letter_path", max_event_bytes="max_event_bytes",
             breaker_failures="breaker_failures", breaker_cooldown_s="breaker_cooldown",
-            shutdown_timeout_s="shutdown_timeout")),
+            shutdown_timeout_s="shutdown_timeout", give_up_after_s="give_up_after",
+            give_up_attempts="give_up_attempts", max_dead_letters="max_dead_letters"),
+            statuses=status_classes(o.get("reject_status"), o.get("retry_status"))),
         log=LogConfig(**log),
         metrics=_metrics_config(o),
         notify=_notify_config(o),

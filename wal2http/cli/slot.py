@@ -27,6 +27,8 @@ from wal2http.cli.options import (
 )
 from wal2http.config.hook0 import Hook0Config, outbox_schema_table
 from wal2http.config.rules import validate
+from wal2http.delivery.deadletter import parked_in
+from wal2http.delivery.parking import rows_text
 from wal2http.errors import ConfigError, Wal2HttpError
 from wal2http.observe import log as log_setup
 from wal2http.ops import slot as slot_ops
@@ -176,6 +178,8 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="CRITICAL when unconfirmed WAL reaches this size.")
 @click.option("--warn-inactive", is_flag=True, envvar=env("WARN_INACTIVE"),
               help="WARNING when a slot has no consumer.")
+@click.option("--dead-letter-path", envvar=env("DEAD_LETTER_PATH"), metavar="PATH",
+              help="Also say how many events run's dead-letter file holds and how many rows they park.")
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON.")
 def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, warn_inactive: bool,
                 as_json: bool, **options: Any) -> None:
@@ -198,6 +202,8 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         thresholds = slot_report.Thresholds(warn_lag, crit_lag, warn_inactive)
         report = slot_ops.status(config.source, thresholds, all_slots)
         backfills = [] if all_slots else backfill_queue.unfinished(config.source)
+        dead_letters = config.delivery.dead_letter_path
+        parked = parked_in(dead_letters) if dead_letters else None
     except Exception as e:  # whatever it is, a monitoring check must answer UNKNOWN, not crash
         if isinstance(e, Wal2HttpError):
             reason = str(e)
@@ -209,8 +215,14 @@ def slot_status(all_slots: bool, warn_lag: int | None, crit_lag: int | None, war
         line = slot_report.unknown(reason)
         emit(as_json, {"status": "UNKNOWN", "exit_code": int(slot_report.Health.UNKNOWN), "summary": line}, [line])
         sys.exit(int(slot_report.Health.UNKNOWN))
-    emit(as_json, {**slot_report.as_json(report), "backfills": [t.as_json() for t in backfills]},
-         slot_report.render_text(report) + [backfill_queue.describe(t) for t in backfills])
+    extra: dict[str, Any] = {}
+    lines = [backfill_queue.describe(t) for t in backfills]
+    if parked is not None:
+        extra["dead_letters"] = {"path": dead_letters, "events": parked.lines, "parked_rows": len(parked)}
+        lines.append(f"dead letters: {parked.lines} events in {dead_letters}, {rows_text(len(parked))} parked"
+                     + (" (replay the file to unpark them: wal2http replay)" if parked else ""))
+    emit(as_json, {**slot_report.as_json(report), "backfills": [t.as_json() for t in backfills], **extra},
+         slot_report.render_text(report) + lines)
     sys.exit(int(report.health))
 
 

@@ -84,6 +84,18 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
             "delivery", "--on-reject dead-letter needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH)"
         ))
     check("delivery", check_range, "--max-event-bytes", d.max_event_bytes, *RANGES["max_event_bytes"])
+    for flag, on in (("--give-up-after", d.give_up_after_s is not None),
+                     ("--give-up-attempts", d.give_up_attempts is not None),
+                     ("--max-dead-letters", d.max_dead_letters is not None)):
+        if on and not d.dead_letter_path:
+            found.append(SettingProblem(
+                "delivery", f"{flag} needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH): that file keeps "
+                            "the events given up and the rows parked behind them"))
+    if d.gives_up and config.sink.kind in (SinkKind.STDOUT, SinkKind.FILE):
+        # Their only failure that waiting heals is a full disk: no event's fault, so none is given up.
+        found.append(SettingProblem(
+            "delivery", f"--give-up-after and --give-up-attempts apply to receivers (--sink http or hook0), "
+                        f"not --sink {config.sink.kind}: a full disk is waited out"))
     if d.breaker_failures < 1:
         found.append(SettingProblem("delivery", "--breaker-failures must be at least 1"))
     if d.breaker_cooldown_s <= 0 or d.shutdown_timeout_s < 0:

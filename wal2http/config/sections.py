@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from wal2http.config.headers import Header
+from wal2http.config.outcomes import StatusClasses
 from wal2http.config.secrets import Secret
 
 MiB = 1 << 20
@@ -46,6 +47,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "notify_interval": (0, 86400),
     "backfill_chunk_size": (1, 1_000_000),
     "backfill_chunk_bytes": (1024, 1024 * MiB),
+    "give_up_after": (0.1, 30 * 86400),
+    "give_up_attempts": (1, 1_000_000),
+    "max_dead_letters": (1, 100_000_000),
 }
 
 
@@ -82,6 +86,15 @@ class DeliveryConfig:
     breaker_cooldown_s: float = 10.0
     breaker_cooldown_max_s: float = 300.0
     shutdown_timeout_s: float = 30.0
+    statuses: StatusClasses = field(default_factory=StatusClasses)  # --reject-status, --retry-status over the defaults
+    # An event failing (transient) this long, or this many attempts, goes to the dead-letter file; None: never.
+    give_up_after_s: float | None = None
+    give_up_attempts: int | None = None
+    max_dead_letters: int | None = None  # lines in the dead-letter file past which run halts; None: no limit
+
+    @property
+    def gives_up(self) -> bool:
+        return self.give_up_after_s is not None or self.give_up_attempts is not None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Dead letters: events the receiver refused, parked in a JSON-lines file for ``replay``."""
+"""Dead letters: events the receiver refused or that were given up, in a JSON-lines file for ``replay``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 from wal2http.decode.events import Event, encode
 from wal2http.decode.values import JsonText
 from wal2http.delivery.lines import LineFile
+from wal2http.delivery.parking import ParkedRows, parse, record_of
 from wal2http.errors import ConfigError
 
 RESPONSE_EXCERPT = 500
@@ -36,6 +37,12 @@ class DeadLetterFile:
             self._out.close()
             raise ConfigError(f"--dead-letter-path {path!r} is being replayed; "
                               "start again when 'wal2http replay' is done") from None
+        # The rows of the events already in the file stay parked: the file is what survives a restart.
+        try:
+            self.parked = parked_in(path)
+        except ConfigError:
+            self._out.close()
+            raise
 
     def append(self, event: Event, reason: str, status: int | None, response: str) -> None:
         entry = {
@@ -47,6 +54,7 @@ class DeadLetterFile:
             "event": orjson.Fragment(event.body),
         }
         self._out.append(orjson.dumps(entry) + b"\n", f"dead letter {event.id}")
+        self.parked.written(event.id, record_of(event))
 
     def close(self) -> None:
         self._out.close()
@@ -73,6 +81,29 @@ class ReplayLine:
         """The listing of ``replay --dry-run --json``."""
         return {"line": self.number, "id": self.event.id, "table": self.table, "op": self.event.op,
                 "status": self.status, "reason": self.reason, "dead_lettered_at": self.dead_lettered_at}
+
+
+def parked_in(path: str) -> ParkedRows:
+    """What a dead-letter file parks (for ``slot status``); an absent file parks nothing."""
+    parked = ParkedRows()
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return parked
+    except OSError as e:
+        raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = parse(raw)
+                record = entry["event"] if "event" in entry and "reason" in entry else entry
+                parked.written(str(record["id"]), record)
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(f"{path}:{number}: not a dead letter (a JSON object with an \"event\" "
+                                  "that has an \"id\")") from None
+    return parked
 
 
 def read_lines(path: str) -> Iterator[ReplayLine]:

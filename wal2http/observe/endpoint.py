@@ -50,6 +50,8 @@ def readiness(m: Metrics) -> tuple[bool, dict[str, Any]]:
                             "breaker": m.breaker_state, "connected": m.replication_connected}
     if reasons:
         body["reasons"] = reasons
+    if m.parked_rows:  # informative: the other rows flow; replaying the dead-letter file unparks these
+        body["parked_rows"] = m.parked_rows
     if m.backfill_table is not None:  # informative: a backfill does not make a run unready
         body["backfill"] = {"table": m.backfill_table, "rows_sent": m.backfill_table_rows}
     return not reasons, body

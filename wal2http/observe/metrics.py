@@ -101,6 +101,7 @@ class Metrics:
         self.breaker_state = BreakerState.CLOSED
         self.breaker_open_since: float | None = None
         self.dead_letters = 0
+        self.parked_rows = 0  # rows whose changes go to the dead-letter file behind an earlier one
         self.rejected_skipped = 0
         self.last_rejection = ""
         self.duplicate_transactions = 0
@@ -154,6 +155,11 @@ class Metrics:
         else:
             self.rejected_skipped += 1
         self.last_rejection = f"{event.id}: {reason}"
+
+    def parked(self, event: Event) -> None:
+        """An event went to the dead-letter file behind an earlier event of its row (no failure of its own)."""
+        self._count((event,))
+        self.dead_letters += 1
 
     def set_breaker(self, state: BreakerState) -> None:
         if state == self.breaker_state:
@@ -281,6 +287,8 @@ class _Collector(Collector):
                      BREAKER_GAUGE[m.breaker_state])
         yield _counter("wal2http_dead_letters", "Events refused by the receiver and written to the dead-letter "
                        "file.", m.dead_letters)
+        yield _gauge("wal2http_parked_rows", "Rows (a truncated table counting as one) whose changes go to the "
+                     "dead-letter file behind an earlier one until it is replayed.", m.parked_rows)
         yield _counter("wal2http_duplicates_skipped", "Transactions resent by PostgreSQL after a reconnect and "
                        "skipped because they were delivered already.", m.duplicate_transactions)
         backfill = CounterMetricFamily("wal2http_backfill_rows", "Rows sent as read events by backfills, "

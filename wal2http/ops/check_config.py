@@ -8,10 +8,12 @@ import os
 from wal2http.checklist import Check, CheckName, Status, failed, ident, ok, warning
 from wal2http.config.dsn import redact_dsn
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
+from wal2http.config.outcomes import Action
 from wal2http.config.rules import problems
 from wal2http.config.sections import HttpConfig, OnReject, SinkKind, SourceConfig
 from wal2http.config.settings import Config
 from wal2http.config.validation import public_url
+from wal2http.delivery.deliverer import GiveUpLimits
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
 from wal2http.hook0 import checks as hook0_checks
 from wal2http.hook0.checks import Published
@@ -54,6 +56,7 @@ def offline_checks(config: Config) -> list[Check]:
         check("batch limits", "batch", f"--batch-size {batch.max_events}, --batch-bytes {batch.max_bytes}, "
                                        f"--batch-wait-ms {batch.max_wait_ms}"),
         check("delivery settings", "delivery", _delivery_detail(config)),
+        ok("answers", _answers_detail(config)),
     ]
 
 
@@ -79,8 +82,30 @@ def _delivery_detail(config: Config) -> str:
     policy = f"--on-reject {d.on_reject}"
     if d.on_reject == OnReject.DEAD_LETTER:
         policy += f" to {d.dead_letter_path}"
+    give_up = GiveUpLimits.of(d)
+    if give_up is not None:
+        policy += f", give up after {give_up.describe()} to {d.dead_letter_path}"
+    if d.max_dead_letters is not None:
+        policy += f", --max-dead-letters {d.max_dead_letters}"
     return (f"{policy}, --max-event-bytes {d.max_event_bytes}, breaker after {d.breaker_failures} failures "
             f"({d.breaker_cooldown_s:g} s first pause), --shutdown-timeout {d.shutdown_timeout_s:g} s")
+
+
+def _answers_detail(config: Config) -> str:
+    """The effective status table of the http sink: what each answer leads to."""
+    d = config.delivery
+    give_up = GiveUpLimits.of(d)
+    actions = {
+        Action.ACCEPTED: "accepted",
+        Action.RETRY: f"retry, then dead-letter ({give_up.describe()})" if give_up else "retry until accepted",
+        Action.REJECT: f"reject (--on-reject {d.on_reject})",
+        Action.SMALLER: "fewer events per request, a single event to --on-reject",
+        Action.HALT: "halt (exit 4)",
+    }
+    grouped: dict[Action, list[str]] = {}
+    for statuses, action in d.statuses.table():
+        grouped.setdefault(action, []).append(statuses)
+    return "; ".join(f"{', '.join(grouped[action])}: {actions[action]}" for action in Action if action in grouped)
 
 
 def _dsn_check(src: SourceConfig, messages: list[str] | None) -> Check:

@@ -62,7 +62,7 @@ def replay(config: Config, path: str, *, keep: bool = False,
             return result
         rewrite = result.removes
         raw = _raw_lines(path)
-        sink = make_sink(config.sink, as_array=config.batch.max_events > 1)
+        sink = make_sink(config.sink, as_array=config.batch.max_events > 1, statuses=config.delivery.statuses)
         deliverer = Deliverer(sink, Breaker.of(config.delivery),
                               time.sleep, on_reject=OnReject.HALT, max_events=config.batch.max_events)
         batcher = Batcher(config.batch.max_events, config.batch.max_bytes, float("inf"))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from wal2http.backfill.driver import Backfill
 from wal2http.backfill.queue import backfill_refusal, request_all
 from wal2http.checklist import CheckName, require
+from wal2http.config.outcomes import StatusClasses
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
@@ -86,9 +87,10 @@ def run_until(source: SourceConfig, connection: LazyConnection) -> Until:
 
 
 def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = None,
-              resends: Resends | None = None) -> Sink:
+              resends: Resends | None = None, statuses: StatusClasses | None = None) -> Sink:
     """Build the configured sink; ``as_array`` sends JSON arrays (batch size above 1); ``resends`` counts
-    the requests an HTTP sink sends again by itself."""
+    the requests an HTTP sink sends again by itself; ``statuses`` (--reject-status, --retry-status) classify
+    the answers of the http sink."""
     if config.kind == SinkKind.HOOK0:
         from wal2http.hook0.sink import Hook0Sink
 
@@ -100,7 +102,7 @@ def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = No
         from wal2http.sinks.http import HttpSink
 
         assert config.http is not None
-        return HttpSink(config.http, as_array, resends)
+        return HttpSink(config.http, as_array, resends, statuses)
     from wal2http.sinks.jsonlines import JsonLinesSink
 
     if config.kind == SinkKind.FILE:
@@ -143,7 +145,8 @@ def _run(config: Config, observer: Observer) -> None:
     d = config.delivery
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
     resends = Resends(observer.metrics)
-    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source, resends=resends)
+    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source, resends=resends,
+                     statuses=d.statuses)
     # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
     # delivered only with --messages).
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,

@@ -23,6 +23,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from wal2http import __version__
+from wal2http.config.outcomes import Action, StatusClasses
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import HttpConfig
 from wal2http.config.signing import signing_keys
@@ -42,8 +43,6 @@ from wal2http.sinks.signing import Signer
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
-CONFIGURATION_STATUSES = frozenset({401, 403, 404, 410})
 BODY_EXCERPT = 200  # characters of an answer quoted in a log line or an error
 # Of an answer body, at most this much is kept (for logs and dead letters) ...
 ANSWER_KEPT_BYTES = 4096
@@ -93,11 +92,14 @@ class BearerAuth(AuthBase):
 class HttpSink:
     """POSTs batches; quick retries inside an attempt, the pipeline retries the rest."""
 
-    def __init__(self, config: HttpConfig, as_array: bool, resends: Resends | None = None) -> None:
+    def __init__(self, config: HttpConfig, as_array: bool, resends: Resends | None = None,
+                 statuses: StatusClasses | None = None) -> None:
         self._config = config
         self._as_array = as_array
         self._resends = resends
         self._sending: Batch | None = None  # for resends counted inside a request
+        self._statuses = statuses or StatusClasses()
+        self._retried = self._statuses.retried
         self._session = new_session(config, on_resend=self._resent if resends is not None else None)
         self._session.headers.update({h.name: h.reveal() for h in config.headers})
         if config.bearer_token is not None:
@@ -122,31 +124,32 @@ class HttpSink:
         self._sending = batch
         try:
             response = request(self._session, self._config, "POST", self._config.url, body, headers,
-                               retry_statuses=RETRYABLE_STATUSES,
+                               retry_statuses=self._retried,
                                on_resend=self._resent if self._resends is not None else None)
         finally:
             self._sending = None
         status = response.status_code
-        if 200 <= status < 300:
+        action = self._statuses.action(status)
+        if action == Action.ACCEPTED:
             return status
         excerpt = " ".join(response.text[:BODY_EXCERPT].split())  # one line, whatever the peer sent
         if status < 200:
             raise TransientDeliveryError(f"receiver answered {status} {response.reason}, an interim answer, "
                                          "and no final one", status=status, resend_reason=ResendReason.INTERIM)
-        if status == 413:
+        if action == Action.SMALLER:
             raise PayloadTooLarge(
                 f"receiver answered 413 {response.reason} to {len(batch.events)} event(s) "
                 f"({len(body)} bytes) in {webhook_id}" + (f"; body: {excerpt}" if excerpt else ""),
                 status=status, event_id=webhook_id, body=excerpt,
             )
-        if status in RETRYABLE_STATUSES:
+        if action == Action.RETRY:
             raise TransientDeliveryError(
                 f"receiver answered {status} {response.reason}",
                 status=status,
                 retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 resend_reason=ResendReason.STATUS,
             )
-        if status in CONFIGURATION_STATUSES:
+        if action == Action.HALT:
             raise DeliveryConfigError(
                 f"receiver answered {status} {response.reason} for {webhook_id}: "
                 "check the receiver URL and credentials" + (f"; body: {excerpt}" if excerpt else ""),
