@@ -41,6 +41,8 @@ from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMAR
 from wal2http.pg.catalog import Catalog
 from wal2http.pg.pending import UNTIL_PREFIX
 from wal2http.pg.stream import ReplicationStream
+from wal2http.routing.destination import Unroutable, destination_of
+from wal2http.routing.selection import Selection
 from wal2http.runtime import RunState
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class Pipeline:
         b = config.batch
         self.batcher = Batcher(b.max_events, b.max_bytes, b.max_wait_ms / 1000.0)
         self.max_event_bytes = config.delivery.max_event_bytes
+        self.select = Selection(config.routing).apply if config.routing.selects else None
+        self.destination = destination_of(config.sink)
         self.stop_requested = False
         self.stop_deadline = float("inf")
         self.reconnects = 0
@@ -312,19 +316,37 @@ class Pipeline:
         for event in events:
             if event.seq <= self._delivered_through_seq:
                 continue  # delivered before the connection was lost
+            if self.select is not None:
+                selected = self.select(event)
+                if selected is None:
+                    continue  # filtered out: its commit is confirmed like any other
+                event = selected
             self._read += 1
             if len(event.body) > self.max_event_bytes:
-                self._deliver(batcher.take())
-                self.deliverer.reject(
-                    event, f"event is {len(event.body)} bytes, over --max-event-bytes "
-                    f"{self.max_event_bytes}", None, "")
-                self.ack.events_delivered(event.commit_lsn, event.seq)
+                self._refuse(event, f"event is {len(event.body)} bytes, over --max-event-bytes "
+                                    f"{self.max_event_bytes}")
                 continue
+            where = None
+            if self.destination is not None:
+                try:
+                    where = self.destination.of(event.record)
+                except Unroutable as e:
+                    self._refuse(event, str(e))
+                    continue
+                if batcher.current.events and batcher.current.destination != where:
+                    self._deliver(batcher.take())  # a batch never mixes destinations
             if batcher.would_overflow(event):
                 self._deliver(batcher.take())
+            batcher.current.destination = where
             batcher.add(event)
             if batcher.full:
                 self._deliver(batcher.take())
+
+    def _refuse(self, event: Event, reason: str) -> None:
+        """An event that cannot be sent: delivered what came before it, then --on-reject decides."""
+        self._deliver(self.batcher.take())
+        self.deliverer.reject(event, reason, None, "")
+        self.ack.events_delivered(event.commit_lsn, event.seq)
 
     def _message(self, msg: pgoutput.Message, lsn: int) -> None:
         """A pg_logical_emit_message(): a backfill watermark, or the operator's (sent with --messages)."""

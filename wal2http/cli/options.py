@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from wal2http.cli.app import Lines, env, fail, options, secret_file_option
 from wal2http.config.durations import parse_duration
 from wal2http.config.headers import parse_headers
+from wal2http.config.routing import RoutingConfig, compile_expression, parse_columns
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.outcomes import status_classes
 from wal2http.config.rules import parse_listen_address, split_signing_secrets, validate
@@ -253,6 +254,15 @@ run_options = options(
                           "event of the whole row, taken between watermarks."),
     ),
     sink_options,
+    options(
+        "Routing",
+        click.option("--filter", "filter_expression", envvar=env("FILTER"), metavar="EXPR",
+                     help="Send only the events this CEL expression is true for; it reads op, schema, table, key, "
+                          "new, old, changed and unchanged_toast (old and changed need REPLICA IDENTITY FULL)."),
+        click.option("--columns", "columns", multiple=True, type=Lines(), envvar=env("COLUMNS"),
+                     metavar="SCHEMA.TABLE=COL,COL",
+                     help="Keep only these columns of a table in new and old; the key stays whole (repeatable)."),
+    ),
     click.option("--batch-wait-ms", type=_int("batch_wait_ms"), envvar=env("BATCH_WAIT_MS"),
                  default=BatchConfig.max_wait_ms,
                  metavar="MS",
@@ -327,6 +337,9 @@ def unchecked_config(o: dict[str, Any]) -> Config:
         notify=_notify_config(o),
         backfill=BackfillConfig(**given(o, chunk_size="backfill_chunk_size", chunk_bytes="backfill_chunk_bytes",
                                         reselect_toast="reselect_toast", initial="backfill")),
+        routing=RoutingConfig(
+            filter=compile_expression(o["filter_expression"]) if o.get("filter_expression") else None,
+            columns=parse_columns(o.get("columns") or ())),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from wal2http.config import signing
 from wal2http.config.hook0 import validate_hook0
+from wal2http.config.routing import url_template_example
 from wal2http.config.secrets import HTTP_BEARER_TOKEN, Secret
 from wal2http.config.sections import (
     RANGES,
@@ -130,7 +131,7 @@ def validate_sink(sink: SinkConfig) -> None:
 
 def validate_http(http: HttpConfig) -> None:
     """The receiver URL, credentials, signing secrets and TLS files of the http sink."""
-    validate_url(http.url, "--http-url")
+    validate_url(url_template_example(http.url, http.headers), "--http-url")
     check_range("--http-timeout", http.timeout_s, *RANGES["http_timeout"])
     if http.bearer_token is not None:
         check_bearer_token(http.bearer_token.reveal(), f"the bearer token ({HTTP_BEARER_TOKEN.describe()})")

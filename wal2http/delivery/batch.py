@@ -17,6 +17,7 @@ class Batch:
     # End LSN of the last transaction whose final event is in this batch or an earlier one.
     commit_end_lsn: int | None = None
     opened_at: float = 0.0
+    destination: object = None  # where every event of the batch goes, when the URL or headers are templates
 
     @classmethod
     def of(cls, event: Event) -> Batch:

@@ -10,6 +10,7 @@ from wal2http.backfill.driver import Backfill
 from wal2http.backfill.queue import backfill_refusal, request_all
 from wal2http.checklist import CheckName, require
 from wal2http.config.outcomes import StatusClasses
+from wal2http.config.routing import RoutingConfig
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
@@ -43,14 +44,14 @@ class Prepared:
     created: bool = False  # the slot was created by this start (--create-slot)
 
 
-def prepare_stream(source: SourceConfig) -> Prepared:
+def prepare_stream(source: SourceConfig, routing: RoutingConfig | None = None) -> Prepared:
     """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
     with source_connection(source) as conn:
         facts = publication_sql.server_facts(conn)
         # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
         # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
         advisory = (CheckName.REPLICA_IDENTITY, CheckName.WAL_SENDERS)
-        for note in require(stream_checks(conn, source, facts), advisory=advisory):
+        for note in require(stream_checks(conn, source, facts, routing), advisory=advisory):
             logger.warning("%s", note)
         info = find_slot(conn, source.slot)
         created = info is None
@@ -137,7 +138,7 @@ def run(config: Config, run_id: str = "") -> None:
 
 def _run(config: Config, observer: Observer) -> None:
     src = config.source
-    prepared = prepare_stream(src)
+    prepared = prepare_stream(src, config.routing)
     info = prepared.slot
     source = SourceInfo(prepared.database, prepared.tables)
     start_lsn = info.confirmed_flush_lsn or 0
