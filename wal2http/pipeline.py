@@ -9,10 +9,11 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import FrameType
 
 from wal2http.backfill.driver import Backfill
+from wal2http.config.sections import OnReject
 from wal2http.config.settings import Config
 from wal2http.deadline import limit_all
 from wal2http.decode import pgoutput
@@ -42,6 +43,7 @@ from wal2http.pg.catalog import Catalog
 from wal2http.pg.pending import UNTIL_PREFIX
 from wal2http.pg.stream import ReplicationStream
 from wal2http.routing.destination import Unroutable, destination_of
+from wal2http.routing.routes import RouteSet, RouteSink
 from wal2http.routing.selection import Selection
 from wal2http.runtime import RunState
 
@@ -57,19 +59,26 @@ RECONNECT_BASE_S = 0.5
 class Pipeline:
     """Drives source → decode → events → batch → sink → ack, on one thread."""
 
-    def __init__(self, config: Config, stream: ReplicationStream, sink: Sink, observer: Observer, *,
+    def __init__(self, config: Config, stream: ReplicationStream, sink: Sink | None, observer: Observer, *,
                  start_lsn: int = 0, dead_letters: DeadLetterFile | None = None, backfill: Backfill | None = None,
-                 catalog: Catalog | None = None, resends: Resends | None = None, until: Until | None = None) -> None:
+                 catalog: Catalog | None = None, resends: Resends | None = None, until: Until | None = None,
+                 routes: Sequence[RouteSink] | None = None) -> None:
         self.config = config
         self.observer = observer
         self.metrics = observer.metrics
         self.stream = stream
         d = config.delivery
-        # Retries pause in self.wait, which keeps the stream alive and honours a stop.
-        self.deliverer = Deliverer(sink, Breaker.of(d),
-                                   self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
-                                   max_events=config.batch.max_events, resends=resends, give_up=GiveUpLimits.of(d),
-                                   max_dead_letters=d.max_dead_letters)
+
+        def deliverer(to: Sink, on_reject: OnReject, letters: DeadLetterFile | None) -> Deliverer:
+            # Retries pause in self.wait, which keeps the stream alive and honours a stop.
+            return Deliverer(to, Breaker.of(d), self.wait, on_reject=on_reject, dead_letters=letters,
+                             metrics=self.metrics, max_events=config.batch.max_events, resends=resends,
+                             give_up=GiveUpLimits.of(d), max_dead_letters=d.max_dead_letters)
+
+        # Without --routes one sink; with them, one per route (``sink`` is None).
+        self.deliverer: Deliverer | RouteSet = (
+            RouteSet([(r.route, deliverer(r.sink, r.route.on_reject, r.dead_letters)) for r in routes])
+            if routes is not None else deliverer(sink, d.on_reject, dead_letters))  # type: ignore[arg-type]
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
         self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
         self.backfill = backfill
@@ -82,7 +91,7 @@ class Pipeline:
         self.batcher = Batcher(b.max_events, b.max_bytes, b.max_wait_ms / 1000.0)
         self.max_event_bytes = config.delivery.max_event_bytes
         self.select = Selection(config.routing).apply if config.routing.selects else None
-        self.destination = destination_of(config.sink)
+        self.destination = destination_of(config.sink) if routes is None else None
         self.stop_requested = False
         self.stop_deadline = float("inf")
         self.reconnects = 0

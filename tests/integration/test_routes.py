@@ -11,6 +11,7 @@ from tests.support import wait_until
 from tests.support.pgcluster import Database
 from tests.support.process import run_once
 from tests.support.receiver import Receiver
+from wal2http.lsn import parse_lsn
 
 PAID = 'op == "update" && old.status != "paid" && new.status == "paid"'
 ORDERS = ["CREATE TABLE orders (id int PRIMARY KEY, tenant text, status text, doc text)",
@@ -142,3 +143,133 @@ def test_a_bad_expression_is_a_configuration_error_naming_the_position(db: Datab
                                {"WAL2HTTP_DSN": db.dsn})
     assert code == 2
     assert "--filter" in err and "line 1, column" in err and "&&&" in err, err
+
+
+def write_routes(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def paid_and_audit_routes(tmp_path: Path, paid: Receiver, audit: Receiver, audit_extra: str = "",
+                          paid_extra: str = "") -> str:
+    return write_routes(tmp_path / "routes.toml", f'''
+[[route]]
+name = "paid-orders"
+filter = '{PAID}'
+url = "{paid.url}/orders/{{key.id}}"
+columns = ["public.orders=status"]
+{paid_extra}
+
+[[route]]
+name = "audit"
+filter = 'table == "audit" || (table == "orders" && op == "delete")'
+url = "{audit.url}"
+headers = ["X-Route: audit"]
+{audit_extra}
+''')
+
+
+def test_routes_send_each_event_to_every_route_it_matches(db: Database, receiver: Receiver,
+                                                         start_wal2http: Start, tmp_path: Path) -> None:
+    publish(db, *ORDERS, "ALTER TABLE orders REPLICA IDENTITY FULL", "ALTER TABLE audit REPLICA IDENTITY FULL",
+            tables="orders, audit")
+    with Receiver() as audit:
+        routes = paid_and_audit_routes(tmp_path, receiver, audit)
+        wal2http = start_wal2http("--create-slot", "--sink", "http", "--routes", routes)
+        db.execute("INSERT INTO orders VALUES (1, 'a', 'new', 'x')")
+        db.execute("INSERT INTO audit VALUES (1, 'n')")
+        db.execute("UPDATE orders SET status = 'paid'")
+        db.execute("DELETE FROM orders")
+        paid = receiver.wait_for_requests(1)
+        audited = audit.wait_for_requests(2)
+        lsn = db.cluster.current_wal_lsn()
+        wait_until(lambda: (db.cluster.confirmed_flush_lsn("wal2http") or 0) >= lsn, timeout=20,
+                   what="every route's changes confirmed")
+        assert wal2http.stop() == 0
+    assert [(r.path, r.json()["new"]) for r in paid] == [("/hook/orders/1", {"status": "paid"})]
+    assert [(r.json()["table"], r.json()["op"], r.headers["x-route"]) for r in audited] == [
+        ("audit", "insert", "audit"), ("orders", "delete", "audit")]
+    assert audited[1].json()["old"]["doc"] == "x"  # another route's columns do not narrow this one's
+
+
+def test_one_routes_outage_holds_every_route_unless_it_gives_up(db: Database, receiver: Receiver,
+                                                                start_wal2http: Start, tmp_path: Path) -> None:
+    publish(db, *ORDERS, "ALTER TABLE orders REPLICA IDENTITY FULL", "ALTER TABLE audit REPLICA IDENTITY FULL",
+            tables="orders, audit")
+    db.execute("INSERT INTO orders VALUES (1, 'a', 'new', 'x')")
+    with Receiver() as audit:
+        audit.set_status(503)
+        routes = paid_and_audit_routes(tmp_path, receiver, audit)
+        # One event per batch: the paid route is not served in the same batch as the failing one.
+        wal2http = start_wal2http("--create-slot", "--sink", "http", "--routes", routes, "--batch-size", "1")
+        db.execute("INSERT INTO audit VALUES (1, 'n')")
+        db.execute("UPDATE orders SET status = 'paid'")
+        wait_until(lambda: len(audit.requests) >= 2, timeout=20, what="the audit route retrying")
+        time.sleep(1)
+        assert receiver.requests == []  # held behind the audit route's failing event
+        held = parse_lsn(audit.requests[0].json()["commit_lsn"])
+        assert (db.cluster.confirmed_flush_lsn("wal2http") or 0) < held
+        audit.set_status(None)
+        assert len(receiver.wait_for_requests(1)) == 1
+        assert wal2http.stop() == 0
+
+    # With a dead-letter policy the failing route gives its event up, and the others go on.
+    dead = tmp_path / "audit.dead.jsonl"
+    receiver.clear()
+    db.execute("SELECT pg_drop_replication_slot('wal2http')")
+    db.execute("UPDATE orders SET status = 'new'")
+    with Receiver() as audit:
+        audit.set_status(503)
+        routes = paid_and_audit_routes(tmp_path, receiver, audit,
+                                       audit_extra=f'on_reject = "dead-letter"\ndead_letter_path = "{dead}"',
+                                       paid_extra=f'dead_letter_path = "{tmp_path / "paid.dead.jsonl"}"')
+        wal2http = start_wal2http("--create-slot", "--sink", "http", "--routes", routes, "--give-up-attempts", "2")
+        db.execute("INSERT INTO audit VALUES (2, 'n')")
+        db.execute("UPDATE orders SET status = 'paid'")
+        assert [r.json()["key"] for r in receiver.wait_for_requests(1)] == [{"id": 1}]
+        assert wal2http.stop() == 0
+    assert [json.loads(line)["event"]["key"] for line in dead.read_text().splitlines()] == [{"id": 2}]
+
+
+def test_routes_test_shows_what_each_route_would_send(db: Database, wal2http_bin: str, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps(e) for e in [
+        {"id": "0/1-1", "op": "update", "schema": "public", "table": "orders", "key": {"id": 7},
+         "new": {"id": 7, "status": "paid", "doc": "x"}, "old": {"id": 7, "status": "new", "doc": "x"},
+         "unchanged_toast": []},
+        {"id": "0/2-1", "op": "insert", "schema": "public", "table": "audit", "key": {"id": 1},
+         "new": {"id": 1, "note": "n"}, "old": None, "unchanged_toast": []},
+    ]) + "\n")
+    with Receiver() as paid, Receiver() as audit:
+        routes = paid_and_audit_routes(tmp_path, paid, audit)
+        code, out, err = run_once(wal2http_bin, ["routes", "test", "--routes", routes, str(events)], {})
+        code_json, out_json, _ = run_once(wal2http_bin, ["routes", "test", "--routes", routes, "--json",
+                                                         str(events)], {})
+        assert paid.requests == [] and audit.requests == []  # nothing is sent
+    assert code == 0, err
+    assert f"POST {paid.url}/orders/7" in out and f"POST {audit.url}" in out, out
+    assert "0/1-1" in out and "paid-orders" in out and "X-Route: audit" in out, out
+    shown = [json.loads(line) for line in out_json.splitlines()]
+    assert code_json == 0
+    assert [(s["event"], [r["route"] for r in s["routes"]]) for s in shown] == [
+        ("0/1-1", ["paid-orders"]), ("0/2-1", ["audit"])]
+    assert json.loads(shown[0]["routes"][0]["body"])["new"] == {"status": "paid"}
+
+
+def test_check_config_validates_routes(db: Database, wal2http_bin: str, tmp_path: Path) -> None:
+    publish(db, *ORDERS, tables="orders, audit")
+    env = {"WAL2HTTP_DSN": db.dsn}
+    broken = write_routes(tmp_path / "bad.toml", '[[route]]\nname = "x"\nurl = "http://127.0.0.1:9/{key.nope}"\n'
+                                                  'filter = \'table == "a" &&\'\n')
+    code, out, err = run_once(wal2http_bin, ["check-config", "--sink", "http", "--routes", broken], env)
+    assert code == 2 and "route 'x'" in out + err and "filter" in out + err, out + err
+    unknown_column = write_routes(tmp_path / "col.toml",
+                                  '[[route]]\nname = "x"\nurl = "http://127.0.0.1:9/{key.nope}"\n')
+    code, out, err = run_once(wal2http_bin, ["check-config", "--create-slot", "--sink", "http", "--routes",
+                                             unknown_column], env)
+    assert code == 2 and "{key.nope}" in out and "no published table" in out, out + err
+    needs_full = write_routes(tmp_path / "full.toml",
+                              f'[[route]]\nname = "x"\nurl = "http://127.0.0.1:9/"\nfilter = \'{PAID}\'\n')
+    code, out, err = run_once(wal2http_bin, ["check-config", "--create-slot", "--sink", "http", "--routes",
+                                             needs_full], env)
+    assert code == 2 and "ALTER TABLE public.orders REPLICA IDENTITY FULL" in out, out + err

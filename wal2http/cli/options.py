@@ -11,9 +11,10 @@ from click.core import ParameterSource
 from wal2http.cli.app import Lines, env, fail, options, secret_file_option
 from wal2http.config.durations import parse_duration
 from wal2http.config.headers import parse_headers
-from wal2http.config.routing import RoutingConfig, compile_expression, parse_columns
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.outcomes import status_classes
+from wal2http.config.routes_file import load_routes
+from wal2http.config.routing import RoutingConfig, compile_expression, parse_columns
 from wal2http.config.rules import parse_listen_address, split_signing_secrets, validate
 from wal2http.config.secrets import (
     ADMIN_TOKEN,
@@ -262,6 +263,10 @@ run_options = options(
         click.option("--columns", "columns", multiple=True, type=Lines(), envvar=env("COLUMNS"),
                      metavar="SCHEMA.TABLE=COL,COL",
                      help="Keep only these columns of a table in new and old; the key stays whole (repeatable)."),
+        click.option("--routes", "routes_file", envvar=env("ROUTES"), metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="TOML file of [[route]] tables: each sends the events its filter takes to its own URL "
+                          "(with --sink http, instead of --http-url)."),
     ),
     click.option("--batch-wait-ms", type=_int("batch_wait_ms"), envvar=env("BATCH_WAIT_MS"),
                  default=BatchConfig.max_wait_ms,
@@ -337,10 +342,17 @@ def unchecked_config(o: dict[str, Any]) -> Config:
         notify=_notify_config(o),
         backfill=BackfillConfig(**given(o, chunk_size="backfill_chunk_size", chunk_bytes="backfill_chunk_bytes",
                                         reselect_toast="reselect_toast", initial="backfill")),
-        routing=RoutingConfig(
-            filter=compile_expression(o["filter_expression"]) if o.get("filter_expression") else None,
-            columns=parse_columns(o.get("columns") or ())),
+        routing=_routing_config(o),
     )
+
+
+def _routing_config(o: dict[str, Any]) -> RoutingConfig:
+    path = o.get("routes_file")
+    return RoutingConfig(
+        filter=compile_expression(o["filter_expression"]) if o.get("filter_expression") else None,
+        columns=parse_columns(o.get("columns") or ()),
+        routes=load_routes(path, _http_config(o, url="") or HttpConfig(url=""), os.environ) if path else (),
+        routes_file=path)
 
 
 def build_config(o: dict[str, Any], database: bool = True, *, validated: bool = True) -> Config:
@@ -369,11 +381,12 @@ def source_config(o: dict[str, Any]) -> SourceConfig:
     )
 
 
-def _http_config(o: dict[str, Any]) -> HttpConfig | None:
-    if not o.get("http_url"):
+def _http_config(o: dict[str, Any], url: str | None = None) -> HttpConfig | None:
+    """The http sink's settings; with ``url``, the settings every route shares (its own URL replaces it)."""
+    if url is None and not o.get("http_url"):
         return None
     return HttpConfig(
-        url=o["http_url"],
+        url=o["http_url"] if url is None else url,
         **given(o, timeout_s="http_timeout"),
         bearer_token=HTTP_BEARER_TOKEN.load(o.get("http_bearer_token_file"), os.environ),
         signing_secrets=split_signing_secrets(SIGNING_SECRET.load(o.get("signing_secret_file"), os.environ)),

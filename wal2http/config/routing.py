@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import cel
 
 from wal2http.config.headers import Header
+from wal2http.config.sections import HttpConfig, OnReject
 from wal2http.errors import ConfigError
 
 # The names an expression may read; ``changed`` and ``old`` need the old row (REPLICA IDENTITY FULL).
@@ -116,15 +117,35 @@ def example_of(template: Template) -> str:
 
 
 @dataclass(frozen=True)
+class Route:
+    """One ``[[route]]`` of ``--routes``: the events it takes, their columns, where and how they are sent."""
+
+    name: str
+    http: HttpConfig  # the URL template, headers, signing secrets and format; timeouts and TLS are the run's
+    filter: Expression | None = None  # None: every event
+    columns: tuple[Columns, ...] = ()
+    on_reject: OnReject = OnReject.HALT
+    dead_letter_path: str | None = None
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
-    """``--filter`` and ``--columns``: which events are sent, and which columns of a table they carry."""
+    """``--filter``, ``--columns`` (for every sink) and ``--routes`` (several http destinations)."""
 
     filter: Expression | None = None
     columns: tuple[Columns, ...] = ()
+    routes: tuple[Route, ...] = ()
+    routes_file: str | None = None
 
     @property
     def selects(self) -> bool:
         return self.filter is not None or bool(self.columns)
+
+    def expressions(self) -> list[tuple[str, Expression]]:
+        """Every filter with where it comes from (``--filter``, or ``route NAME``)."""
+        found = [("--filter", self.filter)] if self.filter is not None else []
+        found.extend((f"route {r.name!r}", r.filter) for r in self.routes if r.filter is not None)
+        return found
 
 
 def url_template_example(url: str, headers: Iterable[Header] = ()) -> str:

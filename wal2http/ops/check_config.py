@@ -148,7 +148,7 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
         try:
             facts = publication_sql.server_facts(conn)
             checks.append(connection_check(facts))
-            checks.extend(stream_checks(conn, src, facts, config.routing))
+            checks.extend(stream_checks(conn, src, facts, config.routing, config.sink.http))
             checks.append(wal_keep_check(facts))
             checks.append(backfill_check(conn, src))
             http = _endpoint(config)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from wal2http.checklist import Check, CheckName, failed, ident, ok, warning
 from wal2http.config.routing import RoutingConfig
-from wal2http.config.sections import SourceConfig
+from wal2http.config.sections import HttpConfig, SourceConfig
 from wal2http.errors import ExitStatus
 from wal2http.lsn import format_lsn
+from wal2http.ops.routing_checks import routing_checks
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import Connection
-from wal2http.ops.routing_checks import routing_checks
 from wal2http.pg.slot import Slot, consumer, find_slot
 
 OLDEST_SUPPORTED = 140000  # messages (backfill watermarks); the test suite runs on 14 to 18
@@ -101,16 +101,17 @@ def failover_check(facts: publication_sql.ServerFacts, slot: Slot | None, wanted
 
 
 def stream_checks(conn: Connection, source: SourceConfig, facts: publication_sql.ServerFacts,
-                  routing: RoutingConfig | None = None) -> list[Check]:
+                  routing: RoutingConfig | None = None, http: HttpConfig | None = None) -> list[Check]:
     """Everything ``run`` needs on the database side, in the order ``run`` reports failures."""
     checks = server_checks(facts, source.messages)
     publication = publication_sql.find_publication(conn, source.publication)
     checks.append(publication_check(publication, source.publication, facts.database))
     if publication is not None:
         checks.append(replica_identity_check(conn, publication))
-        if routing is not None and routing.selects:
+        if (routing is not None and (routing.selects or routing.routes)) or (http is not None and "{" in http.url):
             tables = publication_sql.published_table_facts(conn, publication.name)
-            checks.extend(routing_checks(routing, tables, publication.name, facts.version_num))
+            checks.extend(routing_checks(routing or RoutingConfig(), http, tables, publication.name,
+                                         facts.version_num))
     slot = find_slot(conn, source.slot)
     checks.append(slot_check(conn, slot, source, facts.database))
     failover = failover_check(facts, slot, source.failover and source.create_slot)

@@ -11,7 +11,7 @@ from wal2http.backfill.queue import backfill_refusal, request_all
 from wal2http.checklist import CheckName, require
 from wal2http.config.outcomes import StatusClasses
 from wal2http.config.routing import RoutingConfig
-from wal2http.config.sections import SinkKind, SourceConfig
+from wal2http.config.sections import HttpConfig, SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.resends import Resends
@@ -29,6 +29,7 @@ from wal2http.pg.pending import mark_now
 from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
 from wal2http.pipeline import Pipeline
+from wal2http.routing.routes import RouteSink
 from wal2http.runtime import tune_for_streaming
 
 logger = logging.getLogger(__name__)
@@ -44,14 +45,15 @@ class Prepared:
     created: bool = False  # the slot was created by this start (--create-slot)
 
 
-def prepare_stream(source: SourceConfig, routing: RoutingConfig | None = None) -> Prepared:
+def prepare_stream(source: SourceConfig, routing: RoutingConfig | None = None,
+                   http: HttpConfig | None = None) -> Prepared:
     """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
     with source_connection(source) as conn:
         facts = publication_sql.server_facts(conn)
         # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
         # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
         advisory = (CheckName.REPLICA_IDENTITY, CheckName.WAL_SENDERS)
-        for note in require(stream_checks(conn, source, facts, routing), advisory=advisory):
+        for note in require(stream_checks(conn, source, facts, routing, http), advisory=advisory):
             logger.warning("%s", note)
         info = find_slot(conn, source.slot)
         created = info is None
@@ -112,6 +114,16 @@ def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = No
     return JsonLinesSink.to_stdout()
 
 
+def route_sinks(config: Config, resends: Resends) -> list[RouteSink]:
+    """An http sink, and its dead-letter file, for each route of --routes."""
+    from wal2http.sinks.http import HttpSink
+
+    as_array = config.batch.max_events > 1
+    return [RouteSink(route, HttpSink(route.http, as_array, resends, config.delivery.statuses),
+                      DeadLetterFile(route.dead_letter_path) if route.dead_letter_path else None)
+            for route in config.routing.routes]
+
+
 ON_REJECT_HINT = ("to go on past refused events, run with --on-reject dead-letter --dead-letter-path PATH "
                   "(replay them later) or --on-reject skip")
 
@@ -138,7 +150,7 @@ def run(config: Config, run_id: str = "") -> None:
 
 def _run(config: Config, observer: Observer) -> None:
     src = config.source
-    prepared = prepare_stream(src, config.routing)
+    prepared = prepare_stream(src, config.routing, config.sink.http)
     info = prepared.slot
     source = SourceInfo(prepared.database, prepared.tables)
     start_lsn = info.confirmed_flush_lsn or 0
@@ -147,7 +159,8 @@ def _run(config: Config, observer: Observer) -> None:
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
     resends = Resends(observer.metrics)
     sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source, resends=resends,
-                     statuses=d.statuses)
+                     statuses=d.statuses) if not config.routing.routes else None
+    routes = route_sinks(config, resends) if config.routing.routes else None
     # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
     # delivered only with --messages).
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,
@@ -165,7 +178,7 @@ def _run(config: Config, observer: Observer) -> None:
             logger.info("%s", line)
     until = run_until(src, connection) if src.until else None
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
-                        backfill=backfill, catalog=Catalog(connection), resends=resends, until=until)
+                        backfill=backfill, catalog=Catalog(connection), resends=resends, until=until, routes=routes)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
@@ -178,6 +191,8 @@ def _run(config: Config, observer: Observer) -> None:
             signal.signal(s, handler)
         signal.set_wakeup_fd(previous_wakeup_fd)
         pipeline.close()
-        sink.close()
-        if dead_letters is not None:
-            dead_letters.close()
+        for opened in ([sink] if sink is not None else []) + [r.sink for r in routes or ()]:
+            opened.close()
+        for letters in [dead_letters] + [r.dead_letters for r in routes or ()]:
+            if letters is not None:
+                letters.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from wal2http.config.routing import Expression, RoutingConfig
@@ -25,14 +24,6 @@ def _changed(record: dict[str, Any]) -> list[str]:
     if old is None:
         return list(new)
     return [name for name, value in new.items() if name not in old or old[name] != value]
-
-
-# How each variable an expression may read is taken from an event's record.
-_GETTERS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "changed": _changed,
-    **{name: (lambda record, name=name: record[name])
-       for name in ("op", "schema", "table", "key", "new", "old", "unchanged_toast")},
-}
 
 
 class Filter:

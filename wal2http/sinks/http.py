@@ -38,8 +38,8 @@ from wal2http.errors import (
     StopRequested,
     TransientDeliveryError,
 )
-from wal2http.runtime import ResendReason
 from wal2http.routing.destination import Destination
+from wal2http.runtime import ResendReason
 from wal2http.sinks.signing import Signer
 
 logger = logging.getLogger(__name__)
