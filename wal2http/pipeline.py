@@ -13,16 +13,13 @@ from collections.abc import Iterable, Sequence
 from types import FrameType
 
 from wal2http.backfill.driver import Backfill
-from wal2http.config.sections import OnReject
 from wal2http.config.settings import Config
 from wal2http.deadline import limit_all
 from wal2http.decode import pgoutput
 from wal2http.decode.events import Event, EventBuilder
 from wal2http.delivery.ack import AckTracker
 from wal2http.delivery.batch import Batch, Batcher
-from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
-from wal2http.delivery.deliverer import Deliverer, GiveUpLimits
 from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
 from wal2http.delivery.until import Until
@@ -43,7 +40,7 @@ from wal2http.pg.catalog import Catalog
 from wal2http.pg.pending import UNTIL_PREFIX
 from wal2http.pg.stream import ReplicationStream
 from wal2http.routing.destination import Unroutable, destination_of
-from wal2http.routing.routes import RouteSet, RouteSink
+from wal2http.routing.routes import RouteSink, deliverers
 from wal2http.routing.selection import Selection
 from wal2http.runtime import RunState
 
@@ -67,18 +64,9 @@ class Pipeline:
         self.observer = observer
         self.metrics = observer.metrics
         self.stream = stream
-        d = config.delivery
-
-        def deliverer(to: Sink, on_reject: OnReject, letters: DeadLetterFile | None) -> Deliverer:
-            # Retries pause in self.wait, which keeps the stream alive and honours a stop.
-            return Deliverer(to, Breaker.of(d), self.wait, on_reject=on_reject, dead_letters=letters,
-                             metrics=self.metrics, max_events=config.batch.max_events, resends=resends,
-                             give_up=GiveUpLimits.of(d), max_dead_letters=d.max_dead_letters)
-
-        # Without --routes one sink; with them, one per route (``sink`` is None).
-        self.deliverer: Deliverer | RouteSet = (
-            RouteSet([(r.route, deliverer(r.sink, r.route.on_reject, r.dead_letters)) for r in routes])
-            if routes is not None else deliverer(sink, d.on_reject, dead_letters))  # type: ignore[arg-type]
+        # Retries pause in self.wait, which keeps the stream alive and honours a stop.
+        self.deliverer = deliverers(config, sink, routes, self.wait, dead_letters=dead_letters,
+                                    metrics=self.metrics, resends=resends)
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
         self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
         self.backfill = backfill
@@ -325,11 +313,10 @@ class Pipeline:
         for event in events:
             if event.seq <= self._delivered_through_seq:
                 continue  # delivered before the connection was lost
-            if self.select is not None:
-                selected = self.select(event)
-                if selected is None:
-                    continue  # filtered out: its commit is confirmed like any other
-                event = selected
+            selected = event if self.select is None else self.select(event)
+            if selected is None:
+                continue  # filtered out: its commit is confirmed like any other
+            event = selected
             self._read += 1
             if len(event.body) > self.max_event_bytes:
                 self._refuse(event, f"event is {len(event.body)} bytes, over --max-event-bytes "

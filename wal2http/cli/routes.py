@@ -18,7 +18,12 @@ from wal2http.ops.routes_test import plan
 
 @main.group(context_settings=CONTEXT_SETTINGS)
 def routes() -> None:
-    """Check a --routes file before a run uses it."""
+    """Check a --routes file before a run uses it.
+
+    \b
+    Example:
+      wal2http routes test --routes routes.toml captured.jsonl
+    """
 
 
 @routes.command("test", context_settings=CONTEXT_SETTINGS)
@@ -27,7 +32,7 @@ def routes() -> None:
               help="The TOML routes file to try.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
 def test(path: str, routes_file: str, as_json: bool, **_options: Any) -> None:
-    """Show, for each event of PATH, the routes it matches and the request each would make.
+    """Show what each route would send for the events of PATH.
 
     PATH is a file sink capture or a dead-letter file. Nothing is sent and nothing connects;
     secret header values are not shown. Exit code 0, or 2 when the routes file or PATH is invalid.

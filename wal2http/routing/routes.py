@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from wal2http.config.routing import Route, RoutingConfig
+from wal2http.config.sections import OnReject
+from wal2http.config.settings import Config
 from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
+from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
-from wal2http.delivery.deliverer import Deliverer
+from wal2http.delivery.deliverer import Deliverer, GiveUpLimits
+from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
 from wal2http.errors import RejectedError
+from wal2http.observe.metrics import Metrics
 from wal2http.routing.destination import Destination, Unroutable, Where
 from wal2http.routing.selection import Selection
 
@@ -119,3 +124,20 @@ class RouteSink:
     route: Route
     sink: Sink
     dead_letters: DeadLetterFile | None = None
+
+
+def deliverers(config: Config, sink: Sink | None, routes: Sequence[RouteSink] | None,
+               wait: Callable[[float], None], *, dead_letters: DeadLetterFile | None, metrics: Metrics,
+               resends: Resends | None) -> Deliverer | RouteSet:
+    """The run's deliverer: of the one sink, or, with --routes (``sink`` is None), of each route."""
+    d = config.delivery
+
+    def deliverer(to: Sink, on_reject: OnReject, letters: DeadLetterFile | None) -> Deliverer:
+        return Deliverer(to, Breaker.of(d), wait, on_reject=on_reject, dead_letters=letters, metrics=metrics,
+                         max_events=config.batch.max_events, resends=resends, give_up=GiveUpLimits.of(d),
+                         max_dead_letters=d.max_dead_letters)
+
+    if routes is not None:
+        return RouteSet([(r.route, deliverer(r.sink, r.route.on_reject, r.dead_letters)) for r in routes])
+    assert sink is not None
+    return deliverer(sink, d.on_reject, dead_letters)
