@@ -196,3 +196,15 @@ def test_bad_routes_files(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         load(tmp_path, text)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_table_and_op_answer_is_remembered_per_table_and_op() -> None:
+    selection = Selection(RoutingConfig(filter=compile_expression('table == "orders" && op != "delete"')))
+    assert selection.filter is not None
+    answers = [selection.apply(e) is not None for e in (
+        event("insert", new={"id": 1}), event("insert", new={"id": 2}), event("delete", old={"id": 1}),
+        event("insert", table="lines", new={"id": 1}), event("insert", schema="other", new={"id": 1}))]
+    assert answers == [True, True, False, False, True]
+    assert len(selection.filter._answers or {}) == 3  # (op, table): the schema is not read
+    # An expression of the row is asked each time.
+    assert Selection(RoutingConfig(filter=compile_expression("key.id > 1"))).filter._answers is None  # type: ignore[union-attr]
