@@ -170,12 +170,13 @@ def test_a_new_request_resumes_where_a_failed_one_stopped(db: Database, receiver
     assert "gate closed" in reason(db)
     db.execute("UPDATE gate SET closed = false")
     out, _ = backfill(wal2http_bin, db, "--table", "public.items", "--where", "passes(id)", "--wait")
+    assert "public.items: goes on where request 1 stopped (1000 rows sent)" in out
     assert "public.items: done, 2000 rows sent" in out
     events = fence(db, receiver)
     reads = [e["key"]["id"] for e in events if e["op"] == "read"]
     assert reads == list(range(1, 2001))  # each row read once: the second request went on from id 1000
     assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
-    assert "resumed from request 1" in run.stderr
+    assert "backfill of public.items resumed" in run.stderr
 
 
 def test_a_schema_with_a_dot_in_its_name(db: Database, receiver: Receiver, start_wal2http: Start,
