@@ -171,7 +171,9 @@ def test_replay_sends_dead_letters_in_the_configured_format(
 
 @pytest.mark.parametrize("sink", ["stdout", "file"])
 def test_a_cloudevents_format_is_refused_for_the_line_sinks(wal2http_bin: str, tmp_path: Path, sink: str) -> None:
-    code, _out, err = run_once(wal2http_bin, ["check-config", "--sink", sink, "--file-path", str(tmp_path / "f"),
-                                              "--format", "cloudevents"], env={"WAL2HTTP_DSN": "dbname=x"})
-    assert code == 2
-    assert "--format cloudevents applies to --sink http only" in err
+    args = ["--sink", sink, "--file-path", str(tmp_path / "f"), "--format", "cloudevents"]
+    refusal = f"--format cloudevents applies to --sink http only; --sink {sink} writes the events as JSON lines"
+    code, _out, err = run_once(wal2http_bin, ["run", *args], env={"WAL2HTTP_DSN": "dbname=x"})
+    assert code == 2 and err.strip().splitlines()[-1] == f"wal2http: error: {refusal}"
+    code, out, _err = run_once(wal2http_bin, ["check-config", *args], env={"WAL2HTTP_DSN": "dbname=x"})
+    assert code == 2 and f"FAILED   sink settings: {refusal}" in out
