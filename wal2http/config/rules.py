@@ -77,8 +77,9 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
     if http is not None and http.format != EventFormat.JSON:
         if config.sink.kind != SinkKind.HTTP:
             # A file capture is what replay and routes read back: it keeps the event format.
-            found.append(SettingProblem("sink", f"--format {http.format} applies to --sink http only; "
-                                                f"--sink {config.sink.kind} writes the events as JSON lines"))
+            why = ("Hook0 shapes its own requests" if config.sink.kind == SinkKind.HOOK0
+                   else f"--sink {config.sink.kind} writes the events as JSON lines")
+            found.append(SettingProblem("sink", f"--format {http.format} applies to --sink http only; {why}"))
         elif not database and http.cloudevents.source is None:
             found.append(SettingProblem(
                 "sink", f"replay --format {http.format} needs --ce-source: give the source run used (by default "
