@@ -22,7 +22,7 @@ from wal2http.config.sections import HttpConfig
 from wal2http.decode.events import Event as Change
 from wal2http.decode.events import encode
 from wal2http.delivery.batch import Batch
-from wal2http.errors import TransientDeliveryError
+from wal2http.errors import RejectedError, TransientDeliveryError
 from wal2http.sinks.http import HttpSink
 
 
@@ -138,11 +138,18 @@ def test_binary_mode_resumes_a_failed_batch_after_its_accepted_events(receiver: 
         with pytest.raises(TransientDeliveryError):
             sink.send(batch)
         receiver.reject_when(None)
-        sink.send(batch)
+        assert sink.send(batch) == 200
+        # The deliverer sends a refused batch's events one by one: the accepted one is not sent again.
+        receiver.reject_when(lambda e: e["id"] == "0000000001A2B3C8-5", status=422)
+        with pytest.raises(RejectedError):
+            sink.send(Batch([change(4), change(5)]))
+        assert sink.send(Batch.of(change(4))) is None
+        with pytest.raises(RejectedError):
+            sink.send(Batch.of(change(5)))
     finally:
         sink.close()
     sent = [r.headers["ce-id"][-1] for r in receiver.requests]
-    assert sent == ["1", "2", "2", "2", "2", "3"]  # 2 failed, quick retries included; 1 is not sent again
+    assert sent == ["1", "2", "2", "2", "2", "3", "4", "5", "5"]  # quick retries of a 503 included
 
 
 def test_replay_sends_dead_letters_in_the_configured_format(

@@ -90,12 +90,13 @@ class Parts:
     def __init__(self) -> None:
         self._accepted: set[str] = set()  # ids of the events of the last failed batch that were accepted
 
-    def send(self, requests: list[Request], post: Callable[[Request], int]) -> int:
-        """``post`` each request (it raises on failure); the status of the last one sent."""
-        if len(requests) == 1:
+    def send(self, requests: list[Request], post: Callable[[Request], int]) -> int | None:
+        """``post`` each request (it raises on failure); the status of the last one sent, None if none was."""
+        if len(requests) == 1 and not self._accepted:
             return post(requests[0])
+        # Also after a failure, when the deliverer sends the batch's events one by one.
         accepted, self._accepted = self._accepted, set()
-        status = 0
+        status = None
         for request in requests:
             ids = {e.id for e in request.batch.events}
             if ids <= accepted:

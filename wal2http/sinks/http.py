@@ -112,7 +112,7 @@ class HttpSink:
         credentials = config.bearer_token is not None or any(isinstance(h.value, Secret) for h in config.headers)
         warn_if_plain_http(config.url, "--http-url", credentials)
 
-    def send(self, batch: Batch) -> int:
+    def send(self, batch: Batch) -> int | None:
         """Send the batch as its format asks: one request, or one per event (cloudevents-binary).
 
         When one of several requests fails, those accepted before it are not sent again with the batch.
