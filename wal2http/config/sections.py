@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from wal2http.config.cloudevents import CloudEventsConfig, EventFormat
 from wal2http.config.headers import Header
 from wal2http.config.outcomes import StatusClasses
 from wal2http.config.secrets import Secret
@@ -111,6 +112,8 @@ class HttpConfig:
     ca_file: str | None = None  # trust only these CAs instead of the default bundle
     client_cert: str | None = None  # PEM certificate (may hold the key too) for mutual TLS
     client_key: str | None = None
+    format: EventFormat = EventFormat.JSON  # --format: the shape of each request
+    cloudevents: CloudEventsConfig = field(default_factory=CloudEventsConfig)
 
 
 @dataclass(frozen=True)

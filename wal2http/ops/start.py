@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from wal2http.backfill.driver import Backfill
 from wal2http.backfill.queue import backfill_refusal, request_all
 from wal2http.checklist import CheckName, require
+from wal2http.config.cloudevents import default_source
 from wal2http.config.outcomes import StatusClasses
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
@@ -111,6 +113,15 @@ def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = No
     return JsonLinesSink.to_stdout()
 
 
+def with_ce_source(config: SinkConfig, database: str, slot: str) -> SinkConfig:
+    """The sink settings with the default CloudEvents source, /wal2http/DATABASE/SLOT, where none was given."""
+    http = config.http
+    if http is None or http.cloudevents.source is not None:
+        return config
+    settings = dataclasses.replace(http.cloudevents, source=default_source(database, slot))
+    return dataclasses.replace(config, http=dataclasses.replace(http, cloudevents=settings))
+
+
 ON_REJECT_HINT = ("to go on past refused events, run with --on-reject dead-letter --dead-letter-path PATH "
                   "(replay them later) or --on-reject skip")
 
@@ -145,8 +156,8 @@ def _run(config: Config, observer: Observer) -> None:
     d = config.delivery
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
     resends = Resends(observer.metrics)
-    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source, resends=resends,
-                     statuses=d.statuses)
+    sink = make_sink(with_ce_source(config.sink, prepared.database, src.slot),
+                     as_array=config.batch.max_events > 1, source=source, resends=resends, statuses=d.statuses)
     # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
     # delivered only with --messages).
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,
