@@ -49,6 +49,10 @@ class DatabaseError(Wal2HttpError):
     exit_status = ExitStatus.DATABASE
 
 
+class LockUnavailable(DatabaseError):
+    """A statement gave up waiting for a table's lock (lock_timeout): DDL holds it; try again later."""
+
+
 class ReplicationLost(DatabaseError):
     """The replication connection broke while streaming; wal2http reconnects."""
 

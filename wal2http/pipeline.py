@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from types import FrameType
 
 from wal2http.backfill.driver import Backfill
+from wal2http.config.sections import OnReject
 from wal2http.config.settings import Config
 from wal2http.deadline import limit_all
 from wal2http.decode import pgoutput
@@ -319,8 +320,10 @@ class Pipeline:
             event = selected
             self._read += 1
             if len(event.body) > self.max_event_bytes:
-                self._refuse(event, f"event is {len(event.body)} bytes, over --max-event-bytes "
-                                    f"{self.max_event_bytes}")
+                reason = f"event is {len(event.body)} bytes, over --max-event-bytes {self.max_event_bytes}"
+                if event.op == "read" and self.backfill is not None:
+                    reason += self.backfill.too_large(event, halts=self.deliverer.on_reject == OnReject.HALT)
+                self._refuse(event, reason)
                 continue
             where = None
             if self.destination is not None:

@@ -10,7 +10,16 @@ import pytest
 from wal2http.backfill.chunk import Chunk, identity
 from wal2http.decode.events import EventBuilder, RelationFacts
 from wal2http.decode.pgoutput import Begin, Column, Insert, Relation, Update
-from wal2http.pg.backfill_model import Mark, State, TableSpec, Task, Watermark
+from wal2http.pg.backfill_model import (
+    KeyColumn,
+    Mark,
+    State,
+    TableSpec,
+    Task,
+    Watermark,
+    display_name,
+    parse_table_name,
+)
 
 INT4, TEXT, INT4_ARRAY = 23, 25, 1007
 DOMAIN, DOMAIN_ARRAY = 16_500, 16_501  # a domain over int4 and its array type
@@ -213,3 +222,42 @@ def test_a_snapshot_sees_what_committed_before_it() -> None:
     # 64-bit xids past a wraparound: pgoutput sends the low 32 bits.
     wrapped = Snapshot.parse(f"{(1 << 32) + 5}:{(1 << 32) + 10}:{(1 << 32) + 8}")
     assert wrapped.sees(4) and wrapped.sees((1 << 32) - 3) and not wrapped.sees(8) and not wrapped.sees(10)
+
+
+@pytest.mark.parametrize(("text", "meant"), [
+    ("public.items", [("public", "items")]),
+    ("items", [(None, "items")]),
+    ("Public.Orders", [("Public", "Orders")]),  # taken literally, case kept
+    ('"eu.west".orders', [("eu.west", "orders")]),
+    ('"eu.west"."a.b"', [("eu.west", "a.b")]),
+    ('"a""b".c', [('a"b', "c")]),
+    ("eu.west.orders", [("eu", "west.orders"), ("eu.west", "orders")]),  # looked up both ways
+])
+def test_table_names_parse_to_schema_and_table_pairs(text: str, meant: list[tuple[str | None, str]]) -> None:
+    assert parse_table_name(text) == meant
+    for schema, table in meant:
+        if schema is not None and len(meant) == 1:
+            assert parse_table_name(display_name(schema, table)) == meant  # what status shows, --table takes
+
+
+@pytest.mark.parametrize("text", ["", "a.", ".a", '"a', 'a"b.c', '"a"b', '"a.b"."c".d'])
+def test_a_table_name_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="table name"):
+        parse_table_name(text)
+
+
+def test_display_names_quote_only_a_part_that_needs_it() -> None:
+    assert display_name("public", "items") == "public.items"
+    assert display_name("eu.west", "Orders") == '"eu.west".Orders'
+    assert display_name("public", 'a"b') == 'public."a""b"'
+
+
+def test_a_key_order_change_alone_is_told_from_other_changes() -> None:
+    c = KeyColumn("id", None, None, (0, 1978))
+    before = TableSpec(16_400, "public", "items", "d", spec().columns, ("id",), key_index=1, key_order=(c,))
+    collated = TableSpec(16_400, "public", "items", "d", spec().columns, ("id",), key_index=2,
+                         key_order=(KeyColumn("id", ("pg_catalog", "C"), None, (950, 1978)),))
+    renamed = TableSpec(16_400, "public", "goods", "d", spec().columns, ("id",), key_index=1, key_order=(c,))
+    assert before.same_but_key_order(collated) and before.shape() != collated.shape()
+    assert before.signature() != collated.signature() and before.signature() == before.signature()
+    assert not before.same_but_key_order(renamed)

@@ -6,6 +6,7 @@ those a chunk dropped for such a change, and with ``--reselect-toast`` those of 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter, deque
@@ -16,7 +17,7 @@ from typing import Any
 from wal2http.backfill.chunk import Chunk, KeyText, identity, is_key_change, key_positions, key_text, lacks_toast
 from wal2http.decode.events import Event, EventBuilder, RelationFacts
 from wal2http.decode.pgoutput import ColumnValue, Delete, Insert, Relation, Truncate, Update
-from wal2http.errors import ConfigError, DatabaseError, ReplicationLost
+from wal2http.errors import ConfigError, DatabaseError, LockUnavailable, ReplicationLost
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
 from wal2http.pg import backfill as store
@@ -26,6 +27,7 @@ from wal2http.pg.backfill_model import (
     TableSpec,
     Task,
     Watermark,
+    display_name,
     new_token,
 )
 from wal2http.pg.connection import LazyConnection
@@ -35,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 POLL_S = 2.0  # how often the requests table is read while no backfill runs
 RETRY_S = 5.0  # pause after a database error
-MAX_FAILURES = 5  # consecutive errors on one table before it is given up
+MAX_FAILURES = 5  # consecutive errors on one table before it is given up (waiting for a lock is none)
+LOCK_RETRY_S = 1.0  # first pause after a chunk gave up waiting for the table's lock; doubles each time
+LOCK_RETRY_MAX_S = 15.0
 # The next chunk waits for a quiet stream (changes first), but never longer than this.
 MAX_DEFER_S = 0.5
 VISIBILITY_RETRY_S = 0.2  # a chunk that missed a streamed transaction is selected again this much later
@@ -60,6 +64,8 @@ class _Active:
     chunks: int
     rows_sent: int
     failures: int = 0
+    lock_waits: int = 0  # chunks in a row that gave up waiting for the table's lock
+    waiting_since: float | None = None
     keyset_done: bool = False  # the chunks reached the table's end; rows to read again may remain
     # Rows its chunks dropped for an update lacking a TOASTed value, not read again yet: only a chunk
     # knows them, so the progress stored stays before the first such chunk (a restart reads it again).
@@ -255,6 +261,20 @@ class Backfill:
         rows = chunk.rows + chunk.rereads if chunk.rereads else chunk.rows
         return builder.reads(relation, facts, chunk.spec.type_names, rows, lsn, keep)
 
+    def too_large(self, event: Event, *, halts: bool) -> str:
+        """For a read event over --max-event-bytes: whose row it is and, when that halts ``run``, the ways on."""
+        record = event.record
+        row = f": the read of {display_name(record['schema'], record['table'])} key {json.dumps(record['key'])}"
+        active = self._active
+        if active is None:
+            return f"{row} by a backfill"
+        number = active.task.request
+        if not halts:
+            return f"{row} by backfill request {number}"
+        return (f"{row} by backfill request {number}; to go on without that row: wal2http backfill cancel {number}, "
+                "then start run again (the rest of the request is not sent either), or raise --max-event-bytes, or "
+                "set --on-reject dead-letter (or skip) to set such events aside")
+
     def reset(self) -> None:
         """The stream restarts from the confirmed position: what is in flight is read again later."""
         released = self._released
@@ -324,7 +344,7 @@ class Backfill:
             self._fail(task, self.refuse)
             return None
         try:
-            spec = store.describe(conn, self.publication, task.name)
+            spec = store.describe(conn, self.publication, task.schema, task.table)
             if task.where:
                 store.plan_where(conn, spec, task.where)
         except ConfigError as e:
@@ -332,9 +352,12 @@ class Backfill:
             return None
         facts = RelationFacts(key=spec.key, base_types=store.domain_bases(conn, spec))
         started = store.start_task(conn, task.id, store.estimate_rows(conn, spec.oid) if task.state is State.QUEUED
-                                   else None)
+                                   else None, spec.signature())
         if started is None:
             return None  # cancelled meanwhile
+        if task.last_key is not None and started.last_key is None:
+            logger.warning("backfill of %s: the table was altered since its last confirmed chunk (its key order or "
+                           "columns): read again from the start", spec.name)
         resumed = started.chunks > 0
         logger.info("backfill of %s %s (request %d%s, about %s rows%s)", spec.name,
                     "resumed" if resumed else "started", task.request,
@@ -350,25 +373,74 @@ class Backfill:
         conn = self.connection.get()
         task = active.task
         spec = active.spec
-        if store.shape_of(conn, self.publication, spec.oid) != spec.shape():
-            try:  # for the precise reason
-                store.describe_oid(conn, self.publication, spec.oid)
-            except ConfigError as e:
-                self._fail(task, f"{e}; the backfill of {spec.name} stopped")
-                return
-            self._fail(task, f"table {spec.name} was altered during the backfill (columns, key, row "
-                             "filter or column list changed); request it again")
-            return
         try:
             opened = self._open(spec, task, 0 if active.keyset_done else self.chunk_size, active.chunks + 1)
+        except LockUnavailable:
+            self._wait_for_lock(active)
+            return
         except DatabaseError as e:
             active.failures += 1
             if active.failures >= MAX_FAILURES:
                 self._fail(task, f"{e} ({active.failures} times in a row)")
                 return
             raise
-        if opened:
+        if active.waiting_since is not None:
+            logger.info("backfill of %s got its lock after %.0f s", spec.name, self.clock() - active.waiting_since)
+            store.note_wait(conn, task.id, None)
+            active.waiting_since, active.lock_waits = None, 0
+        if opened is None:
+            self._altered(active)
+        elif opened:
             active.failures = 0
+
+    def _wait_for_lock(self, active: _Active) -> None:
+        """DDL holds the table (VACUUM FULL, CLUSTER, ALTER TABLE): normal operation, tried again with backoff."""
+        now = self.clock()
+        active.lock_waits += 1
+        delay = min(LOCK_RETRY_MAX_S, LOCK_RETRY_S * 2 ** (active.lock_waits - 1))
+        self._resume_at = now + delay
+        spec = active.spec
+        if active.waiting_since is not None:
+            logger.debug("backfill of %s still waits for a lock on it (%.0f s); trying again in %.0f s", spec.name,
+                         now - active.waiting_since, delay)
+            return
+        active.waiting_since = now
+        conn = self.connection.get()
+        holders = store.lock_holders(conn, spec.oid)
+        held = f" ({holders})" if holders else ""
+        logger.warning("backfill of %s waits for a lock on %s%s: trying again, every %.0f s at most, until it gets "
+                       "it; streaming goes on", spec.name, spec.name, held, LOCK_RETRY_MAX_S,
+                       extra={"backfill_table": spec.name, "backfill_request": active.task.request})
+        store.note_wait(conn, active.task.id, f"waiting for a lock on {spec.name}{held} since "
+                                              f"{time.strftime('%H:%M:%S', time.gmtime())} UTC; trying again")
+
+    def _altered(self, active: _Active) -> None:
+        """The table changed under the backfill: read it again from the start, or fail it with what happened."""
+        conn = self.connection.get()
+        task, spec = active.task, active.spec
+        try:
+            now = store.describe_oid(conn, self.publication, spec.oid)
+        except ConfigError as e:
+            self._fail(task, f"{e}; the backfill of {spec.name} stopped")
+            return
+        if (now.schema, now.table) != (spec.schema, spec.table):
+            self._fail(task, f"table {spec.name} was renamed to {now.name} during the backfill: its rows so far "
+                             f"were sent as {spec.name}, its changes now stream as {now.name}; request a backfill "
+                             f"of {now.name}")
+            return
+        if not spec.same_but_key_order(now):
+            self._fail(task, f"table {spec.name} was altered during the backfill (columns, key, row filter or "
+                             "column list changed); request it again")
+            return
+        # In the new order, the rows after the last key are not the rows still to send.
+        logger.warning("backfill of %s: the key order of %s changed (its key index, a collation or an operator "
+                       "class): read again from the start", spec.name, spec.name)
+        if store.restart_task(conn, task.id, now.signature()):
+            active.spec, active.relation = now, now.relation()
+            active.task = replace(task, last_key=None)
+            active.durable_key, active.keyset_done = None, False
+        else:  # cancelled meanwhile
+            self._end()
 
     def _reread(self, oid: int) -> None:
         """A window of rows read again only, of a table not being backfilled (--reselect-toast)."""
@@ -385,21 +457,27 @@ class Backfill:
             self._tables[oid] = table
         self._windows += 1
         self._reading = table
-        if not self._open(table.spec, None, 0, self._windows):
+        opened = self._open(table.spec, None, 0, self._windows)
+        if not opened:
             self._reading = None
+        if opened is None:  # the table changed: described again for the next window
+            del self._tables[oid]
 
-    def _open(self, spec: TableSpec, task: Task | None, limit: int, number: int) -> bool:
+    def _open(self, spec: TableSpec, task: Task | None, limit: int, number: int) -> bool | None:
         """Select the next ``limit`` rows of a backfill, and the rows of ``spec`` to read again, between
-        watermarks; False when the select must be done again (see _all_visible)."""
+        watermarks; False when the select must be done again (see _all_visible), None when the table no
+        longer has the shape of ``spec``."""
         conn = self.connection.get()
         ids, keys = self._keys(spec)
         token = new_token()
         task_id = task.id if task is not None else 0
         # Tracking starts now (see Chunk): nothing is read from the stream until this returns.
         store.emit_watermark(conn, Watermark(Mark.LOW, token, task_id, number).payload())
-        selected = store.select_chunk(conn, spec, task.where if task is not None else None,
+        selected = store.select_chunk(conn, self.publication, spec, task.where if task is not None else None,
                                       task.last_key if task is not None else None, limit, self.chunk_bytes, keys,
                                       STATEMENT_TIMEOUT_MS, Watermark(Mark.HIGH, token, task_id, number).payload())
+        if selected is None:
+            return None
         if not self._all_visible(selected.snapshot):
             return False  # selected again shortly; the marks written are ignored (no chunk holds their token)
         if selected.rereads_complete:

@@ -50,23 +50,30 @@ class Requested:
     slot_active: bool  # a run streams from the slot now and will pick the request up
     skipped: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    resumed: tuple[tuple[str, Task], ...] = ()  # (table, the failed task it goes on from)
 
     def lines(self) -> list[str]:
         tables = ", ".join(t.name for t in self.tables)
         lines = [f"backfill request {self.request} queued for slot {self.slot}: {tables}"]
+        lines += [f"{name}: goes on where request {task.request} stopped ({task.rows_sent} rows sent)"
+                  for name, task in self.resumed]
         if not self.slot_active:
             lines.append("nothing streams from the slot now: the rows are sent once 'wal2http run' runs")
         return lines
 
     def as_json(self) -> dict[str, Any]:
         return {"request": self.request, "slot": self.slot, "tables": [t.name for t in self.tables],
-                "skipped": list(self.skipped), "slot_active": self.slot_active}
+                "skipped": list(self.skipped), "slot_active": self.slot_active,
+                "resumed": {name: {"request": task.request, "rows_sent": task.rows_sent}
+                            for name, task in self.resumed}}
 
 
-def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, where: str | None) -> Requested:
+def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, where: str | None, *,
+            resume: bool = True) -> Requested:
     """Validate every table (published, keyed, ``where`` plannable), then queue them; nothing on refusal.
 
     With ``all_tables``, a table without a key is skipped (Requested.warnings says so), not refused.
+    With ``resume``, see ``enqueue``.
     """
     if all_tables and tables:
         raise ConfigError("--all-tables cannot be combined with --table")
@@ -80,7 +87,7 @@ def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, whe
         if slot is None:
             raise ConfigError(f"replication slot {source.slot!r} does not exist: create it with "
                               "'wal2http slot create --backfill', which also queues this backfill")
-        return enqueue(conn, source, prepared, slot.active_pid is not None)
+        return enqueue(conn, source, prepared, slot.active_pid is not None, resume=resume)
 
 
 def prepare(conn: Connection, source: SourceConfig, tables: tuple[str, ...], where: str | None) -> Prepared:
@@ -93,15 +100,17 @@ def prepare(conn: Connection, source: SourceConfig, tables: tuple[str, ...], whe
     if admin.find_publication(conn, source.publication) is None:
         raise ConfigError(f"publication {source.publication!r} does not exist: create it first "
                           "('wal2http slot create --table ...')")
-    names = list(tables) or [f"{s}.{t}" for s, t in admin.published_tables(conn, source.publication)
-                             if (s, t) != (REQUESTS_SCHEMA, REQUESTS_TABLE)]
-    if not names:
+    # (schema, table) pairs from the catalogue, never joined and split again: a name may hold a dot.
+    published = [(s, t) for s, t in admin.published_tables(conn, source.publication)
+                 if (s, t) != (REQUESTS_SCHEMA, REQUESTS_TABLE)] if not tables else []
+    if not tables and not published:
         raise ConfigError(f"publication {source.publication} publishes no table: nothing to backfill")
     specs: list[TableSpec] = []
     skipped: list[KeylessTable] = []
-    for name in names:
+    for name in tables or published:
         try:
-            spec = store.describe(conn, source.publication, name)
+            spec = (store.describe_text(conn, source.publication, name) if isinstance(name, str)
+                    else store.describe(conn, source.publication, *name))
         except KeylessTable as e:
             if tables:  # named by the operator: refused
                 raise
@@ -125,13 +134,25 @@ def prepare(conn: Connection, source: SourceConfig, tables: tuple[str, ...], whe
     return Prepared(tuple(specs), tuple(skipped), where, created)
 
 
-def enqueue(conn: Connection, source: SourceConfig, prepared: Prepared, slot_active: bool) -> Requested:
-    """Queue what ``prepare`` checked: one transaction, all its tables or none."""
-    estimates = [(spec, store.estimate_rows(conn, spec.oid)) for spec in prepared.tables]
-    number = store.insert_request(conn, source.slot, source.publication, estimates, prepared.where)
+def enqueue(conn: Connection, source: SourceConfig, prepared: Prepared, slot_active: bool, *,
+            resume: bool = False) -> Requested:
+    """Queue what ``prepare`` checked: one transaction, all its tables or none.
+
+    With ``resume``, a table whose latest request of this slot failed part-way, under the same
+    shape and ``where``, goes on after the last key it confirmed (``store.resumable``). Never for a
+    new slot: it starts a new history, in which no earlier row was sent.
+    """
+    queued = [(spec, store.estimate_rows(conn, spec.oid),
+               store.resumable(conn, source.slot, spec, prepared.where) if resume else None)
+              for spec in prepared.tables]
+    number = store.insert_request(conn, source.slot, source.publication, queued, prepared.where)
+    resumed = tuple((spec.name, task) for spec, _, task in queued if task is not None)
     logger.info("backfill request %d queued: %s", number, ", ".join(s.name for s in prepared.tables))
+    for name, task in resumed:
+        logger.info("backfill of %s goes on where request %d stopped (%d rows sent)", name, task.request,
+                    task.rows_sent)
     return Requested(number, source.slot, prepared.tables, slot_active,
-                     tuple(e.table for e in prepared.skipped), tuple(prepared.warnings()))
+                     tuple(e.table for e in prepared.skipped), tuple(prepared.warnings()), resumed)
 
 
 def pending_request(conn: Connection, slot: str) -> int | None:
@@ -140,8 +161,11 @@ def pending_request(conn: Connection, slot: str) -> int | None:
 
 
 def request_all(source: SourceConfig) -> Requested:
-    """The initial snapshot: every published table (``run --create-slot --backfill``), keyless ones skipped."""
-    return request(source, (), True, None)
+    """The initial snapshot: every published table (``run --create-slot --backfill``), keyless ones skipped.
+
+    Never resumed: a new slot starts a new history.
+    """
+    return request(source, (), True, None, resume=False)
 
 
 def tasks(source: SourceConfig, request_id: int | None = None) -> list[Task]:

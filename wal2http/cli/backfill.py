@@ -41,7 +41,8 @@ class BackfillGroup(Wal2httpGroup):
             short_help="Send the current rows of tables as 'read' events.")
 @source_options
 @click.option("--table", "tables", multiple=True, envvar=env("BACKFILL_TABLE"), metavar="SCHEMA.TABLE",
-              help="A published table whose current rows to send; repeatable.")
+              help="A published table whose current rows to send; repeatable. Names are taken as written "
+                   "(case kept); quote a part holding a dot: '\"eu.west\".orders'.")
 @click.option("--all-tables", is_flag=True, help="Every table the publication publishes.")
 @click.option("--where", metavar="CONDITION", help="Send only the rows meeting this SQL condition.")
 @click.option("--wait", is_flag=True, help="Follow the request to its end; exit 0 when done, 1 when it "
@@ -158,7 +159,7 @@ def status(as_json: bool, **options: Any) -> None:
             lines.append(f"{t.request:>6} {t.name:<30} {t.state.value:<10} {t.rows_sent:>10} "
                          f"{'?' if t.rows_estimated is None else t.rows_estimated:>10} "
                          f"{_time(t.started_at):<20} {_time(t.finished_at)}"
-                         + (f"  ({t.reason})" if t.reason and t.state is State.FAILED else ""))
+                         + (f"  ({t.reason})" if t.reason and t.state in (State.FAILED, State.RUNNING) else ""))
         if not found:
             lines = [f"no backfill requests for slot {config.source.slot}"]
         emit(as_json, {"slot": config.source.slot, "requests": [t.as_json() for t in found]}, lines)

@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from wal2http.cli.app import Lines, env, fail, options, secret_file_option
+from wal2http.config.cloudevents import DEFAULT_TYPE_PREFIX, CloudEventsConfig, EventFormat
 from wal2http.config.durations import parse_duration
 from wal2http.config.headers import parse_headers
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
@@ -141,6 +142,14 @@ sink_options = options(
                  help="Unencrypted PEM private key of the client certificate, if not in the same file."),
     click.option("--file-path", envvar=env("FILE_PATH"), metavar="PATH",
                  help="File that --sink file appends JSON lines to."),
+    click.option("--format", "event_format", type=click.Choice([f.value for f in EventFormat]),
+                 envvar=env("FORMAT"), default=HttpConfig.format.value,
+                 help="Shape of the http sink's requests: the event JSON, or CloudEvents 1.0.2 in structured "
+                      "mode (several events: a batch array) or binary mode (one event per request)."),
+    click.option("--ce-source", envvar=env("CE_SOURCE"), metavar="URI-REFERENCE",
+                 help="CloudEvents 'source' attribute [default: /wal2http/DATABASE/SLOT]; replay needs it."),
+    click.option("--ce-type-prefix", envvar=env("CE_TYPE_PREFIX"), default=DEFAULT_TYPE_PREFIX, metavar="PREFIX",
+                 help="CloudEvents 'type' is PREFIX.SCHEMA.TABLE.OP (PREFIX.message for a logical decoding message)."),
     hook0_options,
     options(
         "Delivery",
@@ -382,11 +391,15 @@ def source_config(o: dict[str, Any]) -> SourceConfig:
 
 
 def _http_config(o: dict[str, Any], url: str | None = None) -> HttpConfig | None:
-    """The http sink's settings; with ``url``, the settings every route shares (its own URL replaces it)."""
-    if url is None and not o.get("http_url"):
+    """The http sink's settings; without --http-url only when a --format was given (the rules refuse it
+    with the other sinks). With ``url``, the settings every route of --routes shares (its own URL replaces it)."""
+    event_format = EventFormat(o.get("event_format") or EventFormat.JSON)
+    if url is None and not o.get("http_url") and event_format == EventFormat.JSON:
         return None
     return HttpConfig(
-        url=o["http_url"] if url is None else url,
+        url=(o.get("http_url") or "") if url is None else url,
+        format=event_format,
+        cloudevents=CloudEventsConfig(**given(o, source="ce_source", type_prefix="ce_type_prefix")),
         **given(o, timeout_s="http_timeout"),
         bearer_token=HTTP_BEARER_TOKEN.load(o.get("http_bearer_token_file"), os.environ),
         signing_secrets=split_signing_secrets(SIGNING_SECRET.load(o.get("signing_secret_file"), os.environ)),

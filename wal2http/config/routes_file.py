@@ -65,7 +65,7 @@ def _route(path: str, number: int, table: Any, base: HttpConfig, environ: Mappin
         raise ConfigError(f"{where}: {' and '.join(missing)} missing")
     if not NAME_RE.match(table["name"]):
         raise ConfigError(f"{where}: name must be 1-63 letters, digits, '.', '_' or '-'")
-    fmt = table.get("format", EventFormat.JSON.value)
+    fmt = table.get("format", base.format.value)
     if fmt not in tuple(EventFormat):
         raise ConfigError(f"{where}: format must be one of {', '.join(EventFormat)}, not {fmt!r}")
     on_reject = table.get("on_reject", OnReject.HALT.value)

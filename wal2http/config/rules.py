@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wal2http.config import signing
+from wal2http.config.cloudevents import EventFormat, validate_cloudevents
 from wal2http.config.hook0 import validate_hook0
 from wal2http.config.routing import url_template_example
 from wal2http.config.secrets import HTTP_BEARER_TOKEN, Secret
@@ -74,6 +75,17 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
     check("publication", validate_identifier, src.publication, "--publication")
     check("sink", validate_sink, config.sink, bool(config.routing.routes))
     check("routes", validate_routes, config)
+    http = config.sink.http
+    if http is not None and http.format != EventFormat.JSON:
+        if config.sink.kind != SinkKind.HTTP:
+            # A file capture is what replay and routes read back: it keeps the event format.
+            why = ("Hook0 shapes its own requests" if config.sink.kind == SinkKind.HOOK0
+                   else f"--sink {config.sink.kind} writes the events as JSON lines")
+            found.append(SettingProblem("sink", f"--format {http.format} applies to --sink http only; {why}"))
+        elif not database and http.cloudevents.source is None:
+            found.append(SettingProblem(
+                "sink", f"replay --format {http.format} needs --ce-source: give the source run used (by default "
+                        "/wal2http/DATABASE/SLOT), so receivers see the same source and id again"))
     b = config.batch
     for option, value in (("batch_size", b.max_events), ("batch_bytes", b.max_bytes),
                           ("batch_wait_ms", b.max_wait_ms)):
@@ -166,6 +178,7 @@ def validate_http(http: HttpConfig) -> None:
             "keep one of them"
         )
     check_tls_files(http.ca_file, http.client_cert, http.client_key)
+    validate_cloudevents(http.cloudevents)
 
 
 def split_signing_secrets(secret: Secret | None) -> tuple[Secret, ...]:

@@ -6,6 +6,7 @@ import contextlib
 import os
 
 from wal2http.checklist import Check, CheckName, Status, failed, ident, ok, warning
+from wal2http.config.cloudevents import EventFormat
 from wal2http.config.dsn import redact_dsn
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.outcomes import Action
@@ -41,6 +42,10 @@ def offline_checks(config: Config) -> list[Check]:
     if http is not None:
         sink_detail = (f"{sink.kind} to {public_url(http.url)}, at most {http.timeout_s:g} s per request "
                        f"in all{_protection(http)}")
+        if sink.kind == SinkKind.HTTP and http.format != EventFormat.JSON:
+            ce = http.cloudevents
+            sink_detail += (f", --format {http.format} (source {ce.source or f'/wal2http/DATABASE/{src.slot}'}, "
+                            f"type {ce.type_prefix}.SCHEMA.TABLE.OP)")
         if sink.hook0 is not None:
             sink_detail += (f", application {sink.hook0.application_id}, --hook0-mode {sink.hook0.mode}, "
                             "API token given (hidden)")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from wal2http.config.cloudevents import default_source
 from wal2http.config.routing import Route, RoutingConfig
 from wal2http.config.secrets import Secret
 from wal2http.decode.events import Event
+from wal2http.delivery.batch import Batch
 from wal2http.routing.destination import Destination, Unroutable
 from wal2http.routing.selection import Selection
+from wal2http.sinks.cloudevents import Formatter
 
 SECRET_SHOWN = "(secret, not shown)"
 
@@ -72,13 +76,19 @@ def plan(routes: Iterable[Route], events: Iterable[Event]) -> list[EventPlan]:
 
 
 def _planned(route: Route, event: Event, destination: Destination) -> Planned:
-    body = event.body.decode()
+    # The body and headers of the route's format, one event per request; a CloudEvents source defaults to
+    # the run's, which depends on the database and slot this command does not know.
+    settings = route.http.cloudevents
+    if settings.source is None:
+        settings = dataclasses.replace(settings, source=default_source("DATABASE", "SLOT"))
+    request = Formatter(route.http.format, settings, as_array=False).requests(Batch.of(event))[0]
+    body = request.body.decode()
     try:
         url, filled = destination.of(event.record)
     except Unroutable as e:
         return Planned(route.name, None, (), body, str(e))
     templated = dict(filled)
-    headers = [("Content-Type", "application/json"), ("webhook-id", event.id)]
+    headers = [("webhook-id", event.id), *({"Content-Type": "application/json"} | request.headers).items()]
     for header in route.http.headers:
         value = SECRET_SHOWN if isinstance(header.value, Secret) else templated.get(header.name, header.value)
         headers.append((header.name, value))

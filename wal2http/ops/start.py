@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from wal2http.backfill.driver import Backfill
 from wal2http.backfill.queue import backfill_refusal, request_all
 from wal2http.checklist import CheckName, require
+from wal2http.config.cloudevents import default_source
 from wal2http.config.outcomes import StatusClasses
 from wal2http.config.routing import RoutingConfig
 from wal2http.config.sections import HttpConfig, SinkKind, SourceConfig
@@ -114,14 +116,27 @@ def make_sink(config: SinkConfig, as_array: bool, source: SourceInfo | None = No
     return JsonLinesSink.to_stdout()
 
 
-def route_sinks(config: Config, resends: Resends) -> list[RouteSink]:
+def with_ce_source(config: SinkConfig, database: str, slot: str) -> SinkConfig:
+    """The sink settings with the default CloudEvents source, /wal2http/DATABASE/SLOT, where none was given."""
+    http = config.http
+    if http is None or http.cloudevents.source is not None:
+        return config
+    settings = dataclasses.replace(http.cloudevents, source=default_source(database, slot))
+    return dataclasses.replace(config, http=dataclasses.replace(http, cloudevents=settings))
+
+
+def route_sinks(config: Config, resends: Resends, database: str) -> list[RouteSink]:
     """An http sink, and its dead-letter file, for each route of --routes."""
     from wal2http.sinks.http import HttpSink
 
     as_array = config.batch.max_events > 1
-    return [RouteSink(route, HttpSink(route.http, as_array, resends, config.delivery.statuses),
-                      DeadLetterFile(route.dead_letter_path) if route.dead_letter_path else None)
-            for route in config.routing.routes]
+    routes = []
+    for route in config.routing.routes:
+        sink_config = with_ce_source(SinkConfig(SinkKind.HTTP, http=route.http), database, config.source.slot)
+        assert sink_config.http is not None
+        routes.append(RouteSink(route, HttpSink(sink_config.http, as_array, resends, config.delivery.statuses),
+                                DeadLetterFile(route.dead_letter_path) if route.dead_letter_path else None))
+    return routes
 
 
 ON_REJECT_HINT = ("to go on past refused events, run with --on-reject dead-letter --dead-letter-path PATH "
@@ -158,9 +173,10 @@ def _run(config: Config, observer: Observer) -> None:
     d = config.delivery
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
     resends = Resends(observer.metrics)
-    sink = make_sink(config.sink, as_array=config.batch.max_events > 1, source=source, resends=resends,
+    sink = make_sink(with_ce_source(config.sink, prepared.database, src.slot),
+                     as_array=config.batch.max_events > 1, source=source, resends=resends,
                      statuses=d.statuses) if not config.routing.routes else None
-    routes = route_sinks(config, resends) if config.routing.routes else None
+    routes = route_sinks(config, resends, prepared.database) if config.routing.routes else None
     # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
     # delivered only with --messages).
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,

@@ -12,17 +12,26 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from wal2http.decode.pgoutput import Column
-from wal2http.errors import ConfigError, DatabaseError, KeylessTable
+from wal2http.errors import ConfigError, DatabaseError, KeylessTable, LockUnavailable
 from wal2http.pg.backfill_model import (
     REQUESTS_SCHEMA,
     REQUESTS_TABLE,
     WATERMARK_PREFIX,
+    KeyColumn,
+    QualifiedName,
     Row,
     State,
     TableSpec,
     Task,
+    display_name,
+    parse_table_name,
 )
-from wal2http.pg.catalog import IDENTITY_SQL_COLUMNS, base_types, identity_columns, row_identity
+from wal2http.pg.catalog import (
+    IDENTITY_SQL_COLUMNS,
+    base_types,
+    identity_columns,
+    row_identity,
+)
 from wal2http.pg.connection import Connection, Cursor, error_text, execute, query
 from wal2http.pg.snapshot import Snapshot
 
@@ -50,18 +59,24 @@ CREATE TABLE IF NOT EXISTS {} (
     reason text,
     requested_at timestamptz NOT NULL DEFAULT now(),
     started_at timestamptz,
-    finished_at timestamptz
+    finished_at timestamptz,
+    shape text
 )""").format(REQUESTS)
+# A requests table created before ``shape`` existed gets it when its owner next requests a backfill;
+# until then no request resumes another, and every column is read through to_jsonb (never missing).
+_ADD_SHAPE = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS shape text").format(REQUESTS)
 
-_COLUMNS = sql.SQL("id, request, slot::text, schema_name::text, table_name::text, where_condition, state, last_key,"
-                   " rows_sent, rows_estimated, chunks, reason, requested_at, started_at, finished_at")
+# Statements name the requests table ``r``.
+_COLUMNS = sql.SQL("r.id, r.request, r.slot::text, r.schema_name::text, r.table_name::text, r.where_condition,"
+                   " r.state, r.last_key, r.rows_sent, r.rows_estimated, r.chunks, r.reason, r.requested_at,"
+                   " r.started_at, r.finished_at, to_jsonb(r) ->> 'shape'")
 
 
 def _task(row: Sequence[Any]) -> Task:
     return Task(id=row[0], request=row[1], slot=row[2], schema=row[3], table=row[4], where=row[5],
                 state=State(row[6]), last_key=tuple(row[7]) if row[7] is not None else None,
                 rows_sent=row[8], rows_estimated=row[9], chunks=row[10], reason=row[11],
-                requested_at=row[12], started_at=row[13], finished_at=row[14])
+                requested_at=row[12], started_at=row[13], finished_at=row[14], shape=row[15])
 
 
 # -- the requests table ---------------------------------------------------------------------------
@@ -87,6 +102,12 @@ def create_requests_table(conn: Connection) -> bool:
             raise DatabaseError(f"role {role} may not queue backfills in {REQUESTS_NAME}: its owner can allow it: "
                                 f"GRANT SELECT, INSERT, UPDATE ON {REQUESTS_NAME} TO {role}; GRANT USAGE ON "
                                 f"SEQUENCE {REQUESTS_NAME}_id_seq TO {role};")
+        if not has_shape_column(conn):
+            try:
+                query(conn, _ADD_SHAPE, what=f"add column shape to {REQUESTS_NAME}")
+            except DatabaseError as e:
+                logger.warning("%s; until its owner runs %s, no request goes on where a failed one stopped",
+                               e, _ADD_SHAPE.as_string(conn))
         return False
     query(conn, _CREATE, what=f"create {REQUESTS_NAME} (a DBA can create it: see README, Backfilling)")
     logger.info("created %s", REQUESTS_NAME)
@@ -98,20 +119,57 @@ def drop_requests_table(conn: Connection) -> None:
     query(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(REQUESTS), what=f"drop {REQUESTS_NAME}")
 
 
-def insert_request(conn: Connection, slot: str, publication: str, tables: list[tuple[TableSpec, int | None]],
-                   where: str | None) -> int:
-    """Queue one row per table in one transaction; the request id is the first row's id."""
+def has_shape_column(conn: Connection) -> bool:
+    rows = query(conn, "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+                       " AND attname = 'shape' AND NOT attisdropped)", (REQUESTS.as_string(conn),),
+                 what=f"read the columns of {REQUESTS_NAME}")
+    return bool(rows[0][0])
+
+
+def resumable(conn: Connection, slot: str, spec: TableSpec, where: str | None) -> Task | None:
+    """The slot's latest task of this table when it failed part-way under the same shape and condition.
+
+    Its rows up to its last key were sent, and their changes since streamed (the same slot): a new
+    request goes on after that key instead of reading them again.
+    """
+    if not requests_table_exists(conn):
+        return None
+    rows = query(conn, sql.SQL("SELECT {} FROM {} r WHERE r.slot = %s AND r.schema_name = %s AND r.table_name = %s"
+                               " ORDER BY r.id DESC LIMIT 1").format(_COLUMNS, REQUESTS),
+                 (slot, spec.schema, spec.table), what=f"read {REQUESTS_NAME}")
+    if not rows:
+        return None
+    task = _task(rows[0])
+    if (task.state is State.FAILED and task.last_key is not None and task.where == where
+            and task.shape == spec.signature()):
+        return task
+    return None
+
+
+def insert_request(conn: Connection, slot: str, publication: str,
+                   tables: list[tuple[TableSpec, int | None, Task | None]], where: str | None) -> int:
+    """Queue one row per table in one transaction; the request id is the first row's id.
+
+    A table given a failed task goes on from that task's last key and counts (see ``resumable``).
+    """
     rows = query(conn, sql.SQL("SELECT nextval(pg_get_serial_sequence({}, 'id'))").format(
         sql.Literal(REQUESTS.as_string(conn))), what="number the backfill request")
     request = int(rows[0][0])
+    shaped = has_shape_column(conn)
     statements = []
-    for n, (spec, estimate) in enumerate(tables):
-        statements.append(sql.SQL(
-            "INSERT INTO {} (id, request, slot, publication, schema_name, table_name, where_condition,"
-            " rows_estimated) VALUES ({}, {}, {}, {}, {}, {}, {}, {})").format(
-            REQUESTS, sql.Literal(request) if n == 0 else sql.SQL("DEFAULT"), sql.Literal(request),
-            sql.Literal(slot), sql.Literal(publication), sql.Literal(spec.schema), sql.Literal(spec.table),
-            sql.Literal(where), sql.Literal(estimate)))
+    for n, (spec, estimate, resumed) in enumerate(tables):
+        values = [sql.Literal(request) if n == 0 else sql.SQL("DEFAULT"), sql.Literal(request),
+                  sql.Literal(slot), sql.Literal(publication), sql.Literal(spec.schema), sql.Literal(spec.table),
+                  sql.Literal(where), sql.Literal(estimate),
+                  sql.Literal(list(resumed.last_key) if resumed and resumed.last_key is not None else None),
+                  sql.Literal(resumed.rows_sent if resumed else 0), sql.Literal(resumed.chunks if resumed else 0)]
+        columns: sql.Composable = sql.SQL("id, request, slot, publication, schema_name, table_name, where_condition,"
+                          " rows_estimated, last_key, rows_sent, chunks")
+        if shaped:
+            columns = columns + sql.SQL(", shape")
+            values.append(sql.Literal(spec.signature()))
+        statements.append(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            REQUESTS, columns, sql.SQL(", ").join(values)))
     # One simple query: PostgreSQL runs its statements as one transaction, all rows or none.
     query(conn, sql.SQL("; ").join(statements), what="queue the backfill request")
     return request
@@ -121,8 +179,8 @@ def tasks(conn: Connection, slot: str | None = None, request: int | None = None)
     """Requested tables, oldest first; none when the requests table does not exist."""
     if not requests_table_exists(conn):
         return []
-    rows = query(conn, sql.SQL("SELECT {} FROM {} WHERE (%(slot)s::text IS NULL OR slot = %(slot)s)"
-                               " AND (%(request)s::bigint IS NULL OR request = %(request)s) ORDER BY id").format(
+    rows = query(conn, sql.SQL("SELECT {} FROM {} r WHERE (%(slot)s::text IS NULL OR r.slot = %(slot)s)"
+                               " AND (%(request)s::bigint IS NULL OR r.request = %(request)s) ORDER BY r.id").format(
         _COLUMNS, REQUESTS), {"slot": slot, "request": request}, what=f"read {REQUESTS_NAME}")
     return [_task(row) for row in rows]
 
@@ -131,19 +189,54 @@ def next_task(conn: Connection, slot: str) -> Task | None:
     """The table to work on next for this slot: a running one first, else the oldest queued."""
     if not requests_table_exists(conn):
         return None
-    rows = query(conn, sql.SQL("SELECT {} FROM {} WHERE slot = %s AND state = ANY(%s)"
-                               " ORDER BY state = %s DESC, id LIMIT 1").format(_COLUMNS, REQUESTS),
+    rows = query(conn, sql.SQL("SELECT {} FROM {} r WHERE r.slot = %s AND r.state = ANY(%s)"
+                               " ORDER BY r.state = %s DESC, r.id LIMIT 1").format(_COLUMNS, REQUESTS),
                  (slot, UNFINISHED, State.RUNNING.value), what=f"read {REQUESTS_NAME}")
     return _task(rows[0]) if rows else None
 
 
-def start_task(conn: Connection, task_id: int, estimate: int | None) -> Task | None:
-    """Mark a table running; None when it was cancelled meanwhile."""
-    rows = query(conn, sql.SQL("UPDATE {} SET state = %s, started_at = coalesce(started_at, now()),"
-                               " rows_estimated = coalesce(%s, rows_estimated)"
-                               " WHERE id = %s AND state = ANY(%s) RETURNING {}").format(REQUESTS, _COLUMNS),
-                 (State.RUNNING.value, estimate, task_id, UNFINISHED), what="start a backfill")
+def start_task(conn: Connection, task_id: int, estimate: int | None, shape: str) -> Task | None:
+    """Mark a table running under ``shape``; None when it was cancelled meanwhile.
+
+    Its last key is forgotten (the table is read from the start) when it was stored under another
+    shape: the table was altered (its key order, say) while no run was reading it.
+    """
+    restart = sql.SQL("")
+    if has_shape_column(conn):
+        restart = sql.SQL(", last_key = CASE WHEN r.shape IS DISTINCT FROM %(shape)s THEN NULL ELSE r.last_key END,"
+                          " shape = %(shape)s")
+    # A wait it noted before a restart of ``run`` is over; the new run notes its own.
+    rows = query(conn, sql.SQL("UPDATE {} r SET state = %(running)s, started_at = coalesce(r.started_at, now()),"
+                               " reason = NULL,"
+                               " rows_estimated = coalesce(%(estimate)s, r.rows_estimated){}"
+                               " WHERE r.id = %(id)s AND r.state = ANY(%(unfinished)s) RETURNING {}").format(
+        REQUESTS, restart, _COLUMNS), {"running": State.RUNNING.value, "estimate": estimate, "id": task_id,
+                                       "unfinished": UNFINISHED, "shape": shape}, what="start a backfill")
     return _task(rows[0]) if rows else None
+
+
+def restart_task(conn: Connection, task_id: int, shape: str) -> bool:
+    """Read a running table again from the start under a new shape; False when no longer running."""
+    rows = query(conn, sql.SQL("UPDATE {} r SET last_key = NULL{} WHERE r.id = %(id)s AND r.state = %(running)s"
+                               " RETURNING r.id").format(
+        REQUESTS, sql.SQL(", shape = %(shape)s") if has_shape_column(conn) else sql.SQL("")),
+        {"id": task_id, "running": State.RUNNING.value, "shape": shape}, what="restart a backfill")
+    return bool(rows)
+
+
+def note_wait(conn: Connection, task_id: int, reason: str | None) -> None:
+    """Say (or stop saying) in a running table's reason what it waits for."""
+    query(conn, sql.SQL("UPDATE {} SET reason = %s WHERE id = %s AND state = %s").format(REQUESTS),
+          (reason, task_id, State.RUNNING.value), what="note a backfill wait")
+
+
+def lock_holders(conn: Connection, oid: int) -> str:
+    """Who holds a lock on the table that a select waits for: ``AccessExclusiveLock held by pid N``, or ""."""
+    rows = query(conn, "SELECT string_agg(format('%%s held by pid %%s', l.mode, l.pid), ', ' ORDER BY l.pid)"
+                       " FROM pg_locks l JOIN pg_database d ON d.oid = l.database AND d.datname = current_database()"
+                       " WHERE l.locktype = 'relation' AND l.relation = %s AND l.granted"
+                       " AND l.mode = 'AccessExclusiveLock'", (oid,), what="read who holds the table's lock")
+    return str(rows[0][0]) if rows and rows[0][0] else ""
 
 
 def record_progress(conn: Connection, task_id: int, last_key: tuple[str | None, ...] | None, rows: int,
@@ -170,9 +263,9 @@ def cancel(conn: Connection, request: int, task_ids: list[int] | None = None) ->
     """Cancel a request's unfinished tables (only ``task_ids`` of them when given); the rows changed."""
     if not requests_table_exists(conn):
         return []
-    rows = query(conn, sql.SQL("UPDATE {} SET state = %s, finished_at = now(), reason = %s"
-                               " WHERE request = %s AND state = ANY(%s) AND (%s::bigint[] IS NULL OR id = ANY(%s))"
-                               " RETURNING {}").format(REQUESTS, _COLUMNS),
+    rows = query(conn, sql.SQL("UPDATE {} r SET state = %s, finished_at = now(), reason = %s"
+                               " WHERE r.request = %s AND r.state = ANY(%s)"
+                               " AND (%s::bigint[] IS NULL OR r.id = ANY(%s)) RETURNING {}").format(REQUESTS, _COLUMNS),
                  (State.CANCELLED.value, State.CANCELLED.value, request, UNFINISHED, task_ids, task_ids),
                  what="cancel the backfill")
     return [_task(row) for row in rows]
@@ -189,45 +282,73 @@ def unreadable_tables(conn: Connection, publication: str) -> list[str]:
 # -- what a table looks like ----------------------------------------------------------------------
 
 
-def describe(conn: Connection, publication: str, name: str) -> TableSpec:
-    """The table as the publication streams it; ConfigError with the fix when it cannot be backfilled.
+def describe_text(conn: Connection, publication: str, text: str) -> TableSpec:
+    """The table ``--table`` names: ``schema.table`` or ``table``, parts taken literally, quoted ones may hold dots."""
+    try:
+        candidates = parse_table_name(text)
+    except ValueError as e:
+        raise ConfigError(f"{e} (use SCHEMA.TABLE; quote a part holding a dot: '\"eu.west\".orders')") from None
+    found = [(oid, s, t) for s, t in candidates for oid in [_find(conn, s, t)] if oid is not None]
+    if len(found) > 1:
+        spellings = " or ".join(repr(display_name(s, t)) for _, s, t in found if s is not None)
+        raise ConfigError(f"table name {text!r} is ambiguous: quote the part holding the dot, {spellings}")
+    if not found:
+        hint = ""
+        if len(candidates) > 1:
+            hint = "; quote a part holding a dot: " + " or ".join(
+                repr(display_name(s, t)) for s, t in candidates if s is not None)
+        raise ConfigError(f"table {text!r} does not exist (names are case-sensitive; use SCHEMA.TABLE{hint})")
+    return describe_oid(conn, publication, found[0][0])
 
-    ``name`` is ``schema.table`` or ``table``, taken literally (case kept), as ``slot create`` takes it.
-    """
-    schema, dot, table = name.partition(".")
-    if not schema or (dot and not table):
-        raise ConfigError(f"invalid table name {name!r}: use schema.table or table")
-    identifier = sql.Identifier(schema, table) if dot else sql.Identifier(schema)
-    rows = query(conn, "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, c.relkind::text"
-                       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
-                 (identifier.as_string(conn),), what=f"look up table {name!r}")
-    if not rows or rows[0][4] not in ("r", "p"):
-        raise ConfigError(f"table {name!r} does not exist (names are case-sensitive; use SCHEMA.TABLE)")
-    return describe_oid(conn, publication, rows[0][0])
+
+def describe(conn: Connection, publication: str, schema: str, table: str) -> TableSpec:
+    """The table as the publication streams it; ConfigError with the fix when it cannot be backfilled."""
+    oid = _find(conn, schema, table)
+    if oid is None:
+        raise ConfigError(f"table {display_name(schema, table)} does not exist (dropped or renamed since the "
+                          "request?)")
+    return describe_oid(conn, publication, oid)
+
+
+def _find(conn: Connection, schema: str | None, table: str) -> int | None:
+    """A table's OID (a plain or partitioned table): by schema and name, or on the search path."""
+    if schema is None:
+        rows = query(conn, "SELECT c.oid FROM pg_class c WHERE c.oid = to_regclass(quote_ident(%s))"
+                           " AND c.relkind IN ('r', 'p')", (table,), what=f"look up table {table!r}")
+    else:
+        rows = query(conn, "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                           " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+                     (schema, table), what=f"look up table {display_name(schema, table)}")
+    return int(rows[0][0]) if rows else None
+
+
+# The columns a publication sends: generated ones only from 18 on, when it publishes them (stored ones).
+_NOT_GENERATED = "a.attgenerated = ''"
+_NOT_GENERATED_OR_STORED = "(a.attgenerated = '' OR a.attgenerated = 's')"
 
 
 def describe_oid(conn: Connection, publication: str, oid: int) -> TableSpec:
-    rows = query(conn, "SELECT n.nspname::text, c.relname::text, c.relreplident::text FROM pg_class c"
+    rows = query(conn, "SELECT n.nspname::text, c.relname::text, c.relreplident::text, c.relkind::text FROM pg_class c"
                        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
                  (oid,), what=f"look up table OID {oid}")
     if not rows:
         raise ConfigError(f"table OID {oid} does not exist any more (dropped)")
-    schema, table, replident = rows[0]
-    name = f"{schema}.{table}"
+    schema, table, replident, relkind = rows[0]
+    name = display_name(schema, table)
     new_style = conn.server_version >= 150000  # row filters and column lists
     published = query(conn, sql.SQL("SELECT {} FROM pg_publication_tables"
                                     " WHERE pubname = %s AND schemaname = %s AND tablename = %s").format(
         sql.SQL("attnames::text[], rowfilter" if new_style else "NULL::text[], NULL::text")),
         (publication, schema, table), what=f"read publication {publication!r}")
     if not published:
-        raise ConfigError(f"table {name} is not published by publication {publication}: a backfill sends only "
-                          f"what the stream sends; add it (ALTER PUBLICATION {publication} ADD TABLE {name}) "
-                          "or name a published table")
+        raise ConfigError(_unpublished(conn, publication, oid, name, relkind))
     attnames, row_filter = published[0]
-    columns = query(conn, "SELECT a.attname::text, a.atttypid::bigint, a.atttypmod, t.typname::text"
-                          " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
-                          " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''"
-                          " ORDER BY a.attnum", (oid,), what=f"read the columns of {name}")
+    columns = query(conn, sql.SQL("SELECT a.attname::text, a.atttypid::bigint, a.atttypmod, t.typname::text"
+                                  " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+                                  " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND {}"
+                                  " ORDER BY a.attnum").format(
+        sql.SQL(_NOT_GENERATED_OR_STORED if _generated(conn) else _NOT_GENERATED)),
+                    (oid,), what=f"read the columns of {name}")
     listed = set(attnames) if attnames is not None else None
     cols = tuple(Column(c[0], int(c[1]), c[2], False) for c in columns if listed is None or c[0] in listed)
     _, key = identity_columns(conn, oid)
@@ -237,17 +358,88 @@ def describe_oid(conn: Connection, publication: str, oid: int) -> TableSpec:
     if missing:
         raise ConfigError(f"table {name}: key column {', '.join(missing)} is not in the publication's column "
                           f"list; add it to the column list of {publication}")
+    index, order = key_order(conn, oid)
+    if tuple(k.name for k in order) != key:
+        raise ConfigError(f"table {name}: cannot read the order of its key index (columns {', '.join(key)})")
     type_names = {int(c[1]): c[3] for c in columns if int(c[1]) >= 10000}
-    return TableSpec(oid, schema, table, replident, cols, key, type_names, row_filter)
+    return TableSpec(oid, schema, table, replident, cols, key, type_names, row_filter, index, order,
+                     only=relkind == "r")
 
 
-# What TableSpec.shape() holds, in one round trip (checked before every chunk): the published
-# columns and their types, the row identity, the row filter; no row when unpublished or dropped.
+def _generated(conn: Connection) -> bool:
+    return bool(conn.server_version >= 180000)  # publish_generated_columns came with 18
+
+
+def _unpublished(conn: Connection, publication: str, oid: int, name: str, relkind: str) -> str:
+    """Why a table is not in the publication, with the fix that works."""
+    if relkind == "p":
+        leaves = query(conn, "SELECT pt.schemaname::text, pt.tablename::text FROM pg_partition_tree(%s) p"
+                             " JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
+                             " JOIN pg_publication_tables pt ON pt.pubname = %s AND pt.schemaname = n.nspname"
+                             " AND pt.tablename = c.relname WHERE p.isleaf ORDER BY 1, 2",
+                       (oid, publication), what=f"read the partitions of {name}")
+        if leaves:
+            tables = " ".join(f"--table {_shell_word(display_name(schema, table))}" for schema, table in leaves)
+            return (f"table {name} is partitioned and publication {publication} streams its partitions as "
+                    f"tables of their own (publish_via_partition_root = false): backfill the partitions, "
+                    f"{tables}")
+    return (f"table {name} is not published by publication {publication}: a backfill sends only what the "
+            f"stream sends; add it (ALTER PUBLICATION {publication} ADD TABLE {name}) or name a published table")
+
+
+def _shell_word(text: str) -> str:
+    """A name as typed in a shell: quoted when it holds anything but letters, digits, ``_``, ``.``, ``$``."""
+    return text if all(ch.isalnum() or ch in "_.$" for ch in text) else "'" + text.replace("'", "'\\''") + "'"
+
+
+# The key index (the replica identity index under REPLICA IDENTITY USING INDEX, else the primary key)
+# and how it orders each key column: collation, operator class, and that class's <, <=, =, >=, >
+# (strategies 1 to 5) when it is not the type's default class.
+_KEY_ORDER_SQL = """
+SELECT x.indexrelid::bigint, a.attname::text, coalesce(k.coll, 0)::bigint, cn.nspname::text, co.collname::text,
+       k.opclass::bigint, oc.opcdefault,
+       ARRAY(SELECT ARRAY[o_n.nspname::text, o.oprname::text] FROM pg_amop ao
+             JOIN pg_operator o ON o.oid = ao.amopopr JOIN pg_namespace o_n ON o_n.oid = o.oprnamespace
+             WHERE ao.amopfamily = oc.opcfamily AND ao.amoplefttype = oc.opcintype
+               AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy BETWEEN 1 AND 5 ORDER BY ao.amopstrategy)
+FROM (SELECT i.* FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+      WHERE i.indrelid = %s AND (i.indisprimary OR (i.indisreplident AND c.relreplident = 'i'))
+      ORDER BY i.indisreplident AND c.relreplident = 'i' DESC LIMIT 1) x
+CROSS JOIN LATERAL unnest(x.indkey::int2[], x.indcollation::oid[], x.indclass::oid[])
+    WITH ORDINALITY AS k(attnum, coll, opclass, n)
+JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+JOIN pg_opclass oc ON oc.oid = k.opclass
+LEFT JOIN pg_collation co ON co.oid = k.coll
+LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+WHERE k.n <= x.indnkeyatts
+ORDER BY k.n
+"""
+
+
+def key_order(conn: Connection, oid: int) -> tuple[int, tuple[KeyColumn, ...]]:
+    """The key index's OID and its key columns as it orders them ((0, ()) without one)."""
+    rows = query(conn, _KEY_ORDER_SQL, (oid,), what=f"read the key order of table OID {oid}")
+    columns: list[KeyColumn] = []
+    for _, name, coll, coll_schema, coll_name, opclass, default, operators in rows:
+        collation = (coll_schema, coll_name) if coll and coll_name is not None else None
+        ops = None
+        if not default:
+            if len(operators) != 5:
+                raise ConfigError(f"key column {name}: its operator class (OID {opclass}) is not a btree class "
+                                  "with the five comparison operators; a backfill cannot page in its order")
+            ops = tuple((o[0], o[1]) for o in operators)
+        columns.append(KeyColumn(name, collation, ops, (int(coll), int(opclass))))
+    return (int(rows[0][0]) if rows else 0), tuple(columns)
+
+
+# What TableSpec.shape() holds, in one round trip with key_order's: the name, the published columns and
+# their types, the row identity, the row filter; no row when unpublished or dropped.
 _SHAPE_SQL = """
-SELECT ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-             AND NOT a.attisdropped AND a.attgenerated = '' AND {listed} ORDER BY a.attnum),
+SELECT n.nspname::text, c.relname::text,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped AND {generated} AND {listed} ORDER BY a.attnum),
        ARRAY(SELECT a.atttypid::bigint FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-             AND NOT a.attisdropped AND a.attgenerated = '' AND {listed} ORDER BY a.attnum),
+             AND NOT a.attisdropped AND {generated} AND {listed} ORDER BY a.attnum),
        {row_filter}, {identity}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_publication_tables pt ON pt.pubname = %s AND pt.schemaname = n.nspname AND pt.tablename = c.relname
@@ -260,14 +452,17 @@ def shape_of(conn: Connection, publication: str, oid: int) -> tuple[object, ...]
     new_style = conn.server_version >= 150000  # row filters and column lists
     statement = sql.SQL(_SHAPE_SQL).format(
         listed=sql.SQL("(pt.attnames IS NULL OR a.attname = ANY(pt.attnames))" if new_style else "true"),
+        generated=sql.SQL(_NOT_GENERATED_OR_STORED if _generated(conn) else _NOT_GENERATED),
         row_filter=sql.SQL("pt.rowfilter" if new_style else "NULL::text"),
         identity=IDENTITY_SQL_COLUMNS)
     rows = query(conn, statement, (publication, oid), what=f"check table OID {oid}")
     if not rows:
         return None
-    names, types, row_filter, replident, primary, index = rows[0]
-    return (oid, tuple(zip(names, (int(t) for t in types), strict=True)), row_identity(replident, primary, index),
-            row_filter)
+    schema, table, names, types, row_filter, replident, primary, index = rows[0]
+    key_index, order = key_order(conn, oid)
+    return (oid, schema, table, tuple(zip(names, (int(t) for t in types), strict=True)),
+            row_identity(replident, primary, index), row_filter, key_index,
+            tuple((k.name, *k.identity) for k in order))
 
 
 def domain_bases(conn: Connection, spec: TableSpec) -> dict[int, int]:
@@ -294,7 +489,11 @@ def condition(text: str) -> sql.Composed:
     it in ``pg_publication_tables.rowfilter``, and the operator's ``--where``, refused at request time
     unless it is one expression (no ``;``) that PostgreSQL can plan, and run in a read-only
     transaction. tests/unit/test_sql.py allows this function, and only it, to give sql.SQL such text.
+
+    A ``%`` in it (``LIKE 'a%'``) is doubled: a statement holding a condition is always run with a
+    parameter list (empty, if need be), so psycopg2 reads ``%%`` back as ``%``, never as a placeholder.
     """
+    text = text.replace("%", "%%")
     return sql.SQL("({})").format(sql.SQL(text))
 
 
@@ -303,9 +502,11 @@ def plan_where(conn: Connection, spec: TableSpec, where: str) -> None:
     check_where(where)
     try:
         with conn.cursor() as cur:
-            execute(cur, sql.SQL("EXPLAIN SELECT FROM {} WHERE {}").format(
-                sql.Identifier(spec.schema, spec.table), condition(where)), what="plan --where")
+            execute(cur, sql.SQL("EXPLAIN SELECT FROM {} WHERE {}").format(source(spec), condition(where)), [],
+                    what="plan --where")
     except psycopg2.Error as e:
+        if e.pgcode in (LOCK_NOT_AVAILABLE, QUERY_CANCELED):  # DDL holds the table: not the condition's fault
+            raise LockUnavailable(f"cannot plan --where on {spec.name}: {error_text(e)}") from None
         raise ConfigError(f"--where {where!r} cannot be used on {spec.name}: {error_text(e)}") from None
 
 
@@ -329,19 +530,101 @@ def _text_caster() -> Any:
     return psycopg2.extensions.new_type(oids, "WAL2HTTP_TEXT", lambda value, _cur: value)
 
 
-FETCH_ROWS = 1000  # rows one FETCH of a chunk asks for at most
-_CURSOR = sql.Identifier("wal2http_chunk")
+# What a backfill's statements are made of: the table as the stream publishes it, its key in the key
+# index's order (each column under the index's collation, compared by its operator class's operators).
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+UNDEFINED_TABLE = "42P01"  # renamed or dropped since described
+QUERY_CANCELED = "57014"  # statement_timeout expired
+_OPERATOR_CHARACTERS = frozenset("+-*/<>=~!@#%^&|`?")
 
 
-@dataclass(frozen=True)
-class Selected:
-    """What one chunk select read, in one snapshot."""
+def source(spec: TableSpec) -> sql.Composed:
+    """The table to read: ``ONLY`` a plain table, as its inheritance children are published as tables of their own."""
+    return sql.SQL("ONLY {}" if spec.only else "{}").format(sql.Identifier(spec.schema, spec.table))
 
-    rows: list[Row]  # the next rows in key order
-    rereads: list[Row]  # rows read again by key
-    snapshot: Snapshot
-    complete: bool  # the rows reach the end of the table
-    rereads_complete: bool  # every key was looked up (else the budget stopped after the last row read again)
+
+def operator(name: QualifiedName) -> sql.Composed:
+    """``OPERATOR(schema.op)``: an operator of a key index's operator class, named by the catalogue.
+
+    An operator's name is made only of the characters PostgreSQL allows in one (checked here), never
+    of anything a statement could be changed by; tests/unit/test_sql.py allows this function to give
+    sql.SQL such text.
+    """
+    schema, text = name
+    if not text or not set(text) <= _OPERATOR_CHARACTERS:
+        raise ConfigError(f"operator {text!r} of a key index is not an operator name")
+    return sql.SQL("OPERATOR({}.{})").format(sql.Identifier(schema), sql.SQL(text))
+
+
+def key_column(column: KeyColumn) -> sql.Composed:
+    """A key column as its index compares it: under the index's collation."""
+    if column.collation is None:
+        return sql.Composed([sql.Identifier(column.name)])
+    return sql.SQL("{} COLLATE {}").format(sql.Identifier(column.name), sql.Identifier(*column.collation))
+
+
+def key_order_by(spec: TableSpec) -> sql.Composed:
+    """``ORDER BY``'s list: the key index's order, with its operator class's ``<`` where not the default."""
+    terms = []
+    for column in spec.key_order:
+        if column.operators is None:
+            terms.append(key_column(column))
+        else:
+            terms.append(sql.SQL("{} USING {}").format(key_column(column), operator(column.operators[0])))
+    return sql.SQL(", ").join(terms)
+
+
+def after_key(spec: TableSpec, after: tuple[str | None, ...]) -> tuple[sql.Composed, list[str | None]]:
+    """The keyset condition ``key > after`` in the key index's order, and its parameters.
+
+    A row comparison when every column has its type's default operator class (an index can start
+    there); else column by column with the class's operators, the first column bounded by ``>=``.
+    """
+    order = spec.key_order
+    if all(c.operators is None for c in order):
+        return sql.SQL("({}) > ({})").format(sql.SQL(", ").join(key_column(c) for c in order),
+                                             sql.SQL(", ").join(sql.Placeholder() * len(order))), list(after)
+
+    def equal(column: KeyColumn) -> sql.Composable:
+        return sql.SQL("=") if column.operators is None else operator(column.operators[2])
+
+    def greater(column: KeyColumn) -> sql.Composable:
+        return sql.SQL(">") if column.operators is None else operator(column.operators[4])
+
+    params: list[str | None] = []
+    later: sql.Composable | None = None
+    for n in range(len(order) - 1, -1, -1):  # (c_n > v_n) OR (c_n = v_n AND (later)), innermost first
+        column, value = order[n], after[n]
+        beyond = sql.SQL("{} {} %s").format(key_column(column), greater(column))
+        if later is None:
+            later, params = beyond, [value]
+        else:
+            later = sql.SQL("({} OR ({} {} %s AND {}))").format(beyond, key_column(column), equal(column), later)
+            params = [value, value, *params]
+    assert later is not None
+    first = order[0]  # an index scan starts at the first column's bound
+    at_least = sql.SQL(">=") if first.operators is None else operator(first.operators[3])
+    bound = sql.SQL("{} {} %s").format(key_column(first), at_least)
+    return sql.SQL("{} AND {}").format(bound, later), [after[0], *params]
+
+
+def chunk_statement(spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
+                    limit: int) -> tuple[sql.Composed, list[str | None]]:
+    """The select of the next ``limit`` rows after ``after`` in the key index's order, and its parameters.
+
+    Keyset pagination (never OFFSET) in exactly the order of the key index: its collations (a
+    column's own may be non-deterministic, a key's tie group then spans chunks) and operator classes.
+    The publication's row filter and ``where`` apply.
+    """
+    conditions = _filters(spec, where)
+    params: list[str | None] = []
+    if after is not None:
+        keyset, params = after_key(spec, after)
+        conditions.append(keyset)
+    statement = sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns), source(spec), _where(conditions),
+        key_order_by(spec), sql.Literal(limit))
+    return statement, params
 
 
 def _filters(spec: TableSpec, where: str | None) -> list[sql.Composable]:
@@ -359,13 +642,37 @@ def _where(conditions: list[sql.Composable]) -> sql.Composable:
 
 
 def _by_key(spec: TableSpec, where: str | None, keys: int) -> sql.Composed:
-    """The rows with the given keys (``keys`` of them, as parameters), where the filters still hold."""
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
-    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(spec.key)))
+    """The rows with the given keys (``keys`` of them, as parameters), where the filters still hold.
+
+    Keys compare under the key index's collations: under a column's non-deterministic one, a key
+    would also find the rows whose keys only it finds equal.
+    """
+    key = sql.SQL(", ").join(key_column(c) for c in spec.key_order)
+    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(spec.key_order)))
     conditions = [*_filters(spec, where), sql.SQL("({}) IN ({})").format(key, sql.SQL(", ").join([one] * keys))]
     return sql.SQL("SELECT {} FROM {} {} ORDER BY {}").format(
-        sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns), sql.Identifier(spec.schema, spec.table),
-        _where(conditions), key)
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns), source(spec), _where(conditions),
+        key_order_by(spec))
+
+
+def shape_in(conn: Connection, publication: str, spec: TableSpec) -> bool:
+    """Whether the table still has the shape ``spec`` was described with (see ``shape_of``)."""
+    return shape_of(conn, publication, spec.oid) == spec.shape()
+
+
+FETCH_ROWS = 1000  # rows one FETCH of a chunk asks for at most
+_CURSOR = sql.Identifier("wal2http_chunk")
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What one chunk select read, in one snapshot."""
+
+    rows: list[Row]  # the next rows in key order
+    rereads: list[Row]  # rows read again by key
+    snapshot: Snapshot
+    complete: bool  # the rows reach the end of the table
+    rereads_complete: bool  # every key was looked up (else the budget stopped after the last row read again)
 
 
 def _take(cur: Cursor, limit: int, max_bytes: int, what: str) -> tuple[list[Row], bool]:
@@ -394,46 +701,54 @@ def _take(cur: Cursor, limit: int, max_bytes: int, what: str) -> tuple[list[Row]
     return rows, False
 
 
-def select_chunk(conn: Connection, spec: TableSpec, where: str | None, after: tuple[str | None, ...] | None,
-                 limit: int, max_bytes: int, keys: Sequence[tuple[str | None, ...]], statement_timeout_ms: int,
-                 high_mark: str) -> Selected:
+def select_chunk(conn: Connection, publication: str, spec: TableSpec, where: str | None,
+                 after: tuple[str | None, ...] | None, limit: int, max_bytes: int,
+                 keys: Sequence[tuple[str | None, ...]], statement_timeout_ms: int, high_mark: str) -> Selected | None:
     """The next rows after ``after`` in key order, the rows with ``keys``, and the snapshot they were read with.
 
     At most ``limit`` rows and ``max_bytes`` of column text (one row at least); the rows with
     ``keys`` (read again) take what the budget leaves, one row at least, in the same snapshot.
     In a short read-only transaction of its own, followed (same round trip) by the high watermark
-    ``high_mark`` in a transaction of its own. Keyset pagination (never OFFSET), through a cursor
-    so a chunk of large rows is never held whole; the publication's row filter and ``where``
-    apply. Takes only the ACCESS SHARE lock of any SELECT, and gives up quickly when DDL holds
-    the table.
+    ``high_mark`` in a transaction of its own. Keyset pagination in the key index's order (see
+    ``chunk_statement``), through a cursor so a chunk of large rows is never held whole. The
+    table's ACCESS SHARE lock comes first, then the snapshot: the select and the check that the
+    table still has the shape of ``spec`` (None when not: altered, renamed, or its key order
+    changed) see the same table, and no DDL changes it before the commit. LockUnavailable when
+    DDL holds the table longer than the lock timeout.
     """
-    conditions = _filters(spec, where)
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
-    if after is not None:
-        conditions.append(sql.SQL("({}) > ({})").format(key, sql.SQL(", ").join(sql.Placeholder() * len(after))))
-    statement = sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
-        sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns),
-        sql.Identifier(spec.schema, spec.table),
-        _where(conditions),
-        key, sql.Literal(limit))
+    statement, params = chunk_statement(spec, where, after, limit)
     what = f"read a chunk of {spec.name}"
     try:
         with conn.cursor() as cur:
             psycopg2.extensions.register_type(_text_caster(), cur)
-            # Repeatable read: the snapshot the first statement reports is the one the select uses.
-            execute(cur, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
-                         " SELECT pg_current_snapshot()::text, set_config('statement_timeout', %s, true),"
-                         " set_config('lock_timeout', %s, true)",
-                    (str(statement_timeout_ms), str(min(statement_timeout_ms, 2000))), what=what)
+            # Repeatable read: the snapshot is taken by the first SELECT, after the lock, and kept.
+            execute(cur, sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {};"
+                                 " SET LOCAL lock_timeout = {}").format(
+                sql.Literal(statement_timeout_ms), sql.Literal(min(statement_timeout_ms, 2000))), what=what)
             try:
+                try:
+                    # ONLY: a partitioned root's partitions are locked by the select itself (locking them
+                    # here would need privileges on each, which a read through the root does not).
+                    execute(cur, sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(
+                        sql.Identifier(spec.schema, spec.table)), what=what)
+                except psycopg2.Error as e:
+                    if e.pgcode == UNDEFINED_TABLE:  # renamed or dropped: the shape check says which
+                        execute(cur, "ROLLBACK", what=what)
+                        return None
+                    raise
+                execute(cur, "SELECT pg_current_snapshot()::text", what=what)
                 found = cur.fetchone()
                 assert found is not None  # the SELECT returns one row
                 snapshot = Snapshot.parse(found[0])
+                if not shape_in(conn, publication, spec):
+                    execute(cur, "ROLLBACK", what=what)
+                    return None
                 rows: list[Row] = []
                 complete = True
                 if limit > 0:
-                    execute(cur, sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}").format(_CURSOR, statement),
-                            list(after) if after is not None else None, what=what)
+                    # Parameters as a list, even empty: see condition().
+                    execute(cur, sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}").format(_CURSOR, statement), params,
+                            what=what)
                     rows, complete = _take(cur, limit, max_bytes, what)
                     execute(cur, sql.SQL("CLOSE {}").format(_CURSOR), what=what)
                 rereads: list[Row] = []
@@ -450,5 +765,7 @@ def select_chunk(conn: Connection, spec: TableSpec, where: str | None, after: tu
             execute(cur, "COMMIT; SELECT pg_logical_emit_message(true, %s, %s)", (WATERMARK_PREFIX, high_mark),
                     what=what)
     except psycopg2.Error as e:
+        if e.pgcode == LOCK_NOT_AVAILABLE:
+            raise LockUnavailable(f"cannot {what}: {error_text(e)}") from None
         raise DatabaseError(f"cannot {what}: {error_text(e)}") from None
     return Selected(rows, rereads, snapshot, complete, rereads_complete)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from psycopg2 import sql
 
 from wal2http.errors import ConfigError
+from wal2http.pg.backfill_model import display_name, parse_table_name
 from wal2http.pg.connection import Connection, TlsStatus, is_local, query, tls_status
 
 logger = logging.getLogger(__name__)
@@ -136,11 +137,17 @@ def published_tables(conn: Connection, publication: str) -> list[tuple[str, str]
 
 
 def table_identifier(name: str) -> sql.Identifier:
-    """``schema.table`` or ``table`` as an identifier; names are taken literally (case kept)."""
-    schema, dot, table = name.partition(".")
-    if not schema or (dot and not table):
-        raise ConfigError(f"invalid table name {name!r}: use schema.table or table")
-    return sql.Identifier(schema, table) if dot else sql.Identifier(schema)
+    """``schema.table`` or ``table`` as an identifier; names are taken literally (case kept), a quoted part
+    may hold dots (``"eu.west".orders``), as ``backfill --table`` takes them."""
+    try:
+        meant = parse_table_name(name)
+    except ValueError as e:
+        raise ConfigError(f"{e}: use schema.table or table") from None
+    if len(meant) > 1:
+        spellings = " or ".join(repr(display_name(s, t)) for s, t in meant if s is not None)
+        raise ConfigError(f"table name {name!r} has more than one dot: quote the part holding one, {spellings}")
+    schema, table = meant[0]
+    return sql.Identifier(schema, table) if schema is not None else sql.Identifier(table)
 
 
 def resolve_tables(conn: Connection, names: list[str]) -> list[str]:

@@ -103,6 +103,12 @@ class RouteSet:
         self.handled += 1
 
     @property
+    def on_reject(self) -> OnReject:
+        """HALT when a route halts on a refused event (a refusal may then stop the run), else the first's."""
+        policies = [r.route.on_reject for r in self.routes]
+        return OnReject.HALT if OnReject.HALT in policies else policies[0]
+
+    @property
     def delivered(self) -> int:
         """Events every route is done with, less those a route dead-lettered or skipped (the run's summary
         adds the three up to the events handled)."""

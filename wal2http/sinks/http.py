@@ -40,6 +40,8 @@ from wal2http.errors import (
 )
 from wal2http.routing.destination import Destination
 from wal2http.runtime import ResendReason
+from wal2http.sinks.cloudevents import Formatter, Parts, Request
+from wal2http.sinks.failures import cause_text, failure_text, resend_reason
 from wal2http.sinks.signing import Signer
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,8 @@ class HttpSink:
     def __init__(self, config: HttpConfig, as_array: bool, resends: Resends | None = None,
                  statuses: StatusClasses | None = None) -> None:
         self._config = config
-        self._as_array = as_array
+        self._formatter = Formatter(config.format, config.cloudevents, as_array)
+        self._parts = Parts()
         self._resends = resends
         self._sending: Batch | None = None  # for resends counted inside a request
         self._statuses = statuses or StatusClasses()
@@ -111,14 +114,22 @@ class HttpSink:
         credentials = config.bearer_token is not None or any(isinstance(h.value, Secret) for h in config.headers)
         warn_if_plain_http(config.url, "--http-url", credentials)
 
-    def send(self, batch: Batch) -> int:
-        body = batch.body(self._as_array)
+    def send(self, batch: Batch) -> int | None:
+        """Send the batch as its format asks: one request, or one per event (cloudevents-binary).
+
+        When one of several requests fails, those accepted before it are not sent again with the batch.
+        """
+        return self._parts.send(self._formatter.requests(batch), self._post)
+
+    def _post(self, part: Request) -> int:
+        batch, body = part.batch, part.body
         webhook_id = batch.batch_id
         timestamp = int(time.time())
         headers = {
             "webhook-id": webhook_id,
             "webhook-timestamp": str(timestamp),
             "Idempotency-Key": webhook_id,
+            **part.headers,
         }
         if self._signer is not None:
             # Over the very bytes passed to requests, which sends bytes unchanged.
@@ -197,7 +208,7 @@ class CountingRetry(Retry):
         retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when none is left
         if self.on_resend is not None and error is not None and not self._is_connection_error(error):
             # A connect error sent nothing; any other error came after the request was (maybe) sent.
-            self.on_resend(resend_reason(error) or ResendReason.CONNECTION, _reason(error))
+            self.on_resend(resend_reason(error) or ResendReason.CONNECTION, cause_text(error))
         return retry
 
 
@@ -288,14 +299,14 @@ def request(session: requests.Session, config: HttpConfig, method: str, url: str
         raise TransientDeliveryError(f"{peer} did not answer within {config.timeout_s:g} s "
                                      "(--http-timeout)", resend_reason=ResendReason.TIMEOUT) from None
     except requests.ConnectTimeout as e:
-        raise TransientDeliveryError(f"{peer} timed out: {_reason(e)}") from None
+        raise TransientDeliveryError(f"{peer} timed out: {cause_text(e)}") from None
     except requests.Timeout as e:
-        raise TransientDeliveryError(f"{peer} timed out: {_reason(e)}", resend_reason=ResendReason.TIMEOUT) from None
+        raise TransientDeliveryError(f"{peer} timed out: {cause_text(e)}", resend_reason=ResendReason.TIMEOUT) from None
     except requests.RequestException as e:
-        raise TransientDeliveryError(_failure(peer, e), resend_reason=resend_reason(e)) from None
+        raise TransientDeliveryError(failure_text(peer, e), resend_reason=resend_reason(e)) from None
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
         session.close()
-        raise TransientDeliveryError(f"the connection to the {peer} broke mid-answer: {_reason(e)}",
+        raise TransientDeliveryError(f"the connection to the {peer} broke mid-answer: {cause_text(e)}",
                                      resend_reason=resend_reason(e) or ResendReason.CONNECTION) from None
 
 
@@ -370,68 +381,3 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _failure(peer: str, error: requests.RequestException) -> str:
-    """What went wrong before an answer, in the terms an operator checks first."""
-    cause = _innermost(error)
-    if isinstance(cause, http.client.RemoteDisconnected):
-        return f"the {peer} closed the connection without answering"
-    if isinstance(cause, http.client.HTTPException | urllib3.exceptions.ProtocolError):
-        return f"the {peer} answered something that is not HTTP/1.1: {_reason(error)}"
-    return f"cannot reach {peer}: {_reason(error)}"
-
-
-def resend_reason(error: BaseException) -> ResendReason | None:
-    """Why a request that failed with ``error`` is sent again; None when it never reached the peer."""
-    causes = _causes(error)
-
-    def any_of(*kinds: type[BaseException]) -> bool:
-        return any(isinstance(cause, kinds) for cause in causes)
-
-    if any_of(urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
-              urllib3.exceptions.NameResolutionError, ConnectionRefusedError):
-        return None
-    if any_of(http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionResetError, BrokenPipeError):
-        return ResendReason.CONNECTION
-    if any_of(http.client.HTTPException):
-        return ResendReason.MALFORMED_ANSWER
-    if any_of(urllib3.exceptions.ReadTimeoutError, TimeoutError):
-        return ResendReason.TIMEOUT
-    return ResendReason.CONNECTION
-
-
-def _causes(error: BaseException, depth: int = 8) -> list[BaseException]:
-    """``error`` and everything it wraps: causes, contexts, urllib3's reasons and the error a ProtocolError carries
-    (urllib3 hands it to Retry that way, before raising it)."""
-    found: list[BaseException] = []
-    todo: list[BaseException] = [error]
-    while todo and len(found) < depth:
-        cause = todo.pop(0)
-        if any(cause is seen for seen in found):
-            continue
-        found.append(cause)
-        carried = cause.args[1] if isinstance(cause, urllib3.exceptions.ProtocolError) and len(cause.args) > 1 \
-            else None
-        todo.extend(e for e in (getattr(cause, "reason", None), carried, cause.__cause__, cause.__context__)
-                    if isinstance(e, BaseException))
-    return found
-
-
-def _innermost(error: BaseException) -> BaseException:
-    cause = error
-    while True:
-        inner = getattr(cause, "reason", None) or cause.__context__
-        if not isinstance(inner, BaseException) or inner is cause:
-            return cause
-        cause = inner
-
-
-def _reason(error: BaseException) -> str:
-    """The innermost cause, without the URL repeated by each wrapping layer; short, the peer wrote part of it."""
-    cause = _innermost(error)
-    text = str(cause)
-    text = text if text and "://" not in text else ""
-    if len(text) > BODY_EXCERPT:
-        text = text[:BODY_EXCERPT] + "..."
-    return type(cause).__name__ + (f": {text}" if text else "")
