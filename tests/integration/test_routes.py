@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from cloudevents.core.bindings.http import HTTPMessage, from_http_event
+
 from tests.integration.conftest import Start, publish
 from tests.support import wait_until
 from tests.support.pgcluster import Database
@@ -56,6 +58,7 @@ def test_a_filter_dropping_everything_keeps_the_slot_confirmed(db: Database, rec
     assert wal2http.stop() == 0
     assert receiver.requests == []
     assert "0 events delivered" in wal2http.stderr
+    assert "nothing left undelivered" in wal2http.stderr  # a filtered-out change is not left behind
 
 
 def test_columns_keep_only_the_named_columns_and_the_whole_key(db: Database, receiver: Receiver,
@@ -273,3 +276,36 @@ def test_check_config_validates_routes(db: Database, wal2http_bin: str, tmp_path
     code, out, err = run_once(wal2http_bin, ["check-config", "--create-slot", "--sink", "http", "--routes",
                                              needs_full], env)
     assert code == 2 and "ALTER TABLE public.orders REPLICA IDENTITY FULL" in out, out + err
+
+
+def test_a_route_sends_cloudevents_with_its_own_columns(db: Database, receiver: Receiver, start_wal2http: Start,
+                                                       tmp_path: Path) -> None:
+    publish(db, *ORDERS, tables="orders, audit")
+    with Receiver() as plain:
+        routes = write_routes(tmp_path / "routes.toml", f'''
+[[route]]
+name = "knative"
+filter = 'table == "orders"'
+url = "{receiver.url}/{{table}}"
+format = "cloudevents"
+columns = ["public.orders=status"]
+
+[[route]]
+name = "everything"
+url = "{plain.url}"
+''')
+        wal2http = start_wal2http("--create-slot", "--sink", "http", "--routes", routes)
+        db.execute("INSERT INTO orders VALUES (1, 'a', 'new', 'x')")
+        db.execute("INSERT INTO audit VALUES (1, 'n')")
+        knative = receiver.wait_for_requests(1)
+        everything = plain.wait_for_requests(2)
+        assert wal2http.stop() == 0
+    request = knative[0]
+    assert request.path == "/hook/orders"
+    assert request.headers["content-type"] == "application/cloudevents+json"
+    event = from_http_event(HTTPMessage(request.headers, request.body))
+    assert event.get_type() == "io.wal2http.public.orders.insert"
+    assert event.get_source() == f"/wal2http/{db.name}/wal2http"
+    assert event.get_data()["new"] == {"status": "new"}
+    assert [r.headers["content-type"] for r in everything] == ["application/json"] * 2
+    assert everything[0].json()["new"] == {"id": 1, "tenant": "a", "status": "new", "doc": "x"}
