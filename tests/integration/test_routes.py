@@ -309,3 +309,14 @@ url = "{plain.url}"
     assert event.get_data()["new"] == {"status": "new"}
     assert [r.headers["content-type"] for r in everything] == ["application/json"] * 2
     assert everything[0].json()["new"] == {"id": 1, "tenant": "a", "status": "new", "doc": "x"}
+
+
+def test_wal2https_own_backfill_table_needs_no_full_identity(db: Database, wal2http_bin: str) -> None:
+    publish(db, ORDERS[0], "ALTER TABLE orders REPLICA IDENTITY FULL")  # FOR ALL TABLES
+    env = {"WAL2HTTP_DSN": db.dsn}
+    code, out, err = run_once(wal2http_bin, ["slot", "create", "--backfill"], env)
+    assert code == 0, out + err
+    assert db.execute("SELECT count(*) FROM pg_publication_tables WHERE tablename = 'wal2http_backfill'")[0][0] == 1
+    code, out, err = run_once(wal2http_bin, ["check-config", "--sink", "stdout", "--filter", PAID], env)
+    assert code == 0, out + err
+    assert "ok       filter: --filter" in out, out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from wal2http.checklist import Check, failed, ident, ok, warning
 from wal2http.config.routing import Columns, RoutingConfig, parse_template
 from wal2http.config.sections import HttpConfig
+from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE
 from wal2http.pg.publication import PublishedTable
 
 FILTER = "filter"
@@ -17,6 +18,8 @@ def routing_checks(routing: RoutingConfig, http: HttpConfig | None, tables: list
                    publication: str, server_version: int) -> list[Check]:
     """The filters (old values need FULL), the templates' key columns, and --columns, against the tables."""
     checks: list[Check] = []
+    # wal2http's own backfill table is published under FOR ALL TABLES, but its changes are never events.
+    tables = [t for t in tables if (t.schema, t.table) != (REQUESTS_SCHEMA, REQUESTS_TABLE)]
     not_full = [t.quoted for t in tables if not t.full_identity]
     for where, expression in routing.expressions():
         if expression.needs_old_row and not_full:
