@@ -332,12 +332,9 @@ class Pipeline:
                 except Unroutable as e:
                     self._refuse(event, str(e))
                     continue
-                if batcher.current.events and batcher.current.destination != where:
-                    self._deliver(batcher.take())  # a batch never mixes destinations
-            if batcher.would_overflow(event):
+            if batcher.would_overflow(event) or batcher.goes_elsewhere(where):
                 self._deliver(batcher.take())
-            batcher.current.destination = where
-            batcher.add(event)
+            batcher.add(event, where)
             if batcher.full:
                 self._deliver(batcher.take())
 
