@@ -276,6 +276,9 @@ def test_check_config_validates_routes(db: Database, wal2http_bin: str, tmp_path
     code, out, err = run_once(wal2http_bin, ["check-config", "--create-slot", "--sink", "http", "--routes",
                                              needs_full], env)
     assert code == 2 and "ALTER TABLE public.orders REPLICA IDENTITY FULL" in out, out + err
+    code, out, err = run_once(wal2http_bin, ["check-config", "--offline", "--sink", "http", "--routes", needs_full,
+                                             "--http-url", "http://127.0.0.1:9/"], env)
+    assert code == 2 and "FAILED   routes: --routes gives each route its url: leave out --http-url" in out, out + err
 
 
 def test_a_route_sends_cloudevents_with_its_own_columns(db: Database, receiver: Receiver, start_wal2http: Start,
