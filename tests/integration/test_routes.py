@@ -323,3 +323,24 @@ def test_wal2https_own_backfill_table_needs_no_full_identity(db: Database, wal2h
     code, out, err = run_once(wal2http_bin, ["check-config", "--sink", "stdout", "--filter", PAID], env)
     assert code == 0, out + err
     assert "ok       filter: --filter" in out, out
+
+
+def test_replay_to_a_templated_url_sends_each_destination_its_own_requests(
+        receiver: Receiver, wal2http_bin: str, tmp_path: Path) -> None:
+    capture = tmp_path / "captured.jsonl"
+    rows = [("orders", 1), ("orders", 2), ("audit", 1), ("orders", 3)]
+    capture.write_text("".join(json.dumps({
+        "id": f"0/{n}-1", "op": "insert", "schema": "public", "table": table, "key": {"id": key},
+        "new": {"id": key}, "old": None, "unchanged_toast": []}) + "\n" for n, (table, key) in enumerate(rows, 1)))
+    code, _out, err = run_once(wal2http_bin, ["replay", "--sink", "http", "--batch-size", "10",
+                                              "--http-url", receiver.url + "/{table}", str(capture)])
+    assert code == 0, err
+    assert [(r.path, [e["key"]["id"] for e in r.json()]) for r in receiver.requests] == [
+        ("/hook/orders", [1, 2]), ("/hook/audit", [1]), ("/hook/orders", [3])]
+    broken = tmp_path / "no-key.jsonl"
+    broken.write_text(json.dumps({"id": "0/9-1", "op": "truncate", "schema": "public", "table": "orders",
+                                  "key": None, "new": None, "old": None, "unchanged_toast": []}) + "\n")
+    code, _out, err = run_once(wal2http_bin, ["replay", "--sink", "http", "--http-url",
+                                              receiver.url + "/{key.id}", str(broken)])
+    assert code == 2 and "no-key.jsonl:1" in err and "{key.id}" in err, err
+    assert broken.read_text() != ""
