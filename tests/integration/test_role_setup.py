@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
 import pytest
 
 from tests.support import readme, wait_until
@@ -28,7 +29,16 @@ TABLES = """
     INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 30) g;
     INSERT INTO orders (customer_id, total) SELECT 1 + g % 30, g FROM generate_series(1, 120) g;
 """
-LEGACY_TABLE = "CREATE TABLE public.wal2http_backfill (id bigserial PRIMARY KEY, request bigint NOT NULL)"
+# The requests table as wal2http 0.1 created it, in schema public.
+LEGACY_TABLE = """
+    CREATE TABLE public.wal2http_backfill (
+        id bigserial PRIMARY KEY, request bigint NOT NULL, slot name NOT NULL, publication name NOT NULL,
+        schema_name name NOT NULL, table_name name NOT NULL, where_condition text,
+        state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        last_key text[], rows_sent bigint NOT NULL DEFAULT 0, rows_estimated bigint,
+        chunks bigint NOT NULL DEFAULT 0, reason text, requested_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz, finished_at timestamptz)
+"""
 
 
 def subsection(title: str) -> list[readme.Block]:
@@ -203,13 +213,25 @@ def test_without_the_schema_check_config_and_backfill_name_the_statement(app: Ap
 
 
 def test_a_requests_table_left_in_public_gets_the_statement_that_moves_it(app: App) -> None:
+    """Where wal2http 0.1 kept backfill requests: run keeps streaming and warns, backfill refuses until moved."""
     setup_as_readme_says(app.db, role_statements())
     app.db.execute(LEGACY_TABLE)
+    app.db.execute(f"ALTER TABLE public.wal2http_backfill OWNER TO {ROLE}")  # 0.1's role created it
+    app.db.execute("INSERT INTO public.wal2http_backfill (request, slot, publication, schema_name, table_name,"
+                   " state) VALUES (1, 'wal2http', 'wal2http', 'public', 'orders', 'done')")
     move = "ALTER TABLE public.wal2http_backfill SET SCHEMA wal2http;"
     code, checks = checks_of(app, "--create-slot")
-    assert code == 2 and checks["backfill requests"]["status"] == "failed"
+    assert code == 0 and checks["backfill requests"]["status"] == "warning"
     assert move in checks["backfill requests"]["fix"]
     run = app.start("--create-slot")
-    assert run.wait(60) == 2
+    run.wait_streaming()
     assert move in run.stderr
-    assert app.slots() == []  # refused before anything was created
+    assert run.stop() == 0
+    code, out, err = app.cli("backfill", "--all-tables")
+    assert code == 3 and move in err, out + err
+    assert app.db.execute("SELECT to_regclass('wal2http.wal2http_backfill')") == [(None,)]
+    with psycopg2.connect(app.dsn) as conn, conn.cursor() as cur:  # the fix, run as the role it was given to
+        cur.execute(move)
+    code, out, err = app.cli("backfill", "--all-tables")
+    assert code == 0, out + err
+    assert app.db.execute("SELECT request, state FROM wal2http.wal2http_backfill ORDER BY id")[0] == (1, "done")
