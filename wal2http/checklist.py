@@ -18,6 +18,7 @@ class CheckName(StrEnum):
     SINK_SETTINGS = "sink settings"
     REPLICA_IDENTITY = "replica identity"
     WAL_SENDERS = "wal senders"
+    BACKFILL_REQUESTS = "backfill requests"
 
 
 class Status(Enum):

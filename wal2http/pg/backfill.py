@@ -13,6 +13,7 @@ from psycopg2 import sql
 
 from wal2http.decode.pgoutput import Column
 from wal2http.errors import ConfigError, DatabaseError, KeylessTable, LockUnavailable
+from wal2http.pg import privileges
 from wal2http.pg.backfill_model import (
     REQUESTS_SCHEMA,
     REQUESTS_TABLE,
@@ -89,19 +90,14 @@ def requests_table_exists(conn: Connection) -> bool:
 
 
 def create_requests_table(conn: Connection) -> bool:
-    """Create the requests table when missing (needs CREATE on schema public the first time); True if created.
-
-    An existing table the role may not queue in is refused here, before anything else is done.
-    """
-    if requests_table_exists(conn):
-        rows = query(conn, "SELECT has_table_privilege(%s, 'INSERT'), has_sequence_privilege("
-                           "pg_get_serial_sequence(%s, 'id'), 'USAGE'), current_user::text",
-                     (REQUESTS.as_string(conn), REQUESTS.as_string(conn)), what=f"check privileges on {REQUESTS_NAME}")
-        insert, usage, role = rows[0]
-        if not (insert and usage):
-            raise DatabaseError(f"role {role} may not queue backfills in {REQUESTS_NAME}: its owner can allow it: "
-                                f"GRANT SELECT, INSERT, UPDATE ON {REQUESTS_NAME} TO {role}; GRANT USAGE ON "
-                                f"SEQUENCE {REQUESTS_NAME}_id_seq TO {role};")
+    """Make sure this role can queue requests: the table created when missing (with schema wal2http when
+    the role may create it), or DatabaseError naming the statement that allows it, before anything is done.
+    True when the table was created."""
+    access = privileges.requests_access(conn)
+    refusal = access.migration() or access.queue_refusal()
+    if refusal is not None:
+        raise DatabaseError("; ".join(refusal))
+    if access.exists:
         if not has_shape_column(conn):
             try:
                 query(conn, _ADD_SHAPE, what=f"add column shape to {REQUESTS_NAME}")
@@ -109,7 +105,10 @@ def create_requests_table(conn: Connection) -> bool:
                 logger.warning("%s; until its owner runs %s, no request goes on where a failed one stopped",
                                e, _ADD_SHAPE.as_string(conn))
         return False
-    query(conn, _CREATE, what=f"create {REQUESTS_NAME} (a DBA can create it: see README, Backfilling)")
+    statement = _CREATE
+    if not access.schema_exists:  # one simple query: schema and table both, or neither
+        statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}; {}").format(sql.Identifier(REQUESTS_SCHEMA), _CREATE)
+    query(conn, statement, what=f"create {REQUESTS_NAME} (a DBA can create it: see README, Backfilling)")
     logger.info("created %s", REQUESTS_NAME)
     return True
 
