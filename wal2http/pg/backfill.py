@@ -84,7 +84,9 @@ def _task(row: Sequence[Any]) -> Task:
 
 
 def requests_table_exists(conn: Connection) -> bool:
-    rows = query(conn, "SELECT to_regclass(%s) IS NOT NULL", (REQUESTS.as_string(conn),),
+    # Not to_regclass(): naming a table in a schema the role may not use is an error, not "missing".
+    rows = query(conn, "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                       " WHERE n.nspname = %s AND c.relname = %s)", (REQUESTS_SCHEMA, REQUESTS_TABLE),
                  what=f"look up {REQUESTS_NAME}")
     return bool(rows[0][0])
 
@@ -178,9 +180,16 @@ def tasks(conn: Connection, slot: str | None = None, request: int | None = None)
     """Requested tables, oldest first; none when the requests table does not exist."""
     if not requests_table_exists(conn):
         return []
-    rows = query(conn, sql.SQL("SELECT {} FROM {} r WHERE (%(slot)s::text IS NULL OR r.slot = %(slot)s)"
-                               " AND (%(request)s::bigint IS NULL OR r.request = %(request)s) ORDER BY r.id").format(
-        _COLUMNS, REQUESTS), {"slot": slot, "request": request}, what=f"read {REQUESTS_NAME}")
+    try:
+        rows = query(conn, sql.SQL("SELECT {} FROM {} r WHERE (%(slot)s::text IS NULL OR r.slot = %(slot)s)"
+                                   " AND (%(request)s::bigint IS NULL OR r.request = %(request)s) ORDER BY r.id"
+                                   ).format(_COLUMNS, REQUESTS), {"slot": slot, "request": request},
+                     what=f"read {REQUESTS_NAME}")
+    except DatabaseError:
+        refusal = privileges.requests_access(conn).read_refusal()  # a refusal names the GRANT
+        if refusal is None:
+            raise
+        raise DatabaseError("; ".join(refusal)) from None
     return [_task(row) for row in rows]
 
 

@@ -5,28 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wal2http.checklist import ident
-from wal2http.pg.backfill_model import (
-    LEGACY_REQUESTS_SCHEMA,
-    REQUESTS_SCHEMA,
-    REQUESTS_TABLE,
-)
+from wal2http.pg.backfill_model import LEGACY_REQUESTS_SCHEMA, REQUESTS_SCHEMA, REQUESTS_TABLE
 from wal2http.pg.connection import Connection, query
 
 REQUESTS_NAME = f"{REQUESTS_SCHEMA}.{REQUESTS_TABLE}"
 LEGACY_NAME = f"{LEGACY_REQUESTS_SCHEMA}.{REQUESTS_TABLE}"
 
+# By catalogue lookups, not to_regclass(): naming a table in a schema the role may not use is an error.
 _ACCESS_SQL = """
+WITH t AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p')),
+     s AS (SELECT d.objid AS oid FROM pg_depend d JOIN t ON d.refobjid = t.oid
+           WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+             AND d.deptype IN ('a', 'i') AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S')
 SELECT current_user::text, current_database()::text,
-       to_regclass(%(table)s) IS NOT NULL, to_regclass(%(legacy)s) IS NOT NULL, n.oid IS NOT NULL,
+       EXISTS (SELECT 1 FROM t),
+       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %(legacy)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p')),
+       n.oid IS NOT NULL,
        CASE WHEN n.oid IS NULL THEN has_database_privilege(current_database(), 'CREATE')
             ELSE has_schema_privilege(n.oid, 'CREATE') END,
        n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'),
-       coalesce(has_table_privilege(to_regclass(%(table)s), 'SELECT'), false),
-       coalesce(has_table_privilege(to_regclass(%(table)s), 'UPDATE'), false),
-       coalesce(has_table_privilege(to_regclass(%(table)s), 'INSERT'), false),
-       CASE WHEN to_regclass(%(table)s) IS NOT NULL
-            THEN coalesce(has_sequence_privilege(pg_get_serial_sequence(%(table)s, 'id'), 'USAGE'), false)
-            ELSE false END
+       coalesce((SELECT has_table_privilege(oid, 'SELECT') FROM t), false),
+       coalesce((SELECT has_table_privilege(oid, 'UPDATE') FROM t), false),
+       coalesce((SELECT has_table_privilege(oid, 'INSERT') FROM t), false),
+       coalesce((SELECT bool_and(has_sequence_privilege(oid, 'USAGE')) FROM s), false)
 FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
 """
 
@@ -91,7 +94,7 @@ class RequestsAccess:
 
 
 def requests_access(conn: Connection) -> RequestsAccess:
-    params = {"table": REQUESTS_NAME, "legacy": LEGACY_NAME, "schema": REQUESTS_SCHEMA}
+    params = {"table": REQUESTS_TABLE, "legacy": LEGACY_REQUESTS_SCHEMA, "schema": REQUESTS_SCHEMA}
     (row,) = query(conn, _ACCESS_SQL, params, what=f"check the privileges on {REQUESTS_NAME}")
     return RequestsAccess(*row)
 
