@@ -358,7 +358,8 @@ def test_hook0_changes_mode_reads_and_outbox_mode_refuses(db: Database, start_wa
     publish(db, "CREATE TABLE orders (id int PRIMARY KEY, status text)", tables="orders")
     db.execute("INSERT INTO orders VALUES (1, 'new'), (2, 'paid')")
     with FakeHook0() as hook0:
-        outbox = start_wal2http("--create-slot", *hook0_args(hook0), env=token_env(hook0))
+        # --messages: without an outbox table, outbox mode delivers only messages (else run refuses to start).
+        outbox = start_wal2http("--create-slot", "--messages", *hook0_args(hook0), env=token_env(hook0))
         backfill(wal2http_bin, db, "--table", "public.orders")
         wait_done(db, timeout=30)
         assert states(db) == [("public.orders", "failed", 0)]

@@ -186,9 +186,10 @@ def test_unreachable_database(wal2http_bin: str) -> None:
     assert "s3cret-pw" not in result.out + result.err
 
 
-def _start_outcome(binary: str, dsn: str, *args: str, timeout: float = 30.0) -> tuple[int | None, str]:
+def _start_outcome(binary: str, dsn: str, *args: str, env: dict[str, str] | None = None,
+                   timeout: float = 30.0) -> tuple[int | None, str]:
     """What ``run`` does with the same options: its exit code when it stops at start, None when it streams."""
-    process = Wal2http(binary, ["run", *args], {"WAL2HTTP_DSN": dsn})
+    process = Wal2http(binary, ["run", *args], {"WAL2HTTP_DSN": dsn, **(env or {})})
     process.start()
     try:
         wait_until(lambda: not process.running or "streaming from slot" in process.stderr, timeout=timeout,
@@ -214,6 +215,7 @@ CONDITIONS: dict[str, int | None] = {
     "insert-only table without replica identity": None,
     "missing publication": 2,
     "slot with another plugin": 2,
+    "hook0 outbox table missing": 2,
     "ready": None,
 }
 
@@ -232,8 +234,12 @@ def test_check_config_fails_exactly_what_stops_run(condition: str, db: Database,
         args = ["--on-reject", "dead-letter", "--dead-letter-path", _unwritable(tmp_path)]
     elif condition == "unwritable file sink":
         args = ["--sink", "file", "--file-path", _unwritable(tmp_path)]
-    result, checks = check(wal2http_bin, db.dsn, *args)
-    code, stderr = _start_outcome(wal2http_bin, db.dsn, *args)
+    with FakeHook0() as hook0:
+        env = {"HOOK0_API_TOKEN": hook0.token}
+        if condition == "hook0 outbox table missing":
+            args = ["--sink", "hook0", "--hook0-api-url", hook0.url, "--hook0-application-id", hook0.application_id]
+        result, checks = check(wal2http_bin, db.dsn, *args, env=env)
+        code, stderr = _start_outcome(wal2http_bin, db.dsn, *args, env=env)
     assert code == CONDITIONS[condition], stderr
     assert result.code == (code or 0), result.out  # fatal in both, with the same exit code, or in neither
     for name in failures(checks):  # run names each failure check-config shows

@@ -152,14 +152,12 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
         try:
             facts = publication_sql.server_facts(conn)
             checks.append(connection_check(facts))
-            checks.extend(database_checks(conn, config, facts))
+            checks.extend(database_checks(conn, config, facts, hook0))
             checks.append(wal_keep_check(facts))
             http = _endpoint(config)
             if http is not None:
                 checks.append(http_timeout_check(http.timeout_s, facts.wal_sender_timeout_ms))
-            if hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
-                checks.extend(hook0_checks.outbox_checks(conn, hook0, src))
-            elif hook0 is not None:
+            if hook0 is not None and hook0.mode == Hook0Mode.CHANGES:
                 changes = hook0_checks.published(conn, src, facts.database)
         except DatabaseError as e:
             checks.append(failed("database", str(e), None, ExitStatus.DATABASE))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 
 from wal2http.checklist import Check, CheckName, failed, ident, ok, warning
+from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config
 from wal2http.errors import ExitStatus
+from wal2http.hook0 import checks as hook0_checks
 from wal2http.lsn import format_lsn
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import privileges
@@ -110,11 +112,16 @@ def start_checks(conn: Connection, config: Config, facts: publication_sql.Server
     A failed one stops ``run`` (all failures are reported together) and fails ``check-config``; a warning
     is logged by one and shown by the other. What is fatal is decided here, once, for both.
     """
-    return [*database_checks(conn, config, facts), *file_checks(config)]
+    hook0 = config.sink.hook0 if config.sink.kind == SinkKind.HOOK0 else None
+    return [*database_checks(conn, config, facts, hook0), *file_checks(config)]
 
 
-def database_checks(conn: Connection, config: Config, facts: publication_sql.ServerFacts) -> list[Check]:
-    """The server, the publication, the slot and what backfills need, as ``run`` meets them."""
+def database_checks(conn: Connection, config: Config, facts: publication_sql.ServerFacts,
+                    hook0: Hook0Config | None) -> list[Check]:
+    """The server, the publication, the slot, what backfills need and the Hook0 outbox, as ``run`` meets them.
+
+    ``hook0``: the Hook0 sink's settings (None for another sink, or settings that are not valid).
+    """
     source = config.source
     checks = server_checks(facts, source.messages)
     publication = publication_sql.find_publication(conn, source.publication)
@@ -140,6 +147,8 @@ def database_checks(conn: Connection, config: Config, facts: publication_sql.Ser
         checks.append(backfill_check(conn, source, access))
     # --create-slot --backfill queues the initial backfill right after creating the slot: it must be able to.
     checks.append(requests_check(access, needed=config.backfill.initial and slot is None and source.create_slot))
+    if hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
+        checks.extend(hook0_checks.outbox_checks(conn, hook0, source))
     return checks
 
 
