@@ -177,9 +177,9 @@ def requests_check(access: privileges.RequestsAccess, needed: bool = False) -> C
     if access.exists:
         note = f"; {privileges.LEGACY_NAME} is no longer used" if access.legacy else ""
         return ok(name, f"kept in {privileges.REQUESTS_NAME}, which role {access.role} may read and write{note}")
-    what = "" if access.schema_exists else f"schema {REQUESTS_SCHEMA} and "
-    return ok(name, f"{what}{privileges.REQUESTS_NAME} are created by the first backfill request "
-                    f"(role {access.role} may)")
+    made = (f"{privileges.REQUESTS_NAME} is" if access.schema_exists
+            else f"schema {REQUESTS_SCHEMA} and {privileges.REQUESTS_NAME} are")
+    return ok(name, f"{made} created by the first backfill request (role {access.role} may create it)")
 
 
 def file_checks(config: Config) -> list[Check]:
