@@ -8,6 +8,7 @@ is refused with the GRANT or the owner's command that allows it, and check-confi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -257,3 +258,21 @@ def test_a_requests_table_left_in_public_gets_the_statement_that_moves_it(app: A
     code, out, err = app.cli("backfill", "--all-tables")
     assert code == 0, out + err
     assert app.db.execute("SELECT request, state FROM wal2http.wal2http_backfill ORDER BY id")[0] == (1, "done")
+
+
+@pytest.mark.parametrize("schema_by", ["wal2http", "readme"])
+def test_taking_back_the_requests_table_drops_only_what_wal2http_made(schema_by: str, app: App) -> None:
+    """slot create --backfill undoes what it made when queueing fails: never a schema README had a DBA make."""
+    from wal2http.pg.backfill import create_requests_table, drop_requests_table
+
+    if schema_by == "readme":
+        setup_as_readme_says(app.db, role_statements())
+    with contextlib.closing(app.db.connect()) as conn:
+        conn.autocommit = True
+        assert create_requests_table(conn) is True
+        said = drop_requests_table(conn)
+    schemas = app.db.execute("SELECT nspname::text FROM pg_namespace WHERE nspname = 'wal2http'")
+    if schema_by == "wal2http":
+        assert said == "table wal2http.wal2http_backfill and schema wal2http" and schemas == []
+    else:
+        assert said == "table wal2http.wal2http_backfill" and schemas == [("wal2http",)]

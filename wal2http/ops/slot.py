@@ -265,8 +265,7 @@ class _Done:
                             publication=publication if self.outbox_added else None)
             undone.append(f"outbox table {'.'.join(outbox)}")
         if self.requests_table_created:
-            backfill_sql.drop_requests_table(conn)
-            undone.append(f"table {backfill_sql.REQUESTS_NAME}")
+            undone.append(backfill_sql.drop_requests_table(conn))
         return undone
 
 

@@ -109,15 +109,29 @@ def create_requests_table(conn: Connection) -> bool:
         return False
     statement = _CREATE
     if not access.schema_exists:  # one simple query: schema and table both, or neither
-        statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}; {}").format(sql.Identifier(REQUESTS_SCHEMA), _CREATE)
+        statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}; COMMENT ON SCHEMA {} IS {}; {}").format(
+            sql.Identifier(REQUESTS_SCHEMA), sql.Identifier(REQUESTS_SCHEMA), sql.Literal(_SCHEMA_COMMENT), _CREATE)
     query(conn, statement, what=f"create {REQUESTS_NAME} (a DBA can create it: see README, Backfilling)")
     logger.info("created %s", REQUESTS_NAME)
     return True
 
 
-def drop_requests_table(conn: Connection) -> None:
-    """Undo create_requests_table (``slot create --backfill`` taking back what it did)."""
+# Marks the schema as made by create_requests_table, so that undoing it never drops a DBA's schema.
+_SCHEMA_COMMENT = "wal2http's own tables (created by wal2http)"
+
+
+def drop_requests_table(conn: Connection) -> str:
+    """Undo create_requests_table (``slot create --backfill`` taking back what it did); what was dropped."""
     query(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(REQUESTS), what=f"drop {REQUESTS_NAME}")
+    made = query(conn, "SELECT obj_description(n.oid, 'pg_namespace') = %s AND NOT EXISTS"
+                       " (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid)"
+                       " FROM pg_namespace n WHERE n.nspname = %s", (_SCHEMA_COMMENT, REQUESTS_SCHEMA),
+                 what=f"look up schema {REQUESTS_SCHEMA}")
+    if not (made and made[0][0]):
+        return f"table {REQUESTS_NAME}"
+    query(conn, sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(REQUESTS_SCHEMA)),
+          what=f"drop schema {REQUESTS_SCHEMA}")
+    return f"table {REQUESTS_NAME} and schema {REQUESTS_SCHEMA}"
 
 
 def has_shape_column(conn: Connection) -> bool:
