@@ -135,8 +135,10 @@ def drop_requests_table(conn: Connection) -> str:
 
 
 def has_shape_column(conn: Connection) -> bool:
-    rows = query(conn, "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s)"
-                       " AND attname = 'shape' AND NOT attisdropped)", (REQUESTS.as_string(conn),),
+    # By names in the catalogue, as requests_table_exists: to_regclass() fails in a schema the role may not use.
+    rows = query(conn, "SELECT EXISTS (SELECT FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                       " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+                       " AND a.attname = 'shape' AND NOT a.attisdropped)", (REQUESTS_SCHEMA, REQUESTS_TABLE),
                  what=f"read the columns of {REQUESTS_NAME}")
     return bool(rows[0][0])
 
