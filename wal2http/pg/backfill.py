@@ -13,6 +13,7 @@ from psycopg2 import sql
 
 from wal2http.decode.pgoutput import Column
 from wal2http.errors import ConfigError, DatabaseError, KeylessTable, LockUnavailable
+from wal2http.pg import privileges
 from wal2http.pg.backfill_model import (
     REQUESTS_SCHEMA,
     REQUESTS_TABLE,
@@ -83,25 +84,22 @@ def _task(row: Sequence[Any]) -> Task:
 
 
 def requests_table_exists(conn: Connection) -> bool:
-    rows = query(conn, "SELECT to_regclass(%s) IS NOT NULL", (REQUESTS.as_string(conn),),
+    # Not to_regclass(): naming a table in a schema the role may not use is an error, not "missing".
+    rows = query(conn, "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                       " WHERE n.nspname = %s AND c.relname = %s)", (REQUESTS_SCHEMA, REQUESTS_TABLE),
                  what=f"look up {REQUESTS_NAME}")
     return bool(rows[0][0])
 
 
 def create_requests_table(conn: Connection) -> bool:
-    """Create the requests table when missing (needs CREATE on schema public the first time); True if created.
-
-    An existing table the role may not queue in is refused here, before anything else is done.
-    """
-    if requests_table_exists(conn):
-        rows = query(conn, "SELECT has_table_privilege(%s, 'INSERT'), has_sequence_privilege("
-                           "pg_get_serial_sequence(%s, 'id'), 'USAGE'), current_user::text",
-                     (REQUESTS.as_string(conn), REQUESTS.as_string(conn)), what=f"check privileges on {REQUESTS_NAME}")
-        insert, usage, role = rows[0]
-        if not (insert and usage):
-            raise DatabaseError(f"role {role} may not queue backfills in {REQUESTS_NAME}: its owner can allow it: "
-                                f"GRANT SELECT, INSERT, UPDATE ON {REQUESTS_NAME} TO {role}; GRANT USAGE ON "
-                                f"SEQUENCE {REQUESTS_NAME}_id_seq TO {role};")
+    """Make sure this role can queue requests: the table created when missing (with schema wal2http when
+    the role may create it), or DatabaseError naming the statement that allows it, before anything is done.
+    True when the table was created."""
+    access = privileges.requests_access(conn)
+    refusal = access.migration() or access.queue_refusal()
+    if refusal is not None:
+        raise DatabaseError("; ".join(refusal))
+    if access.exists:
         if not has_shape_column(conn):
             try:
                 query(conn, _ADD_SHAPE, what=f"add column shape to {REQUESTS_NAME}")
@@ -109,19 +107,38 @@ def create_requests_table(conn: Connection) -> bool:
                 logger.warning("%s; until its owner runs %s, no request goes on where a failed one stopped",
                                e, _ADD_SHAPE.as_string(conn))
         return False
-    query(conn, _CREATE, what=f"create {REQUESTS_NAME} (a DBA can create it: see README, Backfilling)")
+    statement = _CREATE
+    if not access.schema_exists:  # one simple query: schema and table both, or neither
+        statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}; COMMENT ON SCHEMA {} IS {}; {}").format(
+            sql.Identifier(REQUESTS_SCHEMA), sql.Identifier(REQUESTS_SCHEMA), sql.Literal(_SCHEMA_COMMENT), _CREATE)
+    query(conn, statement, what=f"create {REQUESTS_NAME} (a DBA can create it: see README, Backfilling)")
     logger.info("created %s", REQUESTS_NAME)
     return True
 
 
-def drop_requests_table(conn: Connection) -> None:
-    """Undo create_requests_table (``slot create --backfill`` taking back what it did)."""
+# Marks the schema as made by create_requests_table, so that undoing it never drops a DBA's schema.
+_SCHEMA_COMMENT = "wal2http's own tables (created by wal2http)"
+
+
+def drop_requests_table(conn: Connection) -> str:
+    """Undo create_requests_table (``slot create --backfill`` taking back what it did); what was dropped."""
     query(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(REQUESTS), what=f"drop {REQUESTS_NAME}")
+    made = query(conn, "SELECT obj_description(n.oid, 'pg_namespace') = %s AND NOT EXISTS"
+                       " (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid)"
+                       " FROM pg_namespace n WHERE n.nspname = %s", (_SCHEMA_COMMENT, REQUESTS_SCHEMA),
+                 what=f"look up schema {REQUESTS_SCHEMA}")
+    if not (made and made[0][0]):
+        return f"table {REQUESTS_NAME}"
+    query(conn, sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(REQUESTS_SCHEMA)),
+          what=f"drop schema {REQUESTS_SCHEMA}")
+    return f"table {REQUESTS_NAME} and schema {REQUESTS_SCHEMA}"
 
 
 def has_shape_column(conn: Connection) -> bool:
-    rows = query(conn, "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s)"
-                       " AND attname = 'shape' AND NOT attisdropped)", (REQUESTS.as_string(conn),),
+    # By names in the catalogue, as requests_table_exists: to_regclass() fails in a schema the role may not use.
+    rows = query(conn, "SELECT EXISTS (SELECT FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                       " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+                       " AND a.attname = 'shape' AND NOT a.attisdropped)", (REQUESTS_SCHEMA, REQUESTS_TABLE),
                  what=f"read the columns of {REQUESTS_NAME}")
     return bool(rows[0][0])
 
@@ -179,9 +196,16 @@ def tasks(conn: Connection, slot: str | None = None, request: int | None = None)
     """Requested tables, oldest first; none when the requests table does not exist."""
     if not requests_table_exists(conn):
         return []
-    rows = query(conn, sql.SQL("SELECT {} FROM {} r WHERE (%(slot)s::text IS NULL OR r.slot = %(slot)s)"
-                               " AND (%(request)s::bigint IS NULL OR r.request = %(request)s) ORDER BY r.id").format(
-        _COLUMNS, REQUESTS), {"slot": slot, "request": request}, what=f"read {REQUESTS_NAME}")
+    try:
+        rows = query(conn, sql.SQL("SELECT {} FROM {} r WHERE (%(slot)s::text IS NULL OR r.slot = %(slot)s)"
+                                   " AND (%(request)s::bigint IS NULL OR r.request = %(request)s) ORDER BY r.id"
+                                   ).format(_COLUMNS, REQUESTS), {"slot": slot, "request": request},
+                     what=f"read {REQUESTS_NAME}")
+    except DatabaseError:
+        refusal = privileges.requests_access(conn).read_refusal()  # a refusal names the GRANT
+        if refusal is None:
+            raise
+        raise DatabaseError("; ".join(refusal)) from None
     return [_task(row) for row in rows]
 
 
