@@ -49,6 +49,7 @@ SERVER_FACING = frozenset({
     "test_operator_path.py",  # slot create --backfill undo, slot drop's parts, keyless tables' keys
     "test_backfill_toast.py", # backfill and --reselect-toast: large values whole, chunks bounded by bytes
     "test_backfill_edges.py",  # backfill: key order under collations, inheritance, generated columns (18), locks
+    "test_role_setup.py",     # README's role set-up suffices for a role that is not a superuser
 })  # fmt: skip
 # Slow tests in those modules whose subject is the receiver side alone (its TLS, Hook0's quota): the server
 # only feeds them one row, so they run on 15 only. Together ~95 s of each matrix version's ~380 s.

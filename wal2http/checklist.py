@@ -18,6 +18,7 @@ class CheckName(StrEnum):
     SINK_SETTINGS = "sink settings"
     REPLICA_IDENTITY = "replica identity"
     WAL_SENDERS = "wal senders"
+    BACKFILL_REQUESTS = "backfill requests"
 
 
 class Status(Enum):
@@ -67,12 +68,11 @@ def ident(name: str) -> str:
     return name if re.match(r"^[a-z_][a-z0-9_$]*$", name) else '"' + name.replace('"', '""') + '"'
 
 
-def require(checks: Iterable[Check], advisory: Iterable[str] = ()) -> list[str]:
-    """Raise the first failure, except of the ``advisory`` checks; return their and the warnings' text."""
-    tolerated = set(advisory)
+def require(checks: Iterable[Check]) -> list[str]:
+    """Raise the first failure; return the warnings' text."""
     notes = []
     for check in checks:
-        if check.status is Status.FAILED and check.name not in tolerated:
+        if check.status is Status.FAILED:
             raise check.error()
         if check.status is not Status.OK:
             notes.append(check.message)

@@ -92,7 +92,7 @@ def _latency_during_backfill(bench: Bench, slot: str, rows: int, seconds: int, b
             if backfill:  # only the changes committed while the backfill ran
                 ((started, finished),) = db.execute(
                     "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8"
-                    " FROM wal2http_backfill WHERE slot = %s", (slot,))
+                    " FROM wal2http.wal2http_backfill WHERE slot = %s", (slot,))
                 pairs = [(at, committed) for at, committed in pairs if started <= committed <= finished]
     finally:
         db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))

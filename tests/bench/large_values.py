@@ -47,7 +47,7 @@ def _backfill_peak(bench: Bench, slot: str, rows: int) -> tuple[float, float]:
                 raise RuntimeError(f"backfill request failed ({code}): {out}{err}")
             stats = receiver.wait_for_events(rows, timeout=600, alive=lambda: run.process.running)
             peak = read_status(run.pid)["VmHWM"] / MB
-        db.execute("DELETE FROM wal2http_backfill WHERE slot = %s", (slot,))
+        db.execute("DELETE FROM wal2http.wal2http_backfill WHERE slot = %s", (slot,))
         return peak, float(stats["last_at"]) - float(stats["first_at"])
     finally:
         db.execute("SELECT pg_drop_replication_slot(%s)", (slot,))

@@ -29,7 +29,7 @@ def backfill(wal2http_bin: str, db: Database, *args: str, expect: int = 0) -> tu
 
 def states(db: Database) -> list[tuple[str, str, int]]:
     return [(r[0], r[1], r[2]) for r in db.execute(
-        "SELECT schema_name || '.' || table_name, state, rows_sent FROM wal2http_backfill ORDER BY id")]
+        "SELECT schema_name || '.' || table_name, state, rows_sent FROM wal2http.wal2http_backfill ORDER BY id")]
 
 
 def wait_done(db: Database, timeout: float = 90) -> None:
@@ -304,7 +304,7 @@ def test_a_table_dropped_mid_backfill_fails_the_request_and_streaming_goes_on(
     ((name, state, _),) = states(db)
     assert name == "public.doomed"
     assert state == "failed"
-    reason = db.execute("SELECT reason FROM wal2http_backfill")[0][0]
+    reason = db.execute("SELECT reason FROM wal2http.wal2http_backfill")[0][0]
     assert "does not exist" in reason or "dropped" in reason
     db.execute("INSERT INTO items VALUES (1, 'after', 0)")
     wait_until(lambda: any(e["table"] == "items" for e in receiver.events()), timeout=30, what="a later change")
@@ -358,11 +358,12 @@ def test_hook0_changes_mode_reads_and_outbox_mode_refuses(db: Database, start_wa
     publish(db, "CREATE TABLE orders (id int PRIMARY KEY, status text)", tables="orders")
     db.execute("INSERT INTO orders VALUES (1, 'new'), (2, 'paid')")
     with FakeHook0() as hook0:
-        outbox = start_wal2http("--create-slot", *hook0_args(hook0), env=token_env(hook0))
+        # --messages: without an outbox table, outbox mode delivers only messages (else run refuses to start).
+        outbox = start_wal2http("--create-slot", "--messages", *hook0_args(hook0), env=token_env(hook0))
         backfill(wal2http_bin, db, "--table", "public.orders")
         wait_done(db, timeout=30)
         assert states(db) == [("public.orders", "failed", 0)]
-        reason = db.execute("SELECT reason FROM wal2http_backfill")[0][0]
+        reason = db.execute("SELECT reason FROM wal2http.wal2http_backfill")[0][0]
         assert "outbox rows are events, not state" in reason
         assert outbox.stop() == 0
         start_wal2http(*hook0_args(hook0, "--hook0-mode", "changes", "--hook0-service", "shop",
@@ -453,7 +454,7 @@ def test_a_table_altered_mid_backfill_fails_the_request(db: Database, receiver: 
     receiver.set_delay(0)
     wait_done(db)
     assert states(db)[0][1] == "failed"
-    assert "was altered during the backfill" in db.execute("SELECT reason FROM wal2http_backfill")[0][0]
+    assert "was altered during the backfill" in db.execute("SELECT reason FROM wal2http.wal2http_backfill")[0][0]
     db.execute("UPDATE items SET v = 'after' WHERE id = 1")
     wait_until(lambda: any(e["op"] == "update" for e in receiver.events()), timeout=30, what="a later change")
     assert [e["new"]["extra"] for e in receiver.events() if e["op"] == "update"] == ["x"]

@@ -22,7 +22,7 @@ def server_version(db: Database) -> int:
 
 
 def reason(db: Database, task: int = 1) -> str:
-    return str(db.execute("SELECT reason FROM wal2http_backfill WHERE id = %s", (task,))[0][0])
+    return str(db.execute("SELECT reason FROM wal2http.wal2http_backfill WHERE id = %s", (task,))[0][0])
 
 
 def test_keys_under_a_nondeterministic_collation_are_paged_in_the_index_order(
@@ -148,7 +148,7 @@ def test_a_long_lock_is_waited_out_and_said(db: Database, receiver: Receiver, st
     assert states(db) == [("public.items", "done", 3000)]
     assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
     assert "waits for a lock on public.items" in run.stderr
-    assert db.execute("SELECT reason FROM wal2http_backfill") == [(None,)]  # the wait is over, and said so
+    assert db.execute("SELECT reason FROM wal2http.wal2http_backfill") == [(None,)]  # the wait is over, and said so
 
 
 def test_a_new_request_resumes_where_a_failed_one_stopped(db: Database, receiver: Receiver, start_wal2http: Start,
@@ -204,7 +204,7 @@ def test_a_schema_with_a_dot_in_its_name(db: Database, receiver: Receiver, start
     assert code == 0, err
     assert db.execute("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = 'other'") == [
         ("eu.west", "orders")]
-    assert db.execute("SELECT schema_name, table_name, state FROM wal2http_backfill WHERE slot = 'other'") == [
+    assert db.execute("SELECT schema_name, table_name, state FROM wal2http.wal2http_backfill WHERE slot = 'other'") == [
         ("eu.west", "orders", "queued")]
 
 
@@ -267,18 +267,19 @@ def test_a_requests_table_created_before_the_shape_column_keeps_working(
 
     publish(db, "CREATE TABLE items (id int PRIMARY KEY, v text, n int)", FENCE, tables="items, fence")
     fill(db, "items", 300)
-    ddl = "CREATE TABLE public.wal2http_backfill" + _CREATE.seq[2].string.replace(",\n    shape text", "")
+    ddl = "CREATE TABLE wal2http.wal2http_backfill" + _CREATE.seq[2].string.replace(",\n    shape text", "")
+    db.execute("CREATE SCHEMA wal2http")
     db.execute(ddl)
-    db.execute("INSERT INTO wal2http_backfill (request, slot, publication, schema_name, table_name)"
+    db.execute("INSERT INTO wal2http.wal2http_backfill (request, slot, publication, schema_name, table_name)"
                " VALUES (1, 'wal2http', 'wal2http', 'public', 'items')")  # queued as an earlier version did
-    assert db.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'wal2http_backfill'::regclass"
+    assert db.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'wal2http.wal2http_backfill'::regclass"
                       " AND attname = 'shape'") == [(0,)]
     start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url, "--backfill-chunk-size", "64")
     wait_done(db)
     assert states(db) == [("public.items", "done", 300)]
     out, _ = backfill(wal2http_bin, db, "--table", "public.items", "--wait")
     assert "public.items: done, 300 rows sent" in out
-    assert db.execute("SELECT count(*) FROM wal2http_backfill WHERE shape IS NOT NULL") == [(1,)]
+    assert db.execute("SELECT count(*) FROM wal2http.wal2http_backfill WHERE shape IS NOT NULL") == [(1,)]
     events = fence(db, receiver)
     assert materialize(events)["public.items"] == table_rows(db, "items", ["id"])
 

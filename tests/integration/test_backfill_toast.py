@@ -39,7 +39,7 @@ def request(wal2http_bin: str, db: Database, *args: str) -> None:
 
 
 def state(db: Database) -> tuple[str, int, int] | None:
-    rows = db.execute("SELECT state, rows_sent, chunks FROM wal2http_backfill ORDER BY id DESC LIMIT 1")
+    rows = db.execute("SELECT state, rows_sent, chunks FROM wal2http.wal2http_backfill ORDER BY id DESC LIMIT 1")
     return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 

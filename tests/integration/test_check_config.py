@@ -5,14 +5,17 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import publish
 from tests.integration.test_slot_commands import Result, cli, slot_row
+from tests.support import wait_until
 from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database, PgCluster
+from tests.support.process import Wal2http
 from tests.support.receiver import Receiver
 
 
@@ -117,7 +120,8 @@ def test_table_without_replica_identity(db: Database, wal2http_bin: str) -> None
             tables="keyed, bare, full_row")
     db.execute("SELECT pg_create_logical_replication_slot('wal2http', 'pgoutput')")
     result, checks = check(wal2http_bin, db.dsn)
-    assert result.code == 3 and failures(checks) == ["replica identity"]
+    # The primary refuses their UPDATE and DELETE, the stream is unharmed: a warning, as run logs it.
+    assert result.code == 0 and failures(checks) == [] and checks["replica identity"]["status"] == "warning"
     identity = checks["replica identity"]
     assert identity["detail"].startswith("UPDATE and DELETE statements fail on public.bare:")
     assert "keyed" not in identity["detail"] and "full_row" not in identity["detail"]
@@ -180,3 +184,83 @@ def test_unreachable_database(wal2http_bin: str) -> None:
     assert result.code == 3 and failures(checks) == ["database"]
     assert checks["database"]["detail"].startswith("cannot connect to PostgreSQL")
     assert "s3cret-pw" not in result.out + result.err
+
+
+def _start_outcome(binary: str, dsn: str, *args: str, env: dict[str, str] | None = None,
+                   timeout: float = 30.0) -> tuple[int | None, str]:
+    """What ``run`` does with the same options: its exit code when it stops at start, None when it streams."""
+    process = Wal2http(binary, ["run", *args], {"WAL2HTTP_DSN": dsn, **(env or {})})
+    process.start()
+    try:
+        wait_until(lambda: not process.running or "streaming from slot" in process.stderr, timeout=timeout,
+                   what="run to stop or stream")
+        if process.running:
+            return None, process.stderr
+        return process.wait(5), process.stderr
+    finally:
+        process.kill()
+
+
+def _unwritable(tmp_path: Path) -> str:
+    """A path no one can create, not even root: its directory is a regular file."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    return str(blocker / "out.jsonl")
+
+
+# Each condition, and whether it stops run (the exit code) or not (None): check-config must agree.
+CONDITIONS: dict[str, int | None] = {
+    "unwritable dead-letter path": 2,
+    "unwritable file sink": 2,
+    "insert-only table without replica identity": None,
+    "missing publication": 2,
+    "slot with another plugin": 2,
+    "hook0 outbox table missing": 2,
+    "ready": None,
+}
+
+
+@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+def test_check_config_fails_exactly_what_stops_run(condition: str, db: Database, wal2http_bin: str,
+                                                   tmp_path: Path) -> None:
+    args: list[str] = []
+    if condition == "insert-only table without replica identity":
+        publish(db, "CREATE TABLE log (v text)", tables="log")  # publishes updates and deletes too
+    elif condition != "missing publication":
+        publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
+    plugin = "test_decoding" if condition == "slot with another plugin" else "pgoutput"
+    db.execute("SELECT pg_create_logical_replication_slot('wal2http', %s)", (plugin,))
+    if condition == "unwritable dead-letter path":
+        args = ["--on-reject", "dead-letter", "--dead-letter-path", _unwritable(tmp_path)]
+    elif condition == "unwritable file sink":
+        args = ["--sink", "file", "--file-path", _unwritable(tmp_path)]
+    with FakeHook0() as hook0:
+        env = {"HOOK0_API_TOKEN": hook0.token}
+        if condition == "hook0 outbox table missing":
+            args = ["--sink", "hook0", "--hook0-api-url", hook0.url, "--hook0-application-id", hook0.application_id]
+        result, checks = check(wal2http_bin, db.dsn, *args, env=env)
+        code, stderr = _start_outcome(wal2http_bin, db.dsn, *args, env=env)
+    assert code == CONDITIONS[condition], stderr
+    assert result.code == (code or 0), result.out  # fatal in both, with the same exit code, or in neither
+    for name in failures(checks):  # run names each failure check-config shows
+        assert checks[name]["detail"] in stderr, (name, stderr)
+    if condition == "missing publication":
+        assert "backfill" not in checks or "every published table can be read" not in checks["backfill"]["detail"]
+    if condition == "insert-only table without replica identity":
+        assert checks["replica identity"]["status"] == "warning"
+        assert "ALTER TABLE public.log REPLICA IDENTITY FULL;" in checks["replica identity"]["fix"]
+        assert checks["replica identity"]["detail"] in stderr  # run warns with the same words
+
+
+def test_run_reports_every_failed_start_check_at_once(db: Database, wal2http_bin: str) -> None:
+    ready(db)  # the publication and the slot are in this database; the DSN names another
+    other = db.cluster.create_database(f"{db.name[:50]}_other")
+    try:
+        result, checks = check(wal2http_bin, other.dsn)
+        code, stderr = _start_outcome(wal2http_bin, other.dsn)
+    finally:
+        other.drop()
+    assert sorted(failures(checks)) == ["publication", "slot"]
+    assert code == result.code == 2
+    assert f"publication 'wal2http' does not exist in database '{other.name}'" in stderr
+    assert f"replication slot 'wal2http' belongs to database '{db.name}'" in stderr

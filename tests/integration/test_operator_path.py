@@ -142,11 +142,11 @@ def test_backfill_all_tables_skips_a_keyless_table(db: Database, wal2http_bin: s
     assert ("warning: skipped public.audit: it has neither a primary key nor a replica identity index; "
             "give it one (ALTER TABLE public.audit ADD PRIMARY KEY (...), or ALTER TABLE public.audit "
             "REPLICA IDENTITY USING INDEX a_unique_index), then backfill it with --table public.audit") in queued.err
-    assert db.execute("SELECT table_name::text FROM wal2http_backfill") == [("orders",)]
+    assert db.execute("SELECT table_name::text FROM wal2http.wal2http_backfill") == [("orders",)]
 
     refused = cli(wal2http_bin, "backfill", "--table", "public.audit", dsn=db.dsn)
     assert refused.code == 2 and "neither a primary key nor a replica identity index" in refused.err
-    assert db.execute("SELECT count(*) FROM wal2http_backfill") == [(1,)]
+    assert db.execute("SELECT count(*) FROM wal2http.wal2http_backfill") == [(1,)]
 
 
 def test_a_keyless_table_has_every_column_as_key(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
@@ -173,7 +173,7 @@ def test_slot_create_backfill_skips_a_keyless_table(db: Database, wal2http_bin: 
     assert "warning: skipped public.audit: it has neither a primary key" in created.err
     assert created.out.splitlines()[-2].startswith("backfill request ")
     assert slot_row(db) is not None
-    assert db.execute("SELECT table_name::text, state FROM wal2http_backfill") == [("orders", "queued")]
+    assert db.execute("SELECT table_name::text, state FROM wal2http.wal2http_backfill") == [("orders", "queued")]
 
 
 def test_slot_create_backfill_refuses_before_creating_anything(db: Database, wal2http_bin: str) -> None:
@@ -195,7 +195,8 @@ def test_slot_create_backfill_undoes_the_slot_when_queueing_fails(db: Database, 
     assert cli(wal2http_bin, "slot", "drop", "--yes", "--with-publication", dsn=db.dsn).code == 0
     db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
                "$$BEGIN RAISE EXCEPTION 'no new requests today'; END$$")
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON wal2http_backfill FOR EACH ROW EXECUTE FUNCTION refuse()")
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON wal2http.wal2http_backfill FOR EACH ROW "
+               "EXECUTE FUNCTION refuse()")
 
     failed = cli(wal2http_bin, "slot", "create", "--table", "orders", "--backfill", dsn=db.dsn)
     assert failed.code == 3
@@ -212,15 +213,15 @@ def test_if_not_exists_backfill_on_an_existing_slot_queues_it_once(db: Database,
     assert again.code == 0, again.err
     assert again.out.splitlines()[-3].startswith("slot wal2http already exists")
     assert again.out.splitlines()[-2].startswith("backfill request ")
-    assert db.execute("SELECT table_name::text, state FROM wal2http_backfill") == [("orders", "queued")]
+    assert db.execute("SELECT table_name::text, state FROM wal2http.wal2http_backfill") == [("orders", "queued")]
 
     twice = cli(wal2http_bin, "slot", "create", "--if-not-exists", "--backfill", dsn=db.dsn)
     assert twice.code == 0, twice.err
-    (request,) = db.execute("SELECT request FROM wal2http_backfill")[0]
+    (request,) = db.execute("SELECT request FROM wal2http.wal2http_backfill")[0]
     assert twice.out.splitlines()[-1] == (
         f"no backfill queued: request {request} of slot wal2http is not finished yet; "
         "'wal2http backfill --all-tables' queues another")
-    assert db.execute("SELECT count(*) FROM wal2http_backfill") == [(1,)]
+    assert db.execute("SELECT count(*) FROM wal2http.wal2http_backfill") == [(1,)]
 
 
 # -- slot drop --with-publication --------------------------------------------------------------------
@@ -232,13 +233,15 @@ def test_slot_drop_with_publication_reports_each_part(db: Database, wal2http_bin
     assert cli(wal2http_bin, "slot", "create", "--table", "orders", "--backfill", dsn=db.dsn).code == 0
     role = f"dropper_{db.name}"[:63]
     db.execute(f'CREATE ROLE "{role}" LOGIN REPLICATION')
-    (request,) = db.execute("SELECT request FROM wal2http_backfill")[0]
+    (request,) = db.execute("SELECT request FROM wal2http.wal2http_backfill")[0]
     try:
-        db.execute(f'GRANT SELECT, UPDATE ON wal2http_backfill TO "{role}"')
+        db.execute(f'GRANT USAGE ON SCHEMA wal2http TO "{role}"; '
+                   f'GRANT SELECT, UPDATE ON wal2http.wal2http_backfill TO "{role}"')
         dropped = cli(wal2http_bin, "slot", "drop", "--yes", "--with-publication",
                       dsn=db.cluster.dsn(db.name, user=role))
     finally:
-        db.execute(f'REVOKE ALL ON wal2http_backfill FROM "{role}"')
+        db.execute(f'REVOKE ALL ON wal2http.wal2http_backfill FROM "{role}"; '
+                   f'REVOKE ALL ON SCHEMA wal2http FROM "{role}"')
         db.execute(f'DROP ROLE "{role}"')
     assert dropped.code == 3
     assert dropped.out.splitlines() == [
@@ -248,7 +251,7 @@ def test_slot_drop_with_publication_reports_each_part(db: Database, wal2http_bin
         "wal2http: error: slot wal2http dropped, but cannot drop publication 'wal2http': must be owner of "
         "publication wal2http; to finish, its owner (or a superuser) runs: DROP PUBLICATION wal2http;")
     assert slot_row(db) is None and published(db) == ["public.orders"]
-    assert db.execute("SELECT state FROM wal2http_backfill") == [("cancelled",)]
+    assert db.execute("SELECT state FROM wal2http.wal2http_backfill") == [("cancelled",)]
 
 
 # -- backfill ids ------------------------------------------------------------------------------------
@@ -268,7 +271,7 @@ def test_backfill_status_shows_the_id_cancel_takes(db: Database, wal2http_bin: s
     one = cli(wal2http_bin, "backfill", "cancel", str(request), "--table", "public.orders", dsn=db.dsn)
     assert one.code == 0, one.err
     assert one.out.splitlines() == ["public.orders: cancelled after 0 rows"]
-    assert db.execute("SELECT table_name::text, state FROM wal2http_backfill ORDER BY 1") == [
+    assert db.execute("SELECT table_name::text, state FROM wal2http.wal2http_backfill ORDER BY 1") == [
         ("customers", "queued"), ("orders", "cancelled")]
     unknown = cli(wal2http_bin, "backfill", "cancel", str(request), "--table", "public.nosuch", dsn=db.dsn)
     assert unknown.code == 2 and "public.nosuch is not a table of backfill request" in unknown.err

@@ -79,7 +79,9 @@ def test_slot_peek_shows_the_events_run_would_send_and_consumes_nothing(
     db.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
     db.execute("UPDATE t SET v = 'c' WHERE id = 1")
     db.execute("SELECT pg_logical_emit_message(true, 'app', 'hello')")  # sent by run only with --messages
-    db.execute("DELETE FROM t WHERE id = 2")
+    # Committed synchronously, so flushed with all before it: SQL decoding (peek) stops at the flushed WAL, and
+    # the test cluster commits asynchronously (the walwriter may take its wal_writer_delay to flush).
+    db.execute("SET synchronous_commit = on; DELETE FROM t WHERE id = 2")
     before = slot_positions(db)
     code, out, err = wal2http(wal2http_bin, db, "slot", "peek", "--json")
     assert code == 0, err

@@ -117,8 +117,8 @@ def test_the_catalogue_key_replaces_full_identity_flags() -> None:
 
 
 def test_wal2http_own_table_is_hidden() -> None:
-    relation = Relation(16_401, "public", "wal2http_backfill", "d", (Column("id", INT4, -1, True),))
-    builder = EventBuilder(hidden=[("public", "wal2http_backfill")])
+    relation = Relation(16_401, "wal2http", "wal2http_backfill", "d", (Column("id", INT4, -1, True),))
+    builder = EventBuilder(hidden=[("wal2http", "wal2http_backfill")])
     builder.begin(Begin(0x1000, 0, 1))
     builder.relation(relation)
     assert builder.changes(Insert(relation.oid, ("1",)), 0) == []
@@ -159,7 +159,7 @@ def test_the_readme_shows_the_requests_table_as_wal2http_creates_it() -> None:
     from wal2http.pg.backfill import _CREATE
 
     readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
-    ddl = "CREATE TABLE IF NOT EXISTS public.wal2http_backfill" + _CREATE.seq[2].string + ";"
+    ddl = "CREATE TABLE IF NOT EXISTS wal2http.wal2http_backfill" + _CREATE.seq[2].string + ";"
     assert "\n".join("    " + line if line else "" for line in ddl.splitlines()) in readme
 
 

@@ -17,8 +17,11 @@ from wal2http.config.sections import (
 )
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.config.validation import validate_uuid
-from wal2http.errors import ConfigError, ExitStatus
+from wal2http.errors import ConfigError, DatabaseError, ExitStatus
 from wal2http.ops.check_config import offline_checks
+from wal2http.ops.checks import requests_check
+from wal2http.ops.start import refuse
+from wal2http.pg.privileges import PublishAccess, RequestsAccess
 
 DSN = "postgresql://app:s3cret-pw@db.example.com:5433/app"
 
@@ -122,3 +125,61 @@ def test_delivery_authentication_is_shown_without_its_secrets() -> None:
     assert "b3arer-value" not in text and "MfKQ9r8" not in text and "s3cret-pw" not in text
     dsn = {c.name: c.detail for c in found}["dsn"]
     assert dsn.endswith("sslmode require, TLS required (--require-tls): postgresql://app:***@db.example.com:5433/app")
+
+
+def _access(**changed: object) -> RequestsAccess:
+    """The README's role: owns schema wal2http, whose requests table it created."""
+    fields: dict[str, object] = dict(role="wal2http", database="app", exists=True, legacy=False, schema_exists=True,
+                                     may_create=True, schema_usage=True, may_select=True, may_update=True,
+                                     may_insert=True, sequence_usage=True)
+    return RequestsAccess(**{**fields, **changed})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("access", "status", "fix"), [
+    (_access(), Status.OK, None),
+    (_access(exists=False, schema_exists=False), Status.OK, None),
+    (_access(exists=False, schema_exists=False, may_create=False), Status.WARNING,
+     "as a superuser or the owner of database app: CREATE SCHEMA wal2http AUTHORIZATION wal2http;"),
+    (_access(exists=False, may_create=False), Status.WARNING, "GRANT USAGE, CREATE ON SCHEMA wal2http TO wal2http;"),
+    (_access(may_insert=False), Status.WARNING,
+     "GRANT USAGE ON SCHEMA wal2http TO wal2http; GRANT SELECT, INSERT, UPDATE ON wal2http.wal2http_backfill TO "
+     "wal2http; GRANT USAGE ON SEQUENCE wal2http.wal2http_backfill_id_seq TO wal2http;"),
+    (_access(schema_usage=False), Status.WARNING, "GRANT USAGE ON SCHEMA wal2http TO wal2http;"),
+    (_access(exists=False, legacy=True), Status.WARNING, "ALTER TABLE public.wal2http_backfill SET SCHEMA wal2http;"),
+    (_access(exists=False, schema_exists=False, legacy=True), Status.WARNING,
+     "CREATE SCHEMA wal2http AUTHORIZATION wal2http; ALTER TABLE public.wal2http_backfill SET SCHEMA wal2http;"),
+    (_access(legacy=True), Status.OK, None),  # moved already; the old one is named as unused
+])
+def test_the_requests_check_names_the_statement_that_allows_it(access: RequestsAccess, status: Status,
+                                                               fix: str | None) -> None:
+    check = requests_check(access)
+    assert check.status is status, check
+    assert (fix is None and check.fix is None) or (fix is not None and check.fix is not None and fix in check.fix)
+    # Streaming needs none of it; a start that queues the initial backfill does, and fails before the slot.
+    needed = requests_check(access, needed=True)
+    assert needed.status is (Status.FAILED if status is Status.WARNING else Status.OK)
+    assert needed.status is not Status.FAILED or needed.exit_status == ExitStatus.DATABASE
+
+
+def test_creating_a_publication_names_the_grant_and_each_table_to_own() -> None:
+    access = PublishAccess("wal2http", "app", superuser=False, may_create=False, not_owned=("public.orders",))
+    refusal = access.refusal("wal2http", ["orders"], None)
+    assert refusal is not None
+    assert "GRANT CREATE ON DATABASE app TO wal2http; ALTER TABLE public.orders OWNER TO wal2http;" in refusal
+    assert "CREATE PUBLICATION wal2http FOR TABLE orders;" in refusal
+    assert PublishAccess("wal2http", "app", False, True, ()).refusal("wal2http", ["orders"], None) is None
+    assert "needs a superuser" in (PublishAccess("w", "app", False, True, ()).refusal("p", [], "all tables") or "")
+    assert PublishAccess("postgres", "app", True, False, ("public.orders",)).refusal("p", ["orders"], None) is None
+
+
+def test_run_reports_every_failed_start_check_with_check_configs_exit_status(
+        caplog: pytest.LogCaptureFixture) -> None:
+    checks = [ok("a", "fine"), failed("publication", "missing", "create it"),
+              failed("wal_level", "replica", "set it", ExitStatus.DATABASE), warning("slot", "busy")]
+    with pytest.raises(ConfigError) as raised, caplog.at_level("ERROR"):
+        refuse(checks)
+    assert "2 start checks failed (publication, wal_level)" in str(raised.value)
+    assert [r.getMessage() for r in caplog.records] == ["publication: missing; create it", "wal_level: replica; set it"]
+    with pytest.raises(DatabaseError, match=r"^replica; set it$"):  # one failure: its own message, as before
+        refuse([checks[2]])
+    refuse([checks[0], checks[3]])  # warnings do not stop run

@@ -110,7 +110,7 @@ class _Cursor:
 
 
 def test_a_chunk_stops_at_its_byte_budget_and_fetches_what_the_rest_holds() -> None:
-    from wal2http.pg.backfill import _take
+    from wal2http.pg.backfill_chunks import _take
 
     big = [(str(i), "x" * 999) for i in range(10)]  # 1,000 bytes a row (the key counts)
     cur = _Cursor(list(big))

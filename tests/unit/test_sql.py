@@ -27,7 +27,8 @@ HELPERS = {"query": 1, "execute": 1}
 STATEMENT_KEYWORDS = ("query", "sql", "statement")
 # The functions that may give sql.SQL text known only at run time, each for a documented reason
 # (their docstrings say which): a backfill's conditions are SQL expressions by nature.
-RUNTIME_TEXT_FUNCTIONS = {("wal2http/pg/backfill.py", "condition"), ("wal2http/pg/backfill.py", "operator")}
+RUNTIME_TEXT_FUNCTIONS = {("wal2http/pg/backfill_tables.py", "condition"),
+                          ("wal2http/pg/backfill_tables.py", "operator")}
 COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 

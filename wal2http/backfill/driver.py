@@ -21,6 +21,8 @@ from wal2http.errors import ConfigError, DatabaseError, LockUnavailable, Replica
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
 from wal2http.pg import backfill as store
+from wal2http.pg import backfill_chunks as chunk_sql
+from wal2http.pg import backfill_tables as table_sql
 from wal2http.pg.backfill_model import (
     Mark,
     State,
@@ -338,20 +340,20 @@ class Backfill:
         task = store.next_task(conn, self.slot)
         if task is None:
             # Idle: forget the transactions that are visible by now, so the list stays short.
-            self._forget_seen(store.current_snapshot(conn))
+            self._forget_seen(chunk_sql.current_snapshot(conn))
             return None
         if self.refuse:
             self._fail(task, self.refuse)
             return None
         try:
-            spec = store.describe(conn, self.publication, task.schema, task.table)
+            spec = table_sql.describe(conn, self.publication, task.schema, task.table)
             if task.where:
-                store.plan_where(conn, spec, task.where)
+                table_sql.plan_where(conn, spec, task.where)
         except ConfigError as e:
             self._fail(task, str(e))
             return None
-        facts = RelationFacts(key=spec.key, base_types=store.domain_bases(conn, spec))
-        started = store.start_task(conn, task.id, store.estimate_rows(conn, spec.oid) if task.state is State.QUEUED
+        facts = RelationFacts(key=spec.key, base_types=table_sql.domain_bases(conn, spec))
+        started = store.start_task(conn, task.id, table_sql.estimate_rows(conn, spec.oid) if task.state is State.QUEUED
                                    else None, spec.signature())
         if started is None:
             return None  # cancelled meanwhile
@@ -419,7 +421,7 @@ class Backfill:
         conn = self.connection.get()
         task, spec = active.task, active.spec
         try:
-            now = store.describe_oid(conn, self.publication, spec.oid)
+            now = table_sql.describe_oid(conn, self.publication, spec.oid)
         except ConfigError as e:
             self._fail(task, f"{e}; the backfill of {spec.name} stopped")
             return
@@ -448,11 +450,11 @@ class Backfill:
         if table is None:
             conn = self.connection.get()
             try:
-                spec = store.describe_oid(conn, self.publication, oid)
+                spec = table_sql.describe_oid(conn, self.publication, oid)
             except ConfigError as e:
                 logger.warning("cannot read %d row(s) again for their large values: %s", self._drop_queued(oid), e)
                 return
-            table = _Table(spec, RelationFacts(key=spec.key, base_types=store.domain_bases(conn, spec)),
+            table = _Table(spec, RelationFacts(key=spec.key, base_types=table_sql.domain_bases(conn, spec)),
                            spec.relation())
             self._tables[oid] = table
         self._windows += 1
@@ -472,8 +474,8 @@ class Backfill:
         token = new_token()
         task_id = task.id if task is not None else 0
         # Tracking starts now (see Chunk): nothing is read from the stream until this returns.
-        store.emit_watermark(conn, Watermark(Mark.LOW, token, task_id, number).payload())
-        selected = store.select_chunk(conn, self.publication, spec, task.where if task is not None else None,
+        chunk_sql.emit_watermark(conn, Watermark(Mark.LOW, token, task_id, number).payload())
+        selected = chunk_sql.select_chunk(conn, self.publication, spec, task.where if task is not None else None,
                                       task.last_key if task is not None else None, limit, self.chunk_bytes, keys,
                                       STATEMENT_TIMEOUT_MS, Watermark(Mark.HIGH, token, task_id, number).payload())
         if selected is None:

@@ -11,6 +11,7 @@ from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config
 from wal2http.errors import ConfigError, DatabaseError, KeylessTable
 from wal2http.pg import backfill as store
+from wal2http.pg import backfill_tables as table_sql
 from wal2http.pg import publication as admin
 from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, TableSpec, Task
 from wal2http.pg.connection import Connection, query, source_connection
@@ -80,7 +81,7 @@ def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, whe
     if not all_tables and not tables:
         raise ConfigError("name the tables to backfill with --table SCHEMA.TABLE (repeatable) or --all-tables")
     if where is not None:
-        store.check_where(where)
+        table_sql.check_where(where)
     with source_connection(source) as conn:
         prepared = prepare(conn, source, tables, where)
         slot = find_slot(conn, source.slot)
@@ -109,8 +110,8 @@ def prepare(conn: Connection, source: SourceConfig, tables: tuple[str, ...], whe
     skipped: list[KeylessTable] = []
     for name in tables or published:
         try:
-            spec = (store.describe_text(conn, source.publication, name) if isinstance(name, str)
-                    else store.describe(conn, source.publication, *name))
+            spec = (table_sql.describe_text(conn, source.publication, name) if isinstance(name, str)
+                    else table_sql.describe(conn, source.publication, *name))
         except KeylessTable as e:
             if tables:  # named by the operator: refused
                 raise
@@ -119,7 +120,7 @@ def prepare(conn: Connection, source: SourceConfig, tables: tuple[str, ...], whe
         if spec.name in {s.name for s in specs}:
             continue
         if where is not None:
-            store.plan_where(conn, spec, where)
+            table_sql.plan_where(conn, spec, where)
         specs.append(spec)
     if not specs:
         raise ConfigError(f"nothing to backfill: no published table has a primary key or replica identity "
@@ -142,7 +143,7 @@ def enqueue(conn: Connection, source: SourceConfig, prepared: Prepared, slot_act
     shape and ``where``, goes on after the last key it confirmed (``store.resumable``). Never for a
     new slot: it starts a new history, in which no earlier row was sent.
     """
-    queued = [(spec, store.estimate_rows(conn, spec.oid),
+    queued = [(spec, table_sql.estimate_rows(conn, spec.oid),
                store.resumable(conn, source.slot, spec, prepared.where) if resume else None)
               for spec in prepared.tables]
     number = store.insert_request(conn, source.slot, source.publication, queued, prepared.where)

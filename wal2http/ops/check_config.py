@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from wal2http.checklist import Check, CheckName, Status, failed, ident, ok, warning
+from wal2http.checklist import Check, CheckName, Status, failed, ok, warning
 from wal2http.config.cloudevents import EventFormat
 from wal2http.config.dsn import redact_dsn
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
@@ -18,11 +18,10 @@ from wal2http.delivery.deliverer import GiveUpLimits
 from wal2http.errors import ConfigError, DatabaseError, ExitStatus, Wal2HttpError
 from wal2http.hook0 import checks as hook0_checks
 from wal2http.hook0.checks import Published
-from wal2http.ops.checks import stream_checks
+from wal2http.ops.checks import database_checks, file_checks
 from wal2http.ops.probe import probe
-from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql
-from wal2http.pg.connection import Connection, connection_params, source_connection
+from wal2http.pg.connection import connection_params, source_connection
 
 # -- offline ---------------------------------------------------------------------------------------
 
@@ -168,32 +167,16 @@ def online_checks(config: Config, hook0: Hook0Config | None = None) -> tuple[lis
         try:
             facts = publication_sql.server_facts(conn)
             checks.append(connection_check(facts))
-            checks.extend(stream_checks(conn, src, facts, config.routing, config.sink.http))
+            checks.extend(database_checks(conn, config, facts, hook0))
             checks.append(wal_keep_check(facts))
-            checks.append(backfill_check(conn, src))
             http = _endpoint(config)
             if http is not None:
                 checks.append(http_timeout_check(http.timeout_s, facts.wal_sender_timeout_ms))
-            if hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
-                checks.extend(hook0_checks.outbox_checks(conn, hook0, src))
-            elif hook0 is not None:
+            if hook0 is not None and hook0.mode == Hook0Mode.CHANGES:
                 changes = hook0_checks.published(conn, src, facts.database)
         except DatabaseError as e:
             checks.append(failed("database", str(e), None, ExitStatus.DATABASE))
     return checks, changes
-
-
-def backfill_check(conn: Connection, source: SourceConfig) -> Check:
-    """What a backfill needs: SELECT on every published table (the requests table is made on request)."""
-    name = "backfill"
-    unreadable = backfill_sql.unreadable_tables(conn, source.publication)
-    if unreadable:
-        tables = ", ".join(unreadable)
-        return warning(name, f"role {conn.info.user} cannot SELECT {tables}: a backfill of these tables fails",
-                       f"GRANT SELECT ON {tables} TO {ident(conn.info.user)};")
-    queued = [t for t in backfill_sql.tasks(conn, source.slot) if not t.state.finished]
-    pending = f"; {len(queued)} table(s) queued or running for slot {source.slot}" if queued else ""
-    return ok(name, f"every published table can be read (pgoutput messages carry the watermarks){pending}")
 
 
 def connection_check(facts: publication_sql.ServerFacts) -> Check:
@@ -236,32 +219,16 @@ def _endpoint(config: Config) -> HttpConfig | None:
     return None
 
 
-def sink_check(config: Config) -> Check:
-    """The receiver accepts connections, or the file can be written; the settings must be valid."""
-    sink = config.sink
+def sink_check(config: Config) -> Check | None:
+    """The receiver accepts connections (``run`` waits for one that does not); None for the other sinks."""
     http = _endpoint(config)
-    if http is not None:
-        option = "--hook0-api-url" if sink.kind == SinkKind.HOOK0 else "--http-url"
-        try:
-            return ok("sink", probe(http.url, http.timeout_s))
-        except ConfigError as e:
-            return failed("sink", str(e), f"check {option} and that the receiver is running")
-    if sink.kind == SinkKind.FILE and sink.file_path:
-        return _file_check(sink.file_path)
-    return ok("sink", "standard output")
-
-
-def _file_check(path: str) -> Check:
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(path):
-        if not os.path.isfile(path) or not os.access(path, os.W_OK):
-            return failed("sink", f"{path} is not a writable file",
-                          "fix its permissions or choose another --file-path")
-        return ok("sink", f"{path} exists and is writable")
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
-        return failed("sink", f"cannot create {path}: {directory} is not a writable directory",
-                      "create the directory or choose another --file-path")
-    return ok("sink", f"{path} can be created")
+    if http is None:
+        return ok("sink", "standard output") if config.sink.kind == SinkKind.STDOUT else None
+    option = "--hook0-api-url" if config.sink.kind == SinkKind.HOOK0 else "--http-url"
+    try:
+        return ok("sink", probe(http.url, http.timeout_s))
+    except ConfigError as e:
+        return failed("sink", str(e), f"check {option} and that the receiver is running")
 
 
 def check_config(config: Config, offline: bool) -> list[Check]:
@@ -276,8 +243,10 @@ def check_config(config: Config, offline: bool) -> list[Check]:
         online, changes = online_checks(config, hook0)
         checks.extend(online)
     if CheckName.SINK_SETTINGS in valid:
+        checks.extend(file_checks(config))  # run's start list ends with them too
         sink = sink_check(config)
-        checks.append(sink)
-        if hook0 is not None and sink.status is Status.OK:
+        if sink is not None:
+            checks.append(sink)
+        if hook0 is not None and sink is not None and sink.status is Status.OK:
             checks.extend(hook0_checks.api_checks(hook0, changes))
     return checks

@@ -1,14 +1,21 @@
-"""The database checks ``run`` and ``slot create`` make at start, and ``check-config`` shows, as data."""
+"""The checks ``run`` and ``slot create`` make at start, and ``check-config`` shows, as data."""
 
 from __future__ import annotations
 
+import os
+
 from wal2http.checklist import Check, CheckName, failed, ident, ok, warning
-from wal2http.config.routing import RoutingConfig
-from wal2http.config.sections import HttpConfig, SourceConfig
+from wal2http.config.hook0 import Hook0Config, Hook0Mode
+from wal2http.config.sections import SinkKind, SourceConfig
+from wal2http.config.settings import Config
 from wal2http.errors import ExitStatus
+from wal2http.hook0 import checks as hook0_checks
 from wal2http.lsn import format_lsn
 from wal2http.ops.routing_checks import routing_checks
+from wal2http.pg import backfill as backfill_sql
+from wal2http.pg import privileges
 from wal2http.pg import publication as publication_sql
+from wal2http.pg.backfill_model import REQUESTS_SCHEMA
 from wal2http.pg.connection import Connection
 from wal2http.pg.slot import Slot, consumer, find_slot
 
@@ -100,18 +107,32 @@ def failover_check(facts: publication_sql.ServerFacts, slot: Slot | None, wanted
                     "(synchronized_standby_slots)")
 
 
-def stream_checks(conn: Connection, source: SourceConfig, facts: publication_sql.ServerFacts,
-                  routing: RoutingConfig | None = None, http: HttpConfig | None = None) -> list[Check]:
-    """Everything ``run`` needs on the database side, in the order ``run`` reports failures."""
+def start_checks(conn: Connection, config: Config, facts: publication_sql.ServerFacts) -> list[Check]:
+    """Every check ``run`` makes at start, in the order ``check-config`` shows them.
+
+    A failed one stops ``run`` (all failures are reported together) and fails ``check-config``; a warning
+    is logged by one and shown by the other. What is fatal is decided here, once, for both.
+    """
+    hook0 = config.sink.hook0 if config.sink.kind == SinkKind.HOOK0 else None
+    return [*database_checks(conn, config, facts, hook0), *file_checks(config)]
+
+
+def database_checks(conn: Connection, config: Config, facts: publication_sql.ServerFacts,
+                    hook0: Hook0Config | None) -> list[Check]:
+    """The server, the publication, the slot, what backfills need and the Hook0 outbox, as ``run`` meets them.
+
+    ``hook0``: the Hook0 sink's settings (None for another sink, or settings that are not valid).
+    """
+    source = config.source
     checks = server_checks(facts, source.messages)
     publication = publication_sql.find_publication(conn, source.publication)
     checks.append(publication_check(publication, source.publication, facts.database))
     if publication is not None:
         checks.append(replica_identity_check(conn, publication))
-        if (routing is not None and (routing.selects or routing.routes)) or (http is not None and "{" in http.url):
+        routing, http = config.routing, config.sink.http if config.sink.kind == SinkKind.HTTP else None
+        if routing.selects or routing.routes or (http is not None and "{" in http.url):
             tables = publication_sql.published_table_facts(conn, publication.name)
-            checks.extend(routing_checks(routing or RoutingConfig(), http, tables, publication.name,
-                                         facts.version_num))
+            checks.extend(routing_checks(routing, http, tables, publication.name, facts.version_num))
     slot = find_slot(conn, source.slot)
     checks.append(slot_check(conn, slot, source, facts.database))
     failover = failover_check(facts, slot, source.failover and source.create_slot)
@@ -120,12 +141,73 @@ def stream_checks(conn: Connection, source: SourceConfig, facts: publication_sql
     checks.append(slot_capacity_check(facts, slot is None))
     free = facts.max_wal_senders - facts.used_wal_senders
     if free <= 0:
-        checks.append(failed(CheckName.WAL_SENDERS, f"all {facts.max_wal_senders} wal senders are in use",
-                             "stop an unused replication consumer, or raise max_wal_senders "
-                             "(needs a restart)", ExitStatus.DATABASE))
+        # The previous run's sender may still be exiting, and run retries connecting: not fatal.
+        checks.append(warning(CheckName.WAL_SENDERS, f"all {facts.max_wal_senders} wal senders are in use; "
+                                                     "run retries connecting until one is free",
+                              "stop an unused replication consumer, or raise max_wal_senders (needs a restart)"))
     else:
         checks.append(ok(CheckName.WAL_SENDERS, f"{facts.used_wal_senders} of {facts.max_wal_senders} in use"))
+    access = privileges.requests_access(conn)
+    if publication is not None:
+        checks.append(backfill_check(conn, source, access))
+    # --create-slot --backfill queues the initial backfill right after creating the slot: it must be able to.
+    checks.append(requests_check(access, needed=config.backfill.initial and slot is None and source.create_slot))
+    if hook0 is not None and hook0.mode == Hook0Mode.OUTBOX:
+        checks.extend(hook0_checks.outbox_checks(conn, hook0, source))
     return checks
+
+
+def backfill_check(conn: Connection, source: SourceConfig, access: privileges.RequestsAccess) -> Check:
+    """What a backfill of the published tables needs: SELECT on each (pgoutput messages carry the watermarks)."""
+    name = "backfill"
+    unreadable = backfill_sql.unreadable_tables(conn, source.publication)
+    if unreadable:
+        tables = ", ".join(unreadable)
+        return warning(name, f"role {access.role} cannot SELECT {tables}: a backfill of these tables fails",
+                       f"GRANT SELECT ON {tables} TO {ident(access.role)};")
+    pending = ""
+    if access.exists and access.read_refusal() is None:
+        queued = [t for t in backfill_sql.tasks(conn, source.slot) if not t.state.finished]
+        pending = f"; {len(queued)} table(s) queued or running for slot {source.slot}" if queued else ""
+    return ok(name, f"every published table can be read (pgoutput messages carry the watermarks){pending}")
+
+
+def requests_check(access: privileges.RequestsAccess, needed: bool = False) -> Check:
+    """Where backfill requests are kept: streaming needs none of it, so a problem is a warning, unless
+    this start is ``needed`` to queue one."""
+    name = CheckName.BACKFILL_REQUESTS
+    problem = access.migration() or access.read_refusal() or access.queue_refusal()
+    if problem is not None:
+        return failed(name, *problem, ExitStatus.DATABASE) if needed else warning(name, *problem)
+    if access.exists:
+        note = f"; {privileges.LEGACY_NAME} is no longer used" if access.legacy else ""
+        return ok(name, f"kept in {privileges.REQUESTS_NAME}, which role {access.role} may read and write{note}")
+    made = (f"{privileges.REQUESTS_NAME} is" if access.schema_exists
+            else f"schema {REQUESTS_SCHEMA} and {privileges.REQUESTS_NAME} are")
+    return ok(name, f"{made} created by the first backfill request (role {access.role} may create it)")
+
+
+def file_checks(config: Config) -> list[Check]:
+    """The files ``run`` appends to: the file sink's, the dead letters'."""
+    checks = []
+    sink = config.sink
+    if sink.kind == SinkKind.FILE and sink.file_path:
+        checks.append(file_check("sink", sink.file_path, "--file-path"))
+    if config.delivery.dead_letter_path:
+        checks.append(file_check("dead letters", config.delivery.dead_letter_path, "--dead-letter-path"))
+    return checks
+
+
+def file_check(name: str, path: str, option: str) -> Check:
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        if not os.path.isfile(path) or not os.access(path, os.W_OK):
+            return failed(name, f"{path} is not a writable file", f"fix its permissions or choose another {option}")
+        return ok(name, f"{path} exists and is writable")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        return failed(name, f"cannot create {path}: {directory} is not a writable directory",
+                      f"create the directory or choose another {option}")
+    return ok(name, f"{path} can be created")
 
 
 def publication_check(publication: publication_sql.Publication | None, name: str, database: str) -> Check:
@@ -150,12 +232,12 @@ def replica_identity_check(conn: Connection, publication: publication_sql.Public
     if not missing:
         return ok(name, "every published table has one")
     statements = " and ".join(op.upper() for op in ops)
-    return failed(
+    # The primary refuses those statements; the stream is unharmed and an insert-only table works: a warning.
+    return warning(
         name,
         f"{statements} statements fail on {', '.join(missing)}: no replica identity, and publication "
         f"{publication.name} publishes {' and '.join(ops)}",
         "add a primary key, or " + " ".join(f"ALTER TABLE {t} REPLICA IDENTITY FULL;" for t in missing),
-        ExitStatus.DATABASE,
     )
 
 

@@ -25,6 +25,7 @@ from wal2http.ops.checks import (
 from wal2http.ops.slot_report import Report, Thresholds, evaluate
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import outbox as outbox_sql
+from wal2http.pg import privileges
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.backfill_model import Task
 from wal2http.pg.connection import Connection, source_connection
@@ -264,8 +265,7 @@ class _Done:
                             publication=publication if self.outbox_added else None)
             undone.append(f"outbox table {'.'.join(outbox)}")
         if self.requests_table_created:
-            backfill_sql.drop_requests_table(conn)
-            undone.append(f"table {backfill_sql.REQUESTS_NAME}")
+            undone.append(backfill_sql.drop_requests_table(conn))
         return undone
 
 
@@ -288,7 +288,10 @@ def _publish(conn: Connection, source: SourceConfig, request: PublicationRequest
     if not request.wanted:
         # A slot made before its publication cannot decode what was written in between (PG 15).
         raise publication_check(None, source.publication, database).error()
-    publication_sql.resolve_tables(conn, list(request.tables))
+    refusal = privileges.publish_access(conn, publication_sql.resolve_tables(conn, list(request.tables))).refusal(
+        source.publication, list(request.tables), _everything(request))
+    if refusal is not None:  # said before anything is created, with the statements that allow it
+        raise DatabaseError(refusal)
     listed, before = list(request.tables), None
     if request.outbox is not None:
         schema, table = request.outbox
@@ -305,6 +308,15 @@ def _publish(conn: Connection, source: SourceConfig, request: PublicationRequest
             "written in between, run fails with 'publication does not exist'; then drop and create "
             "the slot again")
     return done
+
+
+def _everything(request: PublicationRequest) -> str | None:
+    """The target only a superuser may publish: all tables, or every table of a schema."""
+    if request.all_tables:
+        return "all tables"
+    if request.schemas:
+        return "tables in schema " + ", ".join(request.schemas)
+    return None
 
 
 def _differs(publication: publication_sql.Publication, request: PublicationRequest, tables: list[str]) -> bool:

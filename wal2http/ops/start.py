@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 from wal2http.backfill.driver import Backfill
 from wal2http.backfill.queue import backfill_refusal, request_all
-from wal2http.checklist import CheckName, require
+from wal2http.checklist import Check, Status, exit_status, failed
 from wal2http.config.cloudevents import default_source
 from wal2http.config.outcomes import StatusClasses
-from wal2http.config.routing import RoutingConfig
-from wal2http.config.sections import HttpConfig, SinkKind, SourceConfig
+from wal2http.config.sections import SinkKind, SourceConfig
 from wal2http.config.settings import Config, SinkConfig
 from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.resends import Resends
@@ -22,7 +21,7 @@ from wal2http.delivery.until import Until
 from wal2http.errors import DatabaseError, Interrupted, RejectedError, StopRequested
 from wal2http.lsn import format_lsn, parse_lsn
 from wal2http.observe.observer import Observer
-from wal2http.ops.checks import stream_checks
+from wal2http.ops.checks import start_checks
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.catalog import Catalog
@@ -47,16 +46,16 @@ class Prepared:
     created: bool = False  # the slot was created by this start (--create-slot)
 
 
-def prepare_stream(source: SourceConfig, routing: RoutingConfig | None = None,
-                   http: HttpConfig | None = None) -> Prepared:
-    """``run`` at start: the checks ``check-config`` makes, then the slot created if asked and missing."""
+def prepare_stream(config: Config) -> Prepared:
+    """``run`` at start: the checks ``check-config`` makes, all reported, then the slot created if asked and missing."""
+    source = config.source
     with source_connection(source) as conn:
         facts = publication_sql.server_facts(conn)
-        # A table without replica identity breaks the primary's UPDATEs, not the stream; a busy
-        # WAL sender may be the previous run's, still exiting, and connecting is retried: say it, go on.
-        advisory = (CheckName.REPLICA_IDENTITY, CheckName.WAL_SENDERS)
-        for note in require(stream_checks(conn, source, facts, routing, http), advisory=advisory):
-            logger.warning("%s", note)
+        checks = start_checks(conn, config, facts)
+        for check in checks:
+            if check.status is Status.WARNING:
+                logger.warning("%s: %s", check.name, check.message)
+        refuse(checks)
         info = find_slot(conn, source.slot)
         created = info is None
         if info is None:
@@ -65,6 +64,20 @@ def prepare_stream(source: SourceConfig, routing: RoutingConfig | None = None,
             assert info is not None
         return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)),
                         created)
+
+
+def refuse(checks: list[Check]) -> None:
+    """Stop on the failed checks, every one reported (as check-config lists them), with the exit status
+    check-config would give."""
+    failures = [c for c in checks if c.status is Status.FAILED]
+    if len(failures) == 1:
+        raise failures[0].error()
+    if failures:
+        for check in failures:
+            logger.error("%s: %s", check.name, check.message)
+        names = ", ".join(c.name for c in failures)
+        raise failed("start", f"{len(failures)} start checks failed ({names}), each logged above",
+                     exit_status=exit_status(checks)).error()
 
 
 def run_until(source: SourceConfig, connection: LazyConnection) -> Until:
@@ -165,7 +178,7 @@ def run(config: Config, run_id: str = "") -> None:
 
 def _run(config: Config, observer: Observer) -> None:
     src = config.source
-    prepared = prepare_stream(src, config.routing, config.sink.http)
+    prepared = prepare_stream(config)
     info = prepared.slot
     source = SourceInfo(prepared.database, prepared.tables)
     start_lsn = info.confirmed_flush_lsn or 0

@@ -15,8 +15,10 @@ from wal2http.decode.pgoutput import Column, Relation
 
 # pg_logical_emit_message() prefix of the watermarks; never delivered as a 'message' event.
 WATERMARK_PREFIX = "wal2http.backfill"
-# The table requests and progress live in; created by whoever requests a backfill first.
-REQUESTS_SCHEMA, REQUESTS_TABLE = "public", "wal2http_backfill"
+# The table requests and progress live in; created by whoever requests a backfill first. Its schema is
+# wal2http's own (a role cannot create tables in public from PostgreSQL 15 on); 0.1 kept it in public.
+REQUESTS_SCHEMA, REQUESTS_TABLE = "wal2http", "wal2http_backfill"
+LEGACY_REQUESTS_SCHEMA = "public"
 
 Row = tuple[str | None, ...]  # a selected row: column texts as PostgreSQL prints them, None for NULL
 QualifiedName = tuple[str, str]  # (schema, name) of a catalogue object, never joined on "."
