@@ -2,6 +2,24 @@
 
 The server is PG_BINDIR's (Debian's 15 by default; ``make test PG=17`` runs the suite on 17). The modules
 in SERVER_FACING are marked ``server``: ``make test`` runs them (``pytest -m server``) on 14, 16, 17 and 18 too.
+
+``make test`` runs the tests in parallel (pytest-xdist, ``-n``): each worker process is a whole pytest
+session of its own, with its own ``pg`` server (started when its first test needs one), running its tests
+one at a time. A test is parallel-safe when it
+- keeps its data in its own ``db`` (a database named after the test, in its worker's server), or in a
+  ``PgCluster`` it starts itself; it changes server-wide settings, roles or the server's life (restart,
+  kill) only in a cluster of its own, or undoes them before it ends;
+- listens on port 0 or ``tests.support.free_port()``, never on a fixed port, and connects only to
+  127.0.0.1;
+- writes files only under ``tmp_path`` (or a temporary directory it removes), never in the working
+  directory or a fixed path;
+- signals or kills only processes it started (``Wal2http``, its own servers), never by name;
+- waits for a state (``wait_until``, ``Receiver.wait_for_events``, ``Wal2http.wait_streaming``) rather
+  than sleeping for it, and bounds what it measures generously enough for a loaded machine: the workers
+  outnumber the cores, because most tests wait.
+A test that cannot be made so is marked ``@pytest.mark.xdist_group("NAME")``: the tests of one group run
+in one worker, one after the other (``--dist loadgroup``). Run one module alone as before
+(``pytest tests/integration/test_x.py``): without ``-n`` nothing changes.
 """
 
 from __future__ import annotations
@@ -13,6 +31,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,6 +44,7 @@ from tests.support.receiver import Receiver
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 MAX_IDENTIFIER = 63
 SERVER_STARTED = pytest.StashKey[str]()
+SERVER_OUTPUT_KEY = "wal2http_server"  # what a worker tells the controller about its server (xdist)
 
 # The integration tests whose outcome depends on what the server does (replication protocol, slots,
 # catalogue queries, types, TLS): the version matrix runs these on every supported PostgreSQL. The others
@@ -90,6 +110,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     """Even under -q, the log of a matrix run says which server the tests ran against."""
     if SERVER_STARTED in config.stash:
         terminalreporter.write_line(f"tests ran against {config.stash[SERVER_STARTED]}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands the server it started to the controller, which writes the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and SERVER_STARTED in session.config.stash:
+        workeroutput[SERVER_OUTPUT_KEY] = session.config.stash[SERVER_STARTED]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(xdist, in the controller) Every worker started the same PG_BINDIR, so any one names it."""
+    server = getattr(node, "workeroutput", {}).get(SERVER_OUTPUT_KEY)
+    if server:
+        node.config.stash[SERVER_STARTED] = server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
