@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import Start, publish
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 
 
 def run(wal2http_bin: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

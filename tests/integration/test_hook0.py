@@ -11,19 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Start, publish
 from tests.support import readme, wait_until
-from tests.support.fake_hook0 import FakeHook0
+from tests.support.fake_hook0 import OUTBOX_DDL, FakeHook0, hook0_args, token_env
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 # Changes-mode event ids are uuid5(this namespace, "<service>/<change id>") since wal2http 0.1; written out
 # here rather than imported, so that a changed derivation (new ids for redelivered changes) fails.
 ID_NAMESPACE = uuid.UUID("5a1e2f0c-8d3b-5f4e-9c71-0b6d2a4e8f13")
 
-# The SQL exactly as README.rst shows it (blocks marked name=... there); the publication is the test's.
-OUTBOX_DDL = "\n".join(s for s in readme.block("hook0-outbox").statements() if not s.startswith("CREATE PUBLICATION"))
 MARK_DDL = readme.block("hook0-mark").text
 CLEANUP = readme.block("hook0-cleanup").text
 
@@ -32,15 +30,6 @@ CLEANUP = readme.block("hook0-cleanup").text
 def hook0() -> Iterator[FakeHook0]:
     with FakeHook0() as fake:
         yield fake
-
-
-def hook0_args(fake: FakeHook0, *more: str) -> tuple[str, ...]:
-    return ("--create-slot", "--sink", "hook0", "--hook0-api-url", fake.url,
-            "--hook0-application-id", fake.application_id, *more)
-
-
-def token_env(fake: FakeHook0) -> dict[str, str]:
-    return {"HOOK0_API_TOKEN": fake.token}
 
 
 def posted_events(fake: FakeHook0) -> list[dict[str, object]]:

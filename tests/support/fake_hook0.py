@@ -17,14 +17,16 @@ from urllib.parse import parse_qs, urlsplit
 from hook0.generated.models import EventPost, EventTypePost, InstanceConfig
 from hook0.runtime import DecodeError
 
-from tests.support import HOST, wait_for_signal
+from tests.support import HOST, readme, wait_for_signal
 from tests.support.httpserver import Handler, RecordingServer
 
-__all__ = ["FakeHook0", "HookRequest"]
+__all__ = ["OUTBOX_DDL", "FakeHook0", "HookRequest", "hook0_args", "token_env"]
 
 API = "/api/v1"
 PAYLOAD_MAX_CHARS = 699_050
 CONTENT_TYPES = ("text/plain", "application/json", "application/octet-stream+base64")
+# The SQL exactly as README.rst shows it (blocks marked name=... there); the publication is each test's.
+OUTBOX_DDL = "\n".join(s for s in readme.block("hook0-outbox").statements() if not s.startswith("CREATE PUBLICATION"))
 ROUTES = frozenset({("POST", f"{API}/event"), ("GET", f"{API}/event_types"), ("POST", f"{API}/event_types")})
 
 PROBLEMS: dict[str, tuple[int, str]] = {
@@ -307,6 +309,15 @@ class FakeHook0(RecordingServer):
         with self._changed:
             self._event_types[created["event_type_name"]] = created
         return 201, json.dumps(created).encode()
+
+
+def hook0_args(fake: FakeHook0, *more: str) -> tuple[str, ...]:
+    return ("--create-slot", "--sink", "hook0", "--hook0-api-url", fake.url,
+            "--hook0-application-id", fake.application_id, *more)
+
+
+def token_env(fake: FakeHook0) -> dict[str, str]:
+    return {"HOOK0_API_TOKEN": fake.token}
 
 
 def _event_type(service: str, resource_type: str, verb: str) -> dict[str, str]:
