@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import readme, wait_until
+from tests.support.clirunner import UNREACHABLE_DSN, invoke
 from tests.support.fake_hook0 import OUTBOX_DDL, FakeHook0, hook0_args, token_env
 from tests.support.pgcluster import Database
 from tests.support.process import Start, run_once
@@ -328,11 +329,11 @@ def test_legacy_variables_and_token_file(db: Database, hook0: FakeHook0, start_w
      "cannot set 'schema'"),
     (("--hook0-api-token", "x"), {}, "No such option '--hook0-api-token'"),  # never a flag
 ])
-def test_hook0_configuration_mistakes_exit_2(wal2http_bin: str, db: Database, args: tuple[str, ...],
-                                             env: dict[str, str], expected: str) -> None:
-    base = {"WAL2HTTP_DSN": db.dsn, "HOOK0_API_URL": "http://127.0.0.1:1/api/v1",
+def test_hook0_configuration_mistakes_exit_2(args: tuple[str, ...], env: dict[str, str], expected: str) -> None:
+    """Checked before any connection, so in-process (click's test runner)."""
+    base = {"WAL2HTTP_DSN": UNREACHABLE_DSN, "HOOK0_API_URL": "http://127.0.0.1:1/api/v1",
             "HOOK0_APPLICATION_ID": str(uuid.uuid4())}
-    code, _, stderr = run_once(wal2http_bin, ["run", "--sink", "hook0", *args], {**base, **env})
+    code, _, stderr = invoke("run", "--sink", "hook0", *args, env={**base, **env})
     assert code == 2, stderr
     assert expected in stderr
 
