@@ -28,6 +28,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,10 @@ settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts background commands with SIGINT ignored (the Makefile runs the
+    # matrix versions so), and every child inherits that: tests that interrupt a child need it back.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if on_ci() else "dev"))
     missing = sorted(name for name in SERVER_FACING if not (INTEGRATION_DIR / name).is_file())
     if missing:  # a renamed module would silently drop out of the version matrix
