@@ -44,6 +44,7 @@ help:
 	@echo "make test    run the whole test suite on PostgreSQL 15, and the server-facing tests on 14, 16, 17, 18"
 	@echo "make test PG=17   run the whole test suite on one PostgreSQL version (14 to 18)"
 	@echo "make test-matrix  only the server-facing tests, on 14, 16, 17 and 18"
+	@echo "make test TEST_WORKERS=0   one test at a time (default: 4 parallel workers, see README Development)"
 	@echo "make bench   measure throughput, latency and memory against pg_recvlogical"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make promtool  unpack promtool into .venv so the alert rule tests run it"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.conftest import publish
-from tests.integration.test_changes import assert_confirmed_past
+from tests.support.events import assert_confirmed_past
 from tests.support.pgcluster import Database
 from tests.support.process import Wal2http, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 
