@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import free_port, wait_until
 from tests.support.admin import Admin
+from tests.support.backfills import backfill, fence, fill, states, wait_done
 from tests.support.fake_hook0 import FakeHook0, hook0_args, token_env
 from tests.support.materialize import materialize, table_rows
 from tests.support.pgcluster import Database, PgCluster
@@ -22,33 +23,6 @@ from tests.support.process import Start, Wal2http, check, run_once
 from tests.support.receiver import Receiver
 from tests.support.replication import publish, ready
 from tests.support.typed_row import EXPECTED, ROW_SQL, SCHEMA, TEXT
-
-
-def backfill(wal2http_bin: str, db: Database, *args: str, expect: int = 0) -> tuple[str, str]:
-    code, out, err = run_once(wal2http_bin, ["backfill", *args], {"WAL2HTTP_DSN": db.dsn})
-    assert code == expect, f"exit {code}:\n{out}\n{err}"
-    return out, err
-
-
-def states(db: Database) -> list[tuple[str, str, int]]:
-    return [(r[0], r[1], r[2]) for r in db.execute(
-        "SELECT schema_name || '.' || table_name, state, rows_sent FROM wal2http.wal2http_backfill ORDER BY id")]
-
-
-def wait_done(db: Database, timeout: float = 90) -> None:
-    def finished() -> bool:
-        found = states(db)
-        return bool(found) and all(s in ("done", "failed", "cancelled") for _, s, _ in found)
-
-    wait_until(finished, timeout=timeout, interval=0.2, what="backfill finished")
-
-
-def fence(db: Database, receiver: Receiver, n: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
-    """Insert a marker row and wait until it arrives: everything committed before it arrived too."""
-    db.execute("INSERT INTO fence VALUES (%s)", (n,))
-    wait_until(lambda: any(e["table"] == "fence" and e["op"] == "insert" and e["new"]["n"] == n
-                           for e in receiver.events()), timeout=timeout, what=f"fence {n}")
-    return receiver.events()
 
 
 class Writer(threading.Thread):
@@ -107,10 +81,6 @@ ITEMS = ["CREATE TABLE items (id int PRIMARY KEY, v text, n int)", "CREATE TABLE
 # A condition true for every row that makes each chunk select take about 0.1 s (1 ms a row): the writer's
 # changes then often commit while a chunk is between its watermarks, the case the algorithm is about.
 SLOW = "CREATE FUNCTION slow(int) RETURNS bool LANGUAGE sql AS 'SELECT pg_sleep(0.001) IS NOT NULL'"
-
-
-def fill(db: Database, table: str, n: int) -> None:
-    db.execute(f"INSERT INTO {table} (id, v, n) SELECT i, 'old ' || i, 0 FROM generate_series(1, %s) i", (n,))
 
 
 def test_backfill_under_concurrent_changes_reproduces_the_table(
