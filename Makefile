@@ -44,6 +44,7 @@ help:
 	@echo "make test    run the whole test suite on PostgreSQL 15, and the server-facing tests on 14, 16, 17, 18"
 	@echo "make test PG=17   run the whole test suite on one PostgreSQL version (14 to 18)"
 	@echo "make test-matrix  only the server-facing tests, on 14, 16, 17 and 18"
+	@echo "make test TEST_WORKERS=0   one test at a time (default: 4 parallel workers, see README Development)"
 	@echo "make bench   measure throughput, latency and memory against pg_recvlogical"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make promtool  unpack promtool into .venv so the alert rule tests run it"
@@ -145,25 +146,43 @@ deploy-tools:
 			systemd >/dev/null; \
 	fi
 
-# `make test`: everything on 15, then the server-facing tests on each other version, one at a time (they
-# share the machine). Every part runs even when an earlier one fails; the target fails if any did.
-# `make test PG=17`: everything on 17. PG_BINDIR (exported) tells the suite which server to start.
-MATRIX_RUN = for major in $(PG_NPM_MAJORS); do \
+# `make test`: everything on 15, then the server-facing tests on each other version. Every part runs even
+# when an earlier one fails; the target fails if any did. `make test PG=17`: everything on 17. PG_BINDIR
+# (exported) tells the suite which server to start.
+# The tests run in parallel worker processes (pytest-xdist), each with a PostgreSQL server of its own. Most
+# tests wait (for servers, timeouts, receivers), so the workers outnumber the cores: on 2 cores, 4 workers
+# for the whole suite; the four matrix versions run at the same time, MATRIX_WORKERS each. Measured wall
+# times are in README.rst ("Development"). TEST_WORKERS=0 runs the tests in this process, one at a time.
+TEST_WORKERS ?= 4
+MATRIX_WORKERS ?= 2
+# loadgroup: tests marked xdist_group("NAME") share one worker (see tests/conftest.py), the others spread.
+PYTEST_PARALLEL = $(PYTEST) -n $(1) --dist loadgroup
+# Each version's output goes to a file while they run, then is shown whole, one version after the other.
+MATRIX_RUN = logs=$$(mktemp -d); \
+	echo "== server-facing tests on PostgreSQL $(PG_NPM_MAJORS), at the same time"; \
+	for major in $(PG_NPM_MAJORS); do \
+		( PG_BINDIR=$(PG_CACHE)/$$major/bin $(call PYTEST_PARALLEL,$(MATRIX_WORKERS)) -m server tests \
+			>$$logs/$$major 2>&1; echo $$? >$$logs/$$major.status ) & \
+	done; \
+	wait; \
+	for major in $(PG_NPM_MAJORS); do \
 		echo "== server-facing tests on PostgreSQL $$major"; \
-		PG_BINDIR=$(PG_CACHE)/$$major/bin $(PYTEST) -m server tests || failed="$$failed $$major"; \
-	done
+		cat $$logs/$$major; \
+		[ "$$(cat $$logs/$$major.status 2>/dev/null)" = 0 ] || failed="$$failed $$major"; \
+	done; \
+	rm -rf $$logs
 MATRIX_VERDICT = if [ -n "$$failed" ]; then echo "tests failed on PostgreSQL$$failed"; exit 1; fi
 
 ifeq ($(PG),)
 test: venv postgres nginx postgres-matrix promtool docs-tools deploy-tools
 	@failed=""; \
 	echo "== whole suite on PostgreSQL $(PG_APT_MAJOR)"; \
-	$(PYTEST) tests || failed=" $(PG_APT_MAJOR)"; \
+	$(call PYTEST_PARALLEL,$(TEST_WORKERS)) tests || failed=" $(PG_APT_MAJOR)"; \
 	$(MATRIX_RUN); \
 	$(MATRIX_VERDICT)
 else
 test: venv postgres nginx $(PG_FETCH) promtool docs-tools deploy-tools
-	$(PYTEST) tests
+	$(call PYTEST_PARALLEL,$(TEST_WORKERS)) tests
 endif
 
 test-matrix: venv postgres nginx postgres-matrix
@@ -175,7 +194,7 @@ unit: venv docs-tools deploy-tools
 	$(PYTEST) tests/unit
 
 integration: venv postgres nginx $(PG_FETCH)
-	$(PYTEST) tests/integration
+	$(call PYTEST_PARALLEL,$(TEST_WORKERS)) tests/integration
 
 demo: venv postgres $(PG_FETCH)
 	$(BIN)/python -m tests.support.demo

@@ -2,6 +2,24 @@
 
 The server is PG_BINDIR's (Debian's 15 by default; ``make test PG=17`` runs the suite on 17). The modules
 in SERVER_FACING are marked ``server``: ``make test`` runs them (``pytest -m server``) on 14, 16, 17 and 18 too.
+
+``make test`` runs the tests in parallel (pytest-xdist, ``-n``): each worker process is a whole pytest
+session of its own, with its own ``pg`` server (started when its first test needs one), running its tests
+one at a time. A test is parallel-safe when it
+- keeps its data in its own ``db`` (a database named after the test, in its worker's server), or in a
+  ``PgCluster`` it starts itself; it changes server-wide settings, roles or the server's life (restart,
+  kill) only in a cluster of its own, or undoes them before it ends;
+- listens on port 0 or ``tests.support.free_port()``, never on a fixed port, and connects only to
+  127.0.0.1;
+- writes files only under ``tmp_path`` (or a temporary directory it removes), never in the working
+  directory or a fixed path;
+- signals or kills only processes it started (``Wal2http``, its own servers), never by name;
+- waits for a state (``wait_until``, ``Receiver.wait_for_events``, ``Wal2http.wait_streaming``) rather
+  than sleeping for it, and bounds what it measures generously enough for a loaded machine: the workers
+  outnumber the cores, because most tests wait.
+A test that cannot be made so is marked ``@pytest.mark.xdist_group("NAME")``: the tests of one group run
+in one worker, one after the other (``--dist loadgroup``). Run one module alone as before
+(``pytest tests/integration/test_x.py``): without ``-n`` nothing changes.
 """
 
 from __future__ import annotations
@@ -10,9 +28,11 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,6 +45,7 @@ from tests.support.receiver import Receiver
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 MAX_IDENTIFIER = 63
 SERVER_STARTED = pytest.StashKey[str]()
+SERVER_OUTPUT_KEY = "wal2http_server"  # what a worker tells the controller about its server (xdist)
 
 # The integration tests whose outcome depends on what the server does (replication protocol, slots,
 # catalogue queries, types, TLS): the version matrix runs these on every supported PostgreSQL. The others
@@ -69,6 +90,10 @@ settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts background commands with SIGINT ignored (the Makefile runs the
+    # matrix versions so), and every child inherits that: tests that interrupt a child need it back.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if on_ci() else "dev"))
     missing = sorted(name for name in SERVER_FACING if not (INTEGRATION_DIR / name).is_file())
     if missing:  # a renamed module would silently drop out of the version matrix
@@ -91,6 +116,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     """Even under -q, the log of a matrix run says which server the tests ran against."""
     if SERVER_STARTED in config.stash:
         terminalreporter.write_line(f"tests ran against {config.stash[SERVER_STARTED]}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands the server it started to the controller, which writes the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and SERVER_STARTED in session.config.stash:
+        workeroutput[SERVER_OUTPUT_KEY] = session.config.stash[SERVER_STARTED]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(xdist, in the controller) Every worker started the same PG_BINDIR, so any one names it."""
+    server = getattr(node, "workeroutput", {}).get(SERVER_OUTPUT_KEY)
+    if server:
+        node.config.stash[SERVER_STARTED] = server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.pgcluster import Database
-from tests.support.process import Wal2http
+from tests.support.process import Start, Wal2http
+from tests.support.replication import publish
 
-Start = Callable[..., Wal2http]
+# Start and publish live in tests/support; imported from here by tests written before they moved.
+__all__ = ["Start", "publish", "start_wal2http"]
 
 
 @pytest.fixture
@@ -26,12 +28,4 @@ def start_wal2http(wal2http_bin: str, db: Database) -> Iterator[Start]:
 
     yield start
     for process in started:
-        process.kill()
-
-
-def publish(db: Database, *ddl: str, tables: str = "") -> None:
-    """Run DDL, then create the ``wal2http`` publication for ``tables`` (all tables when empty)."""
-    for statement in ddl:
-        db.execute(statement)
-    target = f"FOR TABLE {tables}" if tables else "FOR ALL TABLES"
-    db.execute(f"CREATE PUBLICATION wal2http {target}")
+        process.close()

@@ -13,39 +13,16 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.integration.conftest import Start, publish
-from tests.support import wait_until
+from tests.support import free_port, wait_until
+from tests.support.admin import Admin
+from tests.support.backfills import backfill, fence, fill, states, wait_done
+from tests.support.fake_hook0 import FakeHook0, hook0_args, token_env
 from tests.support.materialize import materialize, table_rows
-from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.pgcluster import Database, PgCluster
+from tests.support.process import Start, Wal2http, check, run_once
 from tests.support.receiver import Receiver
-
-
-def backfill(wal2http_bin: str, db: Database, *args: str, expect: int = 0) -> tuple[str, str]:
-    code, out, err = run_once(wal2http_bin, ["backfill", *args], {"WAL2HTTP_DSN": db.dsn})
-    assert code == expect, f"exit {code}:\n{out}\n{err}"
-    return out, err
-
-
-def states(db: Database) -> list[tuple[str, str, int]]:
-    return [(r[0], r[1], r[2]) for r in db.execute(
-        "SELECT schema_name || '.' || table_name, state, rows_sent FROM wal2http.wal2http_backfill ORDER BY id")]
-
-
-def wait_done(db: Database, timeout: float = 90) -> None:
-    def finished() -> bool:
-        found = states(db)
-        return bool(found) and all(s in ("done", "failed", "cancelled") for _, s, _ in found)
-
-    wait_until(finished, timeout=timeout, interval=0.2, what="backfill finished")
-
-
-def fence(db: Database, receiver: Receiver, n: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
-    """Insert a marker row and wait until it arrives: everything committed before it arrived too."""
-    db.execute("INSERT INTO fence VALUES (%s)", (n,))
-    wait_until(lambda: any(e["table"] == "fence" and e["op"] == "insert" and e["new"]["n"] == n
-                           for e in receiver.events()), timeout=timeout, what=f"fence {n}")
-    return receiver.events()
+from tests.support.replication import publish, ready
+from tests.support.typed_row import EXPECTED, ROW_SQL, SCHEMA, TEXT
 
 
 class Writer(threading.Thread):
@@ -104,10 +81,6 @@ ITEMS = ["CREATE TABLE items (id int PRIMARY KEY, v text, n int)", "CREATE TABLE
 # A condition true for every row that makes each chunk select take about 0.1 s (1 ms a row): the writer's
 # changes then often commit while a chunk is between its watermarks, the case the algorithm is about.
 SLOW = "CREATE FUNCTION slow(int) RETURNS bool LANGUAGE sql AS 'SELECT pg_sleep(0.001) IS NOT NULL'"
-
-
-def fill(db: Database, table: str, n: int) -> None:
-    db.execute(f"INSERT INTO {table} (id, v, n) SELECT i, 'old ' || i, 0 FROM generate_series(1, %s) i", (n,))
 
 
 def test_backfill_under_concurrent_changes_reproduces_the_table(
@@ -328,8 +301,6 @@ def test_slot_create_backfill_sends_existing_rows_and_hides_its_own_table(
 
 def test_a_row_of_every_type_reads_as_it_streams(db: Database, receiver: Receiver, start_wal2http: Start,
                                                 wal2http_bin: str) -> None:
-    from tests.integration.test_types import EXPECTED, ROW_SQL, SCHEMA, TEXT
-
     publish(db, *SCHEMA, "CREATE DOMAIN posint AS int CHECK (VALUE > 0)",
             "CREATE DOMAIN label AS text", "ALTER TABLE everything ADD COLUMN dom posint, ADD COLUMN doms posint[],"
             " ADD COLUMN lab label", tables="everything")
@@ -352,8 +323,6 @@ def test_a_row_of_every_type_reads_as_it_streams(db: Database, receiver: Receive
 
 def test_hook0_changes_mode_reads_and_outbox_mode_refuses(db: Database, start_wal2http: Start,
                                                          wal2http_bin: str) -> None:
-    from tests.integration.test_hook0 import hook0_args, token_env
-    from tests.support.fake_hook0 import FakeHook0
 
     publish(db, "CREATE TABLE orders (id int PRIMARY KEY, status text)", tables="orders")
     db.execute("INSERT INTO orders VALUES (1, 'new'), (2, 'paid')")
@@ -377,8 +346,6 @@ def test_hook0_changes_mode_reads_and_outbox_mode_refuses(db: Database, start_wa
 
 def test_an_active_backfill_shows_in_metrics_readyz_and_slot_status(
         db: Database, receiver: Receiver, start_wal2http: Start, wal2http_bin: str) -> None:
-    from tests.integration.test_observability import Admin, free_port
-
     publish(db, *ITEMS, tables="items, fence")
     fill(db, "items", 1000)
     port = free_port()
@@ -425,8 +392,6 @@ def test_wait_follows_the_request_and_run_backfill_needs_a_sink_that_can_take_re
 
 
 def test_check_config_says_what_a_backfill_needs(db: Database, wal2http_bin: str) -> None:
-    from tests.integration.test_check_config import check, ready
-
     ready(db)
     role = f"reader_{db.name}"[:63]
     db.execute(f'CREATE ROLE "{role}" LOGIN REPLICATION')
@@ -466,9 +431,6 @@ def test_a_change_decoded_before_it_became_visible_is_not_overwritten(receiver: 
 
     A chunk selected then must not send the row's older value after the change.
     """
-    from tests.support.pgcluster import PgCluster
-    from tests.support.process import Wal2http
-
     cluster = PgCluster(settings={"wal_sender_timeout": "10s"})
     cluster.start()
     run: Wal2http | None = None

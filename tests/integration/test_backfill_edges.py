@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import time
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_backfill import backfill, fence, fill, states, wait_done
 from tests.support import wait_until
+from tests.support.backfills import backfill, fence, fill, states, wait_done
 from tests.support.materialize import materialize, table_rows
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 
 FENCE = "CREATE TABLE fence (n int PRIMARY KEY)"
 CASE_INSENSITIVE = "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Start, publish
 from tests.support import wait_until
 from tests.support.materialize import materialize, table_rows
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 
 MB = 1_000_000
 BIG = ("CREATE TABLE big (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, v text)",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from tests.integration.conftest import Start, publish
 from tests.support import wait_until
+from tests.support.events import assert_confirmed_past, assert_in_commit_order
 from tests.support.pgcluster import Database
+from tests.support.process import Start
 from tests.support.receiver import Receiver
-from wal2http.lsn import parse_lsn
+from tests.support.replication import publish
 
 TABLES = [
     "CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric)",
@@ -18,18 +18,6 @@ TABLES = [
     "CREATE TABLE audit (id int PRIMARY KEY, note text)",
     "ALTER TABLE audit REPLICA IDENTITY FULL",
 ]
-
-
-def assert_in_commit_order(events: list[dict[str, Any]]) -> None:
-    positions = [(parse_lsn(e["commit_lsn"]), e["seq"]) for e in events]
-    assert positions == sorted(positions), "events out of commit order"
-    assert len({e["id"] for e in events}) == len(events), "an event arrived twice"
-
-
-def assert_confirmed_past(db: Database, events: list[dict[str, Any]], slot: str = "wal2http") -> None:
-    last_commit = parse_lsn(events[-1]["commit_lsn"])
-    wait_until(lambda: (db.cluster.confirmed_flush_lsn(slot) or 0) > last_commit, timeout=20,
-               what="confirmed_flush_lsn past the last commit")
 
 
 def test_inserts_updates_deletes_truncates(db: Database, receiver: Receiver, start_wal2http: Start) -> None:

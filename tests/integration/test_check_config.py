@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.conftest import publish
-from tests.integration.test_slot_commands import Result, cli, slot_row
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database, PgCluster
-from tests.support.process import Wal2http
+from tests.support.process import Wal2http, check, cli, failures
 from tests.support.receiver import Receiver
+from tests.support.replication import publish, ready, slot_row
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +24,6 @@ def replica_only() -> Iterator[PgCluster]:
     cluster.execute("CREATE PUBLICATION wal2http FOR TABLE t")
     yield cluster
     cluster.cleanup()
-
-
-def check(binary: str, dsn: str, *args: str, env: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
-    """Run check-config twice, as text and as JSON; both must agree on the exit code."""
-    text = cli(binary, "check-config", *args, dsn=dsn, env=env)
-    as_json = cli(binary, "check-config", "--json", *args, dsn=dsn, env=env)
-    assert as_json.code == text.code
-    return text, {c["name"]: c for c in as_json.json()["checks"]}
-
-
-def failures(checks: dict[str, Any]) -> list[str]:
-    return [name for name, c in checks.items() if c["status"] == "failed"]
-
-
-def ready(db: Database) -> None:
-    publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
-    db.execute("SELECT pg_create_logical_replication_slot('wal2http', 'pgoutput')")
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_a_ready_setup_passes_and_no_secret_is_printed(db: Database, receiver: Receiver,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import Start, publish
+from tests.support.clirunner import UNREACHABLE_DSN, invoke
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, cli
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 
 
 def run(wal2http_bin: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    code, _out, err = run_once(wal2http_bin, ["run", *args], env, timeout=30)
-    assert "Traceback" not in err
+    code, _out, err = cli(wal2http_bin, "run", *args, env=env, timeout=30)
     return code, err
 
 
@@ -19,14 +19,15 @@ def test_missing_dsn(wal2http_bin: str) -> None:
     assert code == 2 and "no database given" in err
 
 
-def test_invalid_values_are_usage_errors(wal2http_bin: str, db: Database) -> None:
-    env = {"WAL2HTTP_DSN": db.dsn}
-    assert run(wal2http_bin, "--slot", "Bad-Name", env=env)[0] == 2
-    code, err = run(wal2http_bin, "--sink", "http", env=env)
+def test_invalid_values_are_usage_errors() -> None:
+    """Checked before any connection, so in-process (click's test runner)."""
+    env = {"WAL2HTTP_DSN": UNREACHABLE_DSN}
+    assert invoke("run", "--slot", "Bad-Name", env=env).code == 2
+    code, _, err = invoke("run", "--sink", "http", env=env)
     assert code == 2 and "--http-url" in err
-    code, err = run(wal2http_bin, "--sink", "http", "--http-url", "ftp://x", env=env)
+    code, _, err = invoke("run", "--sink", "http", "--http-url", "ftp://x", env=env)
     assert code == 2 and "http:// or https://" in err
-    code, err = run(wal2http_bin, "--batch-size", "0", env=env)
+    code, _, err = invoke("run", "--batch-size", "0", env=env)
     assert code == 2 and "--batch-size" in err
 
 

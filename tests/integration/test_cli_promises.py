@@ -12,12 +12,12 @@ import time
 import tomllib
 from pathlib import Path
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_observability import Admin, free_port
-from tests.support import wait_until
+from tests.support import free_port, wait_until
+from tests.support.admin import Admin
 from tests.support.pgcluster import Database
-from tests.support.process import Wal2http, run_once
+from tests.support.process import Start, Wal2http, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from tests.support.rogue import RogueReceiver
 
 ROOT = Path(__file__).resolve().parents[2]

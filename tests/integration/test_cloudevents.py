@@ -13,10 +13,10 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks import Webhook
 
-from tests.integration.conftest import Start, publish
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
 from tests.support.receiver import Receiver, RecordedRequest
+from tests.support.replication import publish
 from wal2http.config.cloudevents import CloudEventsConfig, EventFormat
 from wal2http.config.sections import HttpConfig
 from wal2http.decode.events import Event as Change

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import wait_until
-from tests.support.pgcluster import SUPERUSER, PgCluster, _conf_value, _free_port
+from tests.support import free_port, wait_until
+from tests.support.pgcluster import SUPERUSER, PgCluster, _conf_value
 from tests.support.process import Wal2http
 from tests.support.receiver import Receiver
 
@@ -34,7 +34,7 @@ class Standby(PgCluster):
             shutil.rmtree(entry)
         (self.datadir / "postmaster.pid").unlink(missing_ok=True)
         (self.datadir / "standby.signal").touch()
-        self._port = _free_port()
+        self._port = free_port()
         settings = {
             "port": str(self._port),
             "unix_socket_directories": str(self.datadir),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_changes import assert_confirmed_past, assert_in_commit_order
 from tests.support import wait_until
+from tests.support.events import assert_confirmed_past, assert_in_commit_order
 from tests.support.pgcluster import Database
+from tests.support.process import Start
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 

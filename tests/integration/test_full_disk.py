@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_changes import assert_confirmed_past
 from tests.support import wait_until
+from tests.support.events import assert_confirmed_past
 from tests.support.pgcluster import Database
-from tests.support.process import Wal2http
+from tests.support.process import Start, Wal2http
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 TRANSACTIONS, ROWS_EACH = 20, 10

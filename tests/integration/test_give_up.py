@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Start, publish
 from tests.support import wait_until
 from tests.support.materialize import materialize, table_rows
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 

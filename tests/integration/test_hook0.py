@@ -11,19 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Start, publish
 from tests.support import readme, wait_until
-from tests.support.fake_hook0 import FakeHook0
+from tests.support.clirunner import UNREACHABLE_DSN, invoke
+from tests.support.fake_hook0 import OUTBOX_DDL, FakeHook0, hook0_args, token_env
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 # Changes-mode event ids are uuid5(this namespace, "<service>/<change id>") since wal2http 0.1; written out
 # here rather than imported, so that a changed derivation (new ids for redelivered changes) fails.
 ID_NAMESPACE = uuid.UUID("5a1e2f0c-8d3b-5f4e-9c71-0b6d2a4e8f13")
 
-# The SQL exactly as README.rst shows it (blocks marked name=... there); the publication is the test's.
-OUTBOX_DDL = "\n".join(s for s in readme.block("hook0-outbox").statements() if not s.startswith("CREATE PUBLICATION"))
 MARK_DDL = readme.block("hook0-mark").text
 CLEANUP = readme.block("hook0-cleanup").text
 
@@ -32,15 +31,6 @@ CLEANUP = readme.block("hook0-cleanup").text
 def hook0() -> Iterator[FakeHook0]:
     with FakeHook0() as fake:
         yield fake
-
-
-def hook0_args(fake: FakeHook0, *more: str) -> tuple[str, ...]:
-    return ("--create-slot", "--sink", "hook0", "--hook0-api-url", fake.url,
-            "--hook0-application-id", fake.application_id, *more)
-
-
-def token_env(fake: FakeHook0) -> dict[str, str]:
-    return {"HOOK0_API_TOKEN": fake.token}
 
 
 def posted_events(fake: FakeHook0) -> list[dict[str, object]]:
@@ -339,11 +329,11 @@ def test_legacy_variables_and_token_file(db: Database, hook0: FakeHook0, start_w
      "cannot set 'schema'"),
     (("--hook0-api-token", "x"), {}, "No such option '--hook0-api-token'"),  # never a flag
 ])
-def test_hook0_configuration_mistakes_exit_2(wal2http_bin: str, db: Database, args: tuple[str, ...],
-                                             env: dict[str, str], expected: str) -> None:
-    base = {"WAL2HTTP_DSN": db.dsn, "HOOK0_API_URL": "http://127.0.0.1:1/api/v1",
+def test_hook0_configuration_mistakes_exit_2(args: tuple[str, ...], env: dict[str, str], expected: str) -> None:
+    """Checked before any connection, so in-process (click's test runner)."""
+    base = {"WAL2HTTP_DSN": UNREACHABLE_DSN, "HOOK0_API_URL": "http://127.0.0.1:1/api/v1",
             "HOOK0_APPLICATION_ID": str(uuid.uuid4())}
-    code, _, stderr = run_once(wal2http_bin, ["run", "--sink", "hook0", *args], {**base, **env})
+    code, _, stderr = invoke("run", "--sink", "hook0", *args, env={**base, **env})
     assert code == 2, stderr
     assert expected in stderr
 

@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_check_config import check, failures
-from tests.integration.test_hook0 import OUTBOX_DDL, hook0_args, token_env
-from tests.integration.test_slot_commands import cli, published, slot_row
-from tests.support.fake_hook0 import FakeHook0
+from tests.support.fake_hook0 import OUTBOX_DDL, FakeHook0, hook0_args, token_env
 from tests.support.pgcluster import Database
+from tests.support.process import Start, check, cli, failures
+from tests.support.replication import publish, published, slot_row
 
 TOKEN = "hook0-t0ken-never-printed"
 

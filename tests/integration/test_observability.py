@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Start, publish
-from tests.support import wait_until
+from tests.support import free_port, wait_until
+from tests.support.admin import Admin, Samples, admin_args
 from tests.support.mailbox import Mailbox, SilentServer
 from tests.support.pgcluster import Database
+from tests.support.process import Start
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from tests.support.tcpproxy import TcpProxy
 
 LISTED = [
@@ -32,46 +33,6 @@ LISTED = [
     "wal2http_dead_letters_total", "wal2http_duplicates_skipped_total", "wal2http_errors_total",
     "wal2http_build_info", "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
 ]
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Admin:
-    """Client of the admin endpoint of one wal2http process."""
-
-    def __init__(self, port: int, token: str | None = None) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.base + path, headers=self.headers, timeout=10)
-
-    def scrape(self) -> Samples:
-        response = self.get("/metrics")
-        assert response.status_code == 200, response.text
-        samples: Samples = {}
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return samples
-
-    def value(self, name: str, **labels: str) -> float:
-        return self.scrape()[(name, tuple(sorted(labels.items())))]
-
-    def status(self, path: str) -> tuple[int, dict[str, Any]]:
-        response = self.get(path)
-        return response.status_code, response.json()
-
-
-def admin_args(port: int, *extra: str) -> tuple[str, ...]:
-    return ("--metrics-addr", f"127.0.0.1:{port}", "--slot-poll-seconds", "1", *extra)
-
 
 def http_args(receiver: Receiver, *extra: str) -> tuple[str, ...]:
     return ("--create-slot", "--sink", "http", "--http-url", receiver.url, *extra)

@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_slot_commands import Result, cli, published, slot_row
 from tests.support.pgcluster import Database
+from tests.support.process import Result, Start, cli
 from tests.support.receiver import Receiver
+from tests.support.replication import publish, published, slot_row
 from wal2http.decode.events import Event, encode
 from wal2http.delivery.deadletter import DeadLetterFile
 

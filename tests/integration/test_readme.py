@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 
 from tests.support import readme, wait_until
+from tests.support.events import event
 from tests.support.fake_hook0 import FakeHook0
 from tests.support.pgcluster import Database, PgCluster
 from tests.support.process import Wal2http, run_once
 from tests.support.receiver import Receiver
-from wal2http.decode.events import Event, encode
 from wal2http.delivery.deadletter import DeadLetterFile
 
 ROLE = "wal2http"  # the role "PostgreSQL prerequisites" creates; its DSN is used once it exists
@@ -147,8 +147,8 @@ def write_dead_letters(session: Session) -> None:
                   "key": {"id": seq}, "new": {"id": seq, "status": "new"}, "old": None, "unchanged_toast": [],
                   "lsn": "0/1A2B300", "commit_lsn": "0/1A2B3C8", "commit_time": "2026-11-28T01:02:03.456789Z",
                   "xid": 1234, "seq": seq}
-        event = Event(event_id, "insert", 1234, 0x1A2B3C8, 0, seq, record, encode(record))
-        dead.append(event, "receiver rejected it with 422 Unprocessable Entity", 422, "bad order")
+        dead.append(event(0x1A2B3C8, seq, xid=1234, record=record),
+                    "receiver rejected it with 422 Unprocessable Entity", 422, "bad order")
     dead.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import ssl
@@ -11,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_changes import assert_confirmed_past, assert_in_commit_order
 from tests.support.certs import CertificateAuthority
+from tests.support.events import assert_confirmed_past, assert_in_commit_order
 from tests.support.nginx import Nginx, nginx_binary
 from tests.support.pgcluster import Database
-from tests.support.process import Wal2http, run_once
+from tests.support.process import Start, Wal2http, run_once
 from tests.support.receiver import Receiver
-from tests.support.rogue import RogueReceiver, RssWatch
+from tests.support.replication import publish
+from tests.support.rogue import RogueReceiver, RssWatch, stream_through
 from wal2http.lsn import parse_lsn
 
 # wal2http streaming with a few batches in flight stays near 40 MiB; an answer read whole would not.
@@ -33,9 +34,13 @@ def rogue() -> Iterator[RogueReceiver]:
         yield running
 
 
+def http_args(rogue: RogueReceiver, *extra: str) -> tuple[str, ...]:
+    return ("--create-slot", "--sink", "http", "--http-url", rogue.url, "--http-timeout", str(HTTP_TIMEOUT_S),
+            "--batch-size", "5", *extra)
+
+
 def start(start_wal2http: Start, rogue: RogueReceiver, *extra: str) -> Wal2http:
-    return start_wal2http("--create-slot", "--sink", "http", "--http-url", rogue.url,
-                          "--http-timeout", str(HTTP_TIMEOUT_S), "--batch-size", "5", *extra)
+    return start_wal2http(*http_args(rogue, *extra))
 
 
 def insert_rows(db: Database, n: int = ROWS) -> None:
@@ -61,19 +66,11 @@ def assert_clean_log(wal2http: Wal2http) -> None:
 @pytest.mark.parametrize("how", ["endless-body", "endless-chunks"])
 def test_an_endless_answer_body_is_not_read(db: Database, rogue: RogueReceiver, start_wal2http: Start,
                                             how: str) -> None:
-    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
-    rogue.misbehave(how, times=3)
-    wal2http = start(start_wal2http, rogue)
-    assert wal2http.proc is not None
-    watch = RssWatch(wal2http.proc.pid)
-    started = time.monotonic()
-    insert_rows(db)
-    events = rogue.wait_for_events(ROWS, timeout=30)
-    took = time.monotonic() - started
-    peak = watch.stop()
+    run = stream_through(db, rogue, start_wal2http, http_args(rogue), how, times=3)
+    wal2http, events, took = run.wal2http, run.events, run.took
     assert wal2http.stop() == 0
     assert rogue.spoiled == 3
-    assert peak < RSS_LIMIT_MIB, f"RSS reached {peak:.0f} MiB"
+    assert run.peak_mib < RSS_LIMIT_MIB, f"RSS reached {run.peak_mib:.0f} MiB"
     assert took < 10, f"{took:.1f} s"  # no answer is read to its end
     assert_all_rows(events)
     assert len(events) == ROWS  # 200 means accepted: the spoiled requests' events are not sent again
@@ -84,22 +81,14 @@ def test_an_endless_answer_body_is_not_read(db: Database, rogue: RogueReceiver, 
 @pytest.mark.parametrize("how", ["trickle-status", "trickle-headers", "trickle-body", "hang"])
 def test_a_trickled_answer_ends_at_the_http_timeout(db: Database, rogue: RogueReceiver, start_wal2http: Start,
                                                     how: str) -> None:
-    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
-    rogue.misbehave(how, times=2)
-    wal2http = start(start_wal2http, rogue)
-    assert wal2http.proc is not None
-    watch = RssWatch(wal2http.proc.pid)
-    started = time.monotonic()
-    insert_rows(db)
-    events = rogue.wait_for_events(ROWS, timeout=30)
-    took = time.monotonic() - started
-    peak = watch.stop()
+    run = stream_through(db, rogue, start_wal2http, http_args(rogue), how, times=2)
+    wal2http, events, took = run.wal2http, run.events, run.took
     assert wal2http.stop() == 0
     assert_all_rows(events)
     assert len(events) == ROWS  # the spoiled requests were not counted as delivered: sent again, once
     # Two attempts cut at 2 s each, plus the backoff between attempts (under 1 s each).
     assert 2 * HTTP_TIMEOUT_S <= took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
-    assert peak < RSS_LIMIT_MIB
+    assert run.peak_mib < RSS_LIMIT_MIB
     assert "receiver did not answer within 2 s (--http-timeout)" in wal2http.stderr
     assert_confirmed_past(db, events)
     assert_clean_log(wal2http)
@@ -114,21 +103,13 @@ def test_a_trickled_answer_ends_at_the_http_timeout(db: Database, rogue: RogueRe
 ])
 def test_a_broken_answer_is_a_transient_error(db: Database, rogue: RogueReceiver, start_wal2http: Start,
                                               how: str, says: str) -> None:
-    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
-    rogue.misbehave(how, times=2)
-    wal2http = start(start_wal2http, rogue)
-    assert wal2http.proc is not None
-    watch = RssWatch(wal2http.proc.pid)
-    started = time.monotonic()
-    insert_rows(db)
-    events = rogue.wait_for_events(ROWS, timeout=30)
-    took = time.monotonic() - started
-    peak = watch.stop()
+    run = stream_through(db, rogue, start_wal2http, http_args(rogue), how, times=2)
+    wal2http, events, took = run.wal2http, run.events, run.took
     assert wal2http.stop() == 0
     assert_all_rows(events)
     assert len(events) == ROWS
     assert took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
-    assert peak < RSS_LIMIT_MIB
+    assert run.peak_mib < RSS_LIMIT_MIB
     assert says in wal2http.stderr
     assert "retrying until it succeeds" in wal2http.stderr
     assert_confirmed_past(db, events)
@@ -283,20 +264,13 @@ def tls_rogue(tmp_path: Path) -> Iterator[tuple[RogueReceiver, CertificateAuthor
 def test_a_stalled_tls_handshake_ends_at_the_http_timeout(db: Database, tls_rogue: tuple[RogueReceiver,
                                                           CertificateAuthority], start_wal2http: Start) -> None:
     rogue, ca = tls_rogue
-    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
-    rogue.misbehave("stall-tls", times=2)
-    wal2http = start(start_wal2http, rogue, "--ca-file", str(ca.cert))
-    assert wal2http.proc is not None
-    watch = RssWatch(wal2http.proc.pid)
-    started = time.monotonic()
-    insert_rows(db)
-    events = rogue.wait_for_events(ROWS, timeout=30)
-    took = time.monotonic() - started
-    peak = watch.stop()
+    run = stream_through(db, rogue, start_wal2http, http_args(rogue, "--ca-file", str(ca.cert)), "stall-tls",
+                         times=2)
+    wal2http, events, took = run.wal2http, run.events, run.took
     assert wal2http.stop() == 0
     assert_all_rows(events)
     assert 2 * HTTP_TIMEOUT_S <= took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
-    assert peak < RSS_LIMIT_MIB
+    assert run.peak_mib < RSS_LIMIT_MIB
     assert "receiver did not answer within 2 s (--http-timeout)" in wal2http.stderr
     assert_clean_log(wal2http)
 
@@ -316,21 +290,15 @@ def test_check_config_probe_of_a_stalled_tls_handshake_ends_at_the_http_timeout(
 
 
 def test_the_hook0_api_gets_the_same_deadline(db: Database, rogue: RogueReceiver, start_wal2http: Start) -> None:
-    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
-    rogue.misbehave("trickle-body", times=2)
     api = rogue.url.rsplit("/", 1)[0] + "/api/v1"
-    wal2http = start_wal2http("--create-slot", "--sink", "hook0", "--hook0-api-url", api,
-                              "--hook0-application-id", "4f2b5e0c-93a1-4c3e-9f3b-0b6f3f1d2a77",
-                              "--hook0-mode", "changes",
-                              "--http-timeout", str(HTTP_TIMEOUT_S), env={"HOOK0_API_TOKEN": "t0ken"})
-    assert wal2http.proc is not None
-    watch = RssWatch(wal2http.proc.pid)
-    started = time.monotonic()
-    insert_rows(db, 5)
-    posted = rogue.wait_for_events(5, timeout=30)
-    took = time.monotonic() - started
+    args = ("--create-slot", "--sink", "hook0", "--hook0-api-url", api,
+            "--hook0-application-id", "4f2b5e0c-93a1-4c3e-9f3b-0b6f3f1d2a77", "--hook0-mode", "changes",
+            "--http-timeout", str(HTTP_TIMEOUT_S))
+    run = stream_through(db, rogue, functools.partial(start_wal2http, env={"HOOK0_API_TOKEN": "t0ken"}), args,
+                         "trickle-body", times=2, rows=5)
+    wal2http, posted, took = run.wal2http, run.events, run.took
     assert wal2http.stop() == 0
-    assert watch.stop() < RSS_LIMIT_MIB
+    assert run.peak_mib < RSS_LIMIT_MIB
     assert len(posted) == 5 and len({p["event_id"] for p in posted}) == 5
     assert 2 * HTTP_TIMEOUT_S <= took < 2 * HTTP_TIMEOUT_S + 5, f"{took:.1f} s"
     assert "Hook0 API did not answer within 2 s (--http-timeout)" in wal2http.stderr

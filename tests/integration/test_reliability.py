@@ -18,11 +18,11 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.integration.conftest import Start, publish
 from tests.support import wait_until
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from tests.support.rogue import RogueReceiver
 from tests.support.tcpproxy import TcpProxy
 from wal2http.lsn import parse_lsn

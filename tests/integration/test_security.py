@@ -11,10 +11,10 @@ from urllib.parse import quote
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.integration.conftest import Start, publish
 from tests.support.pgcluster import Database
-from tests.support.process import Wal2http, run_once
+from tests.support.process import Start, Wal2http, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 
 
 def new_secret() -> str:

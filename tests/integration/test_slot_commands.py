@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import select
 import signal
 import time
-from dataclasses import dataclass
-from typing import Any
 
-from tests.integration.conftest import Start, publish
 from tests.support import wait_until
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Result, Start, cli
 from tests.support.receiver import Receiver
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def first_line(self) -> str:
-        return self.out.splitlines()[0] if self.out else ""
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def cli(binary: str, *args: str, dsn: str, env: dict[str, str] | None = None) -> Result:
-    code, out, err = run_once(binary, args, {"WAL2HTTP_DSN": dsn, **(env or {})}, timeout=60)
-    assert "Traceback" not in err, err
-    return Result(code, out, err)
-
-
-def slot_row(db: Database, name: str = "wal2http") -> tuple[Any, ...] | None:
-    rows = db.execute("SELECT plugin, active, confirmed_flush_lsn::text FROM pg_replication_slots "
-                      "WHERE slot_name = %s", (name,))
-    return rows[0] if rows else None
-
-
-def published(db: Database, publication: str = "wal2http") -> list[str]:
-    rows = db.execute("SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s "
-                      "ORDER BY 1", (publication,))
-    return [r[0] for r in rows]
+from tests.support.replication import publish, published, slot_row
 
 
 def write_wal(db: Database, table: str, rows: int, width: int) -> None:

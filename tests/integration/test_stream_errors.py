@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from tests.integration.conftest import Start, publish
 from tests.support.pgcluster import Database
+from tests.support.process import Start
+from tests.support.replication import publish
 
 
 def test_a_reconnection_refused_for_good_halts_with_exit_3(db: Database, start_wal2http: Start) -> None:

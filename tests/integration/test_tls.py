@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Start, publish
-from tests.integration.test_slot_commands import cli
 from tests.support.certs import CertificateAuthority, KeyPair
 from tests.support.pgcluster import Database, PgCluster
-from tests.support.process import Wal2http, run_once
+from tests.support.process import Start, Wal2http, cli, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 
 
 @pytest.fixture(scope="module")

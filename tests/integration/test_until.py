@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.conftest import publish
-from tests.integration.test_changes import assert_confirmed_past
+from tests.support.events import assert_confirmed_past
 from tests.support.pgcluster import Database
 from tests.support.process import Wal2http, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 
@@ -96,7 +96,10 @@ def test_slot_peek_shows_the_events_run_would_send_and_consumes_nothing(
     lines = out.strip().splitlines()
     assert code == 0 and [e["id"] for e in peeked["events"][:3]] == [x.split()[0] for x in lines[1:4]], out
     assert "public.t" in lines[1] and "insert" in lines[1]
-    assert slot_positions(db) == before  # peeking moved nothing
+    # Peeking consumed nothing: the confirmed position stays. PostgreSQL itself may move restart_lsn up to it
+    # while decoding (a running_xacts record between the two), which frees WAL but skips no change.
+    restart, confirmed = slot_positions(db)
+    assert confirmed == before[1] and parse_lsn(before[0]) <= parse_lsn(restart) <= parse_lsn(confirmed)
     follower = Wal2http(wal2http_bin, ["run", "--sink", "http", "--http-url", receiver.url],
                         {"WAL2HTTP_DSN": db.dsn}).start()
     try:

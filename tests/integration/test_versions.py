@@ -6,11 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import Start
-from tests.integration.test_check_config import check, failures, ready
-from tests.integration.test_slot_commands import cli
 from tests.support.pgcluster import Database, PgCluster
+from tests.support.process import Start, check, cli, failures
 from tests.support.receiver import Receiver
+from tests.support.replication import ready
 
 FAILOVER_VERSION = 170000
 

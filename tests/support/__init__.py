@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["wait_for_signal", "wait_until"]
+__all__ = ["HOST", "free_port", "wait_for_signal", "wait_until"]
 
 _T = TypeVar("_T")
 SIGNAL_POLL_S = 0.2
+HOST = "127.0.0.1"  # all test traffic stays on the loopback interface
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now, for a server started next.
+
+    The kernel picks it among the ephemeral ports, so parallel test workers asking at the same time get
+    different ones; a server that cannot bind it after all should ask again (as PgCluster.start does).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_for_signal() -> None:

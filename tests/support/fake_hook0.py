@@ -6,33 +6,27 @@ import base64
 import binascii
 import contextlib
 import json
-import socketserver
-import sys
-import threading
 import time
-import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hook0.generated.models import EventPost, EventTypePost, InstanceConfig
 from hook0.runtime import DecodeError
 
-from tests.support import wait_for_signal
+from tests.support import HOST, readme, wait_for_signal
+from tests.support.httpserver import Handler, RecordingServer
 
-__all__ = ["FakeHook0", "HookRequest"]
+__all__ = ["OUTBOX_DDL", "FakeHook0", "HookRequest", "hook0_args", "token_env"]
 
-HOST = "127.0.0.1"
 API = "/api/v1"
 PAYLOAD_MAX_CHARS = 699_050
 CONTENT_TYPES = ("text/plain", "application/json", "application/octet-stream+base64")
-# A client that hung up (wal2http killed mid-request) is not a failure of the test.
-HANGUPS = (ConnectionError, TimeoutError)
+# The SQL exactly as README.rst shows it (blocks marked name=... there); the publication is each test's.
+OUTBOX_DDL = "\n".join(s for s in readme.block("hook0-outbox").statements() if not s.startswith("CREATE PUBLICATION"))
 ROUTES = frozenset({("POST", f"{API}/event"), ("GET", f"{API}/event_types"), ("POST", f"{API}/event_types")})
 
 PROBLEMS: dict[str, tuple[int, str]] = {
@@ -105,18 +99,14 @@ class _Injected:
     detail: str = ""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else delayed ACKs add 40 ms to every request
-    wbufsize = 1 << 16
-    server: _Server
-
+class _Handler(Handler):
     def _handle(self) -> None:
         received_at = time.time()
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        status, answer, extra, problem = self.server.fake._answer(self.command, self.path, headers, body,
-                                                                  received_at)
+        body = self.read_body()
+        fake = self.server.owner
+        assert isinstance(fake, FakeHook0)
+        status, answer, extra, problem = fake._answer(self.command, self.path, self.lowercased_headers(), body,
+                                                      received_at)
         self.send_response(status)
         content_type = "application/problem+json" if problem else "application/json"
         self.send_header("Content-Type", content_type)
@@ -128,161 +118,89 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, fake: FakeHook0) -> None:
-        self.fake = fake
-        super().__init__((HOST, port), _Handler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # no reverse DNS lookup of the host
-        self.server_name, self.server_port = HOST, self.server_address[1]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep any error but a hang-up: a bug in the fake fails the test instead of looking like an outage."""
-        error = sys.exc_info()[1]
-        if error is not None and not isinstance(error, HANGUPS):
-            self.fake._record_error(error, traceback.format_exc())
-
-
-class FakeHook0:
+class FakeHook0(RecordingServer):
     """Hook0's ingestion, event type and instance endpoints for one application and one token, on 127.0.0.1."""
 
+    name = "the fake Hook0"
+    handler = _Handler
+
     def __init__(self, application_id: str | None = None, token: str = "hook0-test-token-5d1f0c") -> None:
+        super().__init__()
         self.application_id = application_id or str(uuid.uuid4())
         self.token = token
-        self._lock = threading.Condition()
         self._events: dict[str, StoredEvent] = {}
         self._order: list[str] = []
         self._event_types: dict[str, dict[str, str]] = {}
         self._requests: list[HookRequest] = []
-        self._errors: list[tuple[BaseException, str]] = []
         self._injected: deque[_Injected] = deque()
         self._quota: int | None = None
         self._delay = 0.0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control -----------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "the fake Hook0 is not started"
-        return f"http://{HOST}:{self._server.server_address[1]}{API}"
+        return f"http://{HOST}:{self.port}{API}"
 
     def add_event_type(self, name: str) -> None:
         service, resource_type, verb = name.split(".")
-        with self._lock:
+        with self._changed:
             self._event_types[name] = _event_type(service, resource_type, verb)
 
     def remove_event_type(self, name: str) -> None:
-        with self._lock:
+        with self._changed:
             del self._event_types[name]
 
     def event_types(self) -> set[str]:
-        with self._lock:
+        with self._changed:
             return set(self._event_types)
 
     def fail_next(self, n: int = 1, problem: str = "ServiceUnavailable",
                   headers: dict[str, str] | None = None, detail: str = "") -> None:
         """Answer the next ``n`` event ingestions with ``problem`` (before any other check)."""
-        with self._lock:
+        with self._changed:
             self._injected.extend(_Injected(problem, dict(headers or {}), detail) for _ in range(n))
 
     def clear_failures(self) -> None:
         """Forget the answers fail_next() queued and not yet given."""
-        with self._lock:
+        with self._changed:
             self._injected.clear()
 
     def set_quota(self, events: int | None) -> None:
         """Answer TooManyEventsToday once this many events are stored."""
-        with self._lock:
+        with self._changed:
             self._quota = events
 
     def set_delay(self, seconds: float) -> None:
-        with self._lock:
+        with self._changed:
             self._delay = seconds
 
     @property
     def requests(self) -> list[HookRequest]:
         self.check()
-        with self._lock:
+        with self._changed:
             return list(self._requests)
-
-    @property
-    def errors(self) -> list[str]:
-        """The traceback of each exception raised while answering a request (hang-ups excepted)."""
-        with self._lock:
-            return [text for _, text in self._errors]
-
-    def check(self) -> None:
-        """Raise AssertionError with the traceback of the first error the fake met, if any."""
-        with self._lock:
-            errors = list(self._errors)
-        if errors:
-            first, text = errors[0]
-            raise AssertionError(f"the fake Hook0 failed {len(errors)} time(s) while answering; "
-                                 f"the first time:\n{text}") from first
 
     def events(self) -> list[StoredEvent]:
         """Ingested events, in ingestion order; each event id at most once, as Hook0 keeps them."""
         self.check()
-        with self._lock:
+        with self._changed:
             return [self._events[event_id] for event_id in self._order]
 
     def answered(self, problem: str) -> int:
         return sum(1 for r in self.requests if r.problem == problem)
 
     def wait_for_events(self, n: int, timeout: float = 30.0) -> list[StoredEvent]:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self._order) < n and not self._errors:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"waited {timeout:g}s for {n} Hook0 events; got {len(self._order)} "
-                                       f"in {len(self._requests)} requests")
-                self._lock.wait(remaining)
+        self._wait(lambda: len(self._order) >= n, timeout, f"{n} Hook0 events",
+                   lambda: f"{len(self._order)} in {len(self._requests)} requests")
         return self.events()
-
-    def start(self) -> FakeHook0:
-        self._server = _Server(0, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
-                                        name="fake-hook0")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeHook0:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-        if exc is None:
-            self.check()  # a failure of the fake is the failure of whoever ran it
-
-    def _record_error(self, error: BaseException, text: str) -> None:
-        with self._lock:
-            self._errors.append((error, text))
-            self._lock.notify_all()
 
     # -- the API -----------------------------------------------------------------
 
     def _answer(self, method: str, target: str, headers: dict[str, str], body: bytes,
                 received_at: float) -> tuple[int, bytes, dict[str, str], str | None]:
-        with self._lock:
+        with self._changed:
             delay = self._delay
         if delay:
             time.sleep(delay)
@@ -301,9 +219,9 @@ class FakeHook0:
         except Problem as p:
             status, answer, problem = p.status, p.body(), p.id
             extra = p.headers
-        with self._lock:
+        with self._changed:
             self._requests.append(HookRequest(method, target, headers, body, status, problem, received_at))
-            self._lock.notify_all()
+            self._changed.notify_all()
         return status, answer, extra, problem
 
     def _route(self, method: str, path: str, query: dict[str, list[str]],
@@ -336,7 +254,7 @@ class FakeHook0:
             raise Problem("AuthInvalidBiscuit", "The provided token is not valid.")
 
     def _ingest(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
-        with self._lock:
+        with self._changed:
             injected = self._injected.popleft() if self._injected else None
         if injected is not None:
             raise Problem(injected.problem, injected.detail, headers=injected.headers)
@@ -351,13 +269,13 @@ class FakeHook0:
         _validate_event(model)
         if model.event_id is None:
             raise Problem("Validation", "event_id: wal2http must always send one")
-        with self._lock:
+        with self._changed:
             if model.event_type not in self._event_types:
                 raise Problem("EventTypeDoesNotExist",
                               f"The event type '{model.event_type}' does not exist or is deactivated.")
         _check_payload(model)
         event_id = str(model.event_id)
-        with self._lock:
+        with self._changed:
             if event_id in self._events:
                 raise Problem("EventAlreadyIngested")
             if self._quota is not None and len(self._order) >= self._quota:
@@ -372,7 +290,7 @@ class FakeHook0:
     def _list_event_types(self, query: dict[str, list[str]]) -> tuple[int, bytes]:
         if query.get("application_id") != [self.application_id]:
             raise Problem("Forbidden")
-        with self._lock:
+        with self._changed:
             listed = sorted(self._event_types.values(), key=lambda t: t["event_type_name"])
         return 200, json.dumps(listed).encode()
 
@@ -388,9 +306,18 @@ class FakeHook0:
             if not 1 <= len(value) <= 50 or not value.isprintable():
                 raise Problem("Validation", f"{name}: Validation error: length [{{\"min\": 1, \"max\": 50}}]")
         created = _event_type(model.service, model.resource_type, model.verb)
-        with self._lock:
+        with self._changed:
             self._event_types[created["event_type_name"]] = created
         return 201, json.dumps(created).encode()
+
+
+def hook0_args(fake: FakeHook0, *more: str) -> tuple[str, ...]:
+    return ("--create-slot", "--sink", "hook0", "--hook0-api-url", fake.url,
+            "--hook0-application-id", fake.application_id, *more)
+
+
+def token_env(fake: FakeHook0) -> dict[str, str]:
+    return {"HOOK0_API_TOKEN": fake.token}
 
 
 def _event_type(service: str, resource_type: str, verb: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-HOST = "127.0.0.1"
+from tests.support import HOST, free_port
 
 
 class Mailbox:
@@ -23,7 +23,7 @@ class Mailbox:
         self._messages: list[EmailMessage] = []
         self._arrived: list[float] = []  # time.monotonic() when each message was received
         self._changed = threading.Condition()
-        self._controller = Controller(self, hostname=HOST, port=_free_port())
+        self._controller = Controller(self, hostname=HOST, port=free_port())
 
     @property
     def port(self) -> int:
@@ -79,9 +79,3 @@ class SilentServer:
 
     def close(self) -> None:
         self._socket.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from tests.support import HOST, free_port
 
 CONFIG = """
 daemon off;
@@ -51,9 +51,7 @@ class Nginx:
 
     def __init__(self, binary: str, upstream_port: int, max_body: str = "16k", keepalive: str = "1s") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="wal2http-nginx-"))
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         config = self.dir / "nginx.conf"
         config.write_text(CONFIG.format(dir=self.dir, max_body=max_body, keepalive=keepalive, host=HOST,
                                         port=self.port, upstream=upstream_port))

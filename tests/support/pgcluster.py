@@ -11,7 +11,6 @@ import atexit
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,16 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from tests.support import wait_until
+from tests.support import HOST, free_port, wait_until
 
 __all__ = ["Database", "PgCluster", "wait_until"]
 
 APT_BINDIR = "/usr/lib/postgresql/15/bin"
 DEFAULT_BINDIR = APT_BINDIR
-HOST = "127.0.0.1"
 SUPERUSER = "postgres"
 LOG_NAME = "postgresql.log"
+# Another process (a parallel test worker's server) may take the free port before postgres binds it.
+START_ATTEMPTS = 5
 
 DEFAULT_SETTINGS: dict[str, str] = {
     "wal_level": "logical",
@@ -49,13 +49,6 @@ DEFAULT_SETTINGS: dict[str, str] = {
 
 Query: TypeAlias = "str | sql.Composable"
 Params: TypeAlias = tuple[Any, ...] | list[Any] | dict[str, Any] | None
-
-
-def _free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _conf_value(value: str) -> str:
@@ -158,9 +151,7 @@ class PgCluster:
                 "initdb", "-D", str(self.datadir), "-A", "trust", "-U", SUPERUSER,
                 "--no-sync", "-E", "UTF8", "--locale=C", timeout=120,
             )  # fmt: skip
-            self._port = _free_port()
-            self._write_config()
-            self._pg_ctl("start")
+            self._start_on_a_free_port()
             self._check_pgoutput()
         except BaseException:
             with contextlib.suppress(RuntimeError):
@@ -168,6 +159,17 @@ class PgCluster:
             self._discard()
             raise
         atexit.register(self.cleanup)
+
+    def _start_on_a_free_port(self) -> None:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._port = free_port()
+            self._write_config()  # appended: the last port line wins
+            try:
+                self._pg_ctl("start")
+                return
+            except RuntimeError as e:
+                if attempt == START_ATTEMPTS or "could not bind" not in str(e):
+                    raise
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server if it runs; calling it again is harmless."""

@@ -2,7 +2,8 @@
 
 It speaks HTTP/1.1 over raw sockets, so it can break the protocol in ways ``http.server`` cannot.
 ``misbehave(how, times)`` spoils the next ``times`` requests; every other request is answered
-200 and its events are recorded, like ``Receiver`` does. ``RssWatch`` samples a process's memory.
+200 and its events are recorded, like ``Receiver`` does. ``RssWatch`` samples a process's memory;
+``stream_through`` runs wal2http against a misbehaving receiver and measures what it costs.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+from tests.support import HOST
+from tests.support.pgcluster import Database
+from tests.support.process import Start, Wal2http
+from tests.support.replication import publish
+
+__all__ = ["HOW", "RogueReceiver", "RogueRun", "RssWatch", "stream_through"]
 Event = dict[str, Any]
 
 # These answer 200 before misbehaving: the events they got count as accepted.
@@ -351,3 +358,34 @@ class RssWatch:
         self._stop.set()
         self._thread.join()
         return self.peak_mib
+
+
+@dataclass(frozen=True)
+class RogueRun:
+    """What stream_through saw: the running process, the events accepted, and what they cost."""
+
+    wal2http: Wal2http
+    events: list[Event]
+    took: float  # seconds from the first insert to the last event accepted
+    peak_mib: float  # the process's largest resident memory meanwhile
+
+
+def stream_through(db: Database, rogue: RogueReceiver, start_wal2http: Start, args: Sequence[str],
+                   how: str | None = None, times: int = 1, rows: int = 20, timeout: float = 30.0) -> RogueRun:
+    """Publish a table ``t``, spoil the next ``times`` requests ``how``, start ``wal2http run ARGS``, insert
+    ``rows`` rows in one transaction and wait until the rogue accepted them all, sampling memory throughout.
+    The process is left running: the test stops it and checks its exit code."""
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
+    if how is not None:
+        rogue.misbehave(how, times)
+    wal2http = start_wal2http(*args)
+    assert wal2http.proc is not None
+    watch = RssWatch(wal2http.proc.pid)
+    started = time.monotonic()
+    db.execute("INSERT INTO t SELECT i, 'x' FROM generate_series(1, %s) i", (rows,))
+    try:
+        events = rogue.wait_for_events(rows, timeout=timeout)
+        took = time.monotonic() - started
+    finally:
+        peak = watch.stop()
+    return RogueRun(wal2http, events, took, peak)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from tests.support.events import event
 from wal2http.backfill.chunk import Chunk, identity
 from wal2http.decode.events import EventBuilder, RelationFacts
 from wal2http.decode.pgoutput import Begin, Column, Insert, Relation, Update
@@ -142,8 +143,7 @@ def test_only_changes_of_the_chunk_table_drop_rows() -> None:
     driver.chunk = Chunk(task(), spec(), 1, "t", [("1", "eu", "a"), ("2", "eu", "b")], complete=True)
 
     def change(table: str, key: int, op: str = "update") -> Event:
-        record = {"schema": "public", "table": table, "key": {"id": key}, "old": None}
-        return Event(f"x-{key}", op, 1, 1, 0, 1, record, b"{}")
+        return event(seq=key, op=op, record={"schema": "public", "table": table, "key": {"id": key}, "old": None})
 
     driver.observe([change("other", 1), change("items", 2)])
     assert driver.chunk.keep({"id": 1}) and not driver.chunk.keep({"id": 2})

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from wal2http.decode.events import Event
+from tests.support.events import event
 from wal2http.delivery.batch import Batcher
-
-
-def event(n: int, size: int = 10) -> Event:
-    record = {"id": f"{n:016X}-1", "pad": "x" * size}
-    return Event(record["id"], "insert", 1, n, 0, 1, record, orjson.dumps(record))
 
 
 def test_full_by_count() -> None:
@@ -27,7 +22,7 @@ def test_full_by_count() -> None:
 def test_byte_limit_sends_oversized_event_alone() -> None:
     b = Batcher(max_events=100, max_bytes=200, max_wait_s=1)
     b.add(event(1))
-    big = event(2, size=500)
+    big = event(2, pad=500)
     assert b.would_overflow(big)
     first = b.take()
     b.add(big)

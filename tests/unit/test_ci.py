@@ -1,7 +1,8 @@
-"""The suite's own rules: skips fail on CI, and property tests have no per-example deadline."""
+"""The suite's own rules: skips fail on CI, property tests have no per-example deadline, helpers live in support."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -48,3 +49,25 @@ def test_the_suite_loads_the_ci_rule() -> None:
 def test_property_tests_have_no_deadline() -> None:
     loaded = settings.default
     assert loaded is not None and loaded.deadline is None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The modules a file imports from, ``from tests.x import y`` counting as tests.x and tests.x.y."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    """Helpers shared by test modules live in tests/support: a test module can be renamed, moved or run alone."""
+    offending: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        modules = sorted(m for m in imported_modules(path) if m.rsplit(".", 1)[-1].startswith("test_"))
+        if modules:
+            offending[str(path.relative_to(ROOT))] = modules
+    assert offending == {}

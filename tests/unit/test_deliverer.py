@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
+from tests.support.events import event
 from wal2http.config.sections import OnReject
-from wal2http.decode.events import Event
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deliverer import GROW_AFTER, Deliverer, SizeLimit
 from wal2http.errors import PayloadTooLarge, RejectedError
-
-
-def event(n: int) -> Event:
-    record = {"id": f"{n:016X}-1"}
-    return Event(record["id"], "insert", 1, n, 0, 1, record, orjson.dumps(record))
 
 
 class LimitedReceiver:

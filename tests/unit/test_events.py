@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.unit import pgbytes as pb
+from tests.support import pgbytes as pb
 from wal2http.decode import pgoutput as po
 from wal2http.decode.events import EventBuilder, event_id, format_timestamp_us
 from wal2http.errors import DecodeError

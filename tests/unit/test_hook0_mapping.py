@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hook0.generated.models import EventPost
 
-from tests.unit import pgbytes as pb
+from tests.support import pgbytes as pb
 from wal2http.config.hook0 import Hook0Config
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import HttpConfig

@@ -17,8 +17,8 @@ import yaml
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.events import event
 from wal2http.config.rules import parse_listen_address
-from wal2http.decode.events import Event
 from wal2http.errors import ConfigError
 from wal2http.observe.endpoint import liveness, readiness
 from wal2http.observe.log import ContextFilter
@@ -30,11 +30,6 @@ ALERTS = ROOT / "contrib" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "contrib" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "contrib" / "grafana" / "wal2http.json"
 METRIC_RE = re.compile(r"\b((?:wal2http|process)_[a-z_]+)\b")
-
-
-def event(op: str, commit_time_us: int, seq: int = 1) -> Event:
-    return Event(id=f"X-{seq}", op=op, xid=7, commit_lsn=1, commit_time_us=commit_time_us, seq=seq,
-                 record={"schema": "public", "table": "t"}, body=b"{}")
 
 
 def exposed(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -60,8 +55,9 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
 def test_delivered_counts_every_event_and_its_latency() -> None:
     m = Metrics()
     now_us = 1_000_000_000_000_000
-    events = [event("insert", now_us - 2_000_000, 1), event("insert", now_us - 2_000_000, 2),
-              event("update", now_us - 100_000, 3), event("delete", 0, 4)]  # no commit time: no latency
+    events = [event(seq=1, commit_time_us=now_us - 2_000_000), event(seq=2, commit_time_us=now_us - 2_000_000),
+              event(seq=3, op="update", commit_time_us=now_us - 100_000),
+              event(seq=4, op="delete")]  # no commit time: no latency
     m.delivered(events, now_us)
     assert m.events == {"insert": 2, "update": 1, "delete": 1, "truncate": 0, "message": 0, "read": 0}
     assert m.events_delivered == 4 and m.batch_events.count == 1 and m.batch_events.sum == 4
@@ -75,8 +71,9 @@ def test_delivered_counts_every_event_and_its_latency() -> None:
 
 def test_table_labels_only_when_asked() -> None:
     m = Metrics(table_labels=True)
-    m.delivered([event("insert", 0)], 0)
-    m.rejected(event("delete", 0), dead_lettered=True, reason="422")
+    table_t = {"schema": "public", "table": "t"}
+    m.delivered([event(record=table_t)], 0)
+    m.rejected(event(op="delete", record=table_t), dead_lettered=True, reason="422")
     samples = exposed(m)
     assert samples[("wal2http_events_total", (("op", "insert"), ("schema", "public"), ("table", "t")))] == 1
     assert samples[("wal2http_dead_letters_total", ())] == 1

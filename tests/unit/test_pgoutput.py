@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit import pgbytes as pb
+from tests.support import pgbytes as pb
 from wal2http.decode import pgoutput as po
 from wal2http.errors import DecodeError
 
