@@ -8,11 +8,11 @@ from pathlib import Path
 
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
-from tests.integration.conftest import Start, publish
 from tests.support import wait_until
 from tests.support.pgcluster import Database
-from tests.support.process import run_once
+from tests.support.process import Start, run_once
 from tests.support.receiver import Receiver
+from tests.support.replication import publish
 from wal2http.lsn import parse_lsn
 
 PAID = 'op == "update" && old.status != "paid" && new.status == "paid"'

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.events import event
 from wal2http.config.headers import Header
 from wal2http.config.routes_file import load_routes
 from wal2http.config.routing import (
@@ -18,19 +19,20 @@ from wal2http.config.routing import (
     url_template_example,
 )
 from wal2http.config.sections import HttpConfig, OnReject
-from wal2http.decode.events import Event, encode
+from wal2http.decode.events import Event
 from wal2http.errors import ConfigError
 from wal2http.routing.destination import Destination, Unroutable
 from wal2http.routing.selection import Selection
 
 
-def event(op: str = "update", table: str = "orders", new: dict[str, Any] | None = None,
-          old: dict[str, Any] | None = None, toast: list[str] | None = None, key: dict[str, Any] | None = None,
-          schema: str = "public") -> Event:
-    record = {"id": "0/1-1", "op": op, "schema": schema, "table": table, "key": key or {"id": 1}, "new": new,
-              "old": old, "unchanged_toast": toast or [], "lsn": "0/1", "commit_lsn": "0/1",
+def change(op: str = "update", table: str = "orders", new: dict[str, Any] | None = None,
+           old: dict[str, Any] | None = None, toast: list[str] | None = None, key: dict[str, Any] | None = None,
+           schema: str = "public") -> Event:
+    """A row change as the decoder makes it, with the fields a filter reads."""
+    record = {"id": "0000000000000001-1", "op": op, "schema": schema, "table": table, "key": key or {"id": 1},
+              "new": new, "old": old, "unchanged_toast": toast or [], "lsn": "0/1", "commit_lsn": "0/1",
               "commit_time": None, "xid": 1, "seq": 1}
-    return Event("0/1-1", op, 1, 1, 0, 1, record, encode(record))
+    return event(op=op, record=record)
 
 
 def selects(expression: str, e: Event) -> bool:
@@ -39,18 +41,18 @@ def selects(expression: str, e: Event) -> bool:
 
 def test_a_table_and_op_filter() -> None:
     expression = 'table == "orders" && op in ["insert", "update"]'
-    assert selects(expression, event("insert", new={"id": 1}))
-    assert not selects(expression, event("delete", old={"id": 1}))
-    assert not selects(expression, event("insert", table="lines", new={"id": 1}))
+    assert selects(expression, change("insert", new={"id": 1}))
+    assert not selects(expression, change("delete", old={"id": 1}))
+    assert not selects(expression, change("insert", table="lines", new={"id": 1}))
     assert compile_expression(expression).variables == ("op", "table")
 
 
 def test_entering_and_leaving_a_condition() -> None:
     enters = 'op == "update" && old.status != "paid" && new.status == "paid"'
     leaves = 'op == "update" && old.status == "paid" && new.status != "paid"'
-    became = event(new={"id": 1, "status": "paid"}, old={"id": 1, "status": "new"})
-    stayed = event(new={"id": 1, "status": "paid"}, old={"id": 1, "status": "paid"})
-    left = event(new={"id": 1, "status": "refunded"}, old={"id": 1, "status": "paid"})
+    became = change(new={"id": 1, "status": "paid"}, old={"id": 1, "status": "new"})
+    stayed = change(new={"id": 1, "status": "paid"}, old={"id": 1, "status": "paid"})
+    left = change(new={"id": 1, "status": "refunded"}, old={"id": 1, "status": "paid"})
     assert [selects(enters, e) for e in (became, stayed, left)] == [True, False, False]
     assert [selects(leaves, e) for e in (became, stayed, left)] == [False, False, True]
     assert compile_expression(enters).needs_old_row
@@ -58,16 +60,16 @@ def test_entering_and_leaving_a_condition() -> None:
 
 def test_changed_lists_the_columns_whose_value_differs() -> None:
     expression = '"status" in changed'
-    assert selects(expression, event(new={"id": 1, "status": "paid", "n": 1}, old={"id": 1, "status": "new", "n": 1}))
-    assert not selects(expression, event(new={"id": 1, "status": "new", "n": 2},
+    assert selects(expression, change(new={"id": 1, "status": "paid", "n": 1}, old={"id": 1, "status": "new", "n": 1}))
+    assert not selects(expression, change(new={"id": 1, "status": "new", "n": 2},
                                          old={"id": 1, "status": "new", "n": 1}))
-    assert selects(expression, event("insert", new={"id": 1, "status": "new"}))
+    assert selects(expression, change("insert", new={"id": 1, "status": "new"}))
     assert compile_expression(expression).needs_old_row
 
 
 def test_an_unchanged_toast_value_is_unknown_not_equal() -> None:
     # "doc" was not sent: comparing it is an error, which does not match, whether == or !=.
-    e = event(new={"id": 1}, old=None, toast=["doc"])
+    e = change(new={"id": 1}, old=None, toast=["doc"])
     assert not selects('new.doc == "x"', e)
     assert not selects('new.doc != "x"', e)
     assert selects('"doc" in unchanged_toast', e)
@@ -75,8 +77,8 @@ def test_an_unchanged_toast_value_is_unknown_not_equal() -> None:
 
 
 def test_an_error_on_one_event_does_not_match_and_does_not_raise() -> None:
-    assert not selects('new.status == "paid"', event("delete", old={"id": 1}))  # new is null
-    assert not selects('table', event())  # not a bool
+    assert not selects('new.status == "paid"', change("delete", old={"id": 1}))  # new is null
+    assert not selects('table', change())  # not a bool
 
 
 def test_a_bad_expression_names_the_expression_and_the_position() -> None:
@@ -88,19 +90,19 @@ def test_a_bad_expression_names_the_expression_and_the_position() -> None:
 
 def test_columns_keep_the_named_columns_and_the_whole_key() -> None:
     selection = Selection(RoutingConfig(columns=(Columns("public", "orders", ("status",)),)))
-    e = selection.apply(event(new={"id": 1, "status": "paid", "doc": "x"}, old={"id": 1, "status": "new", "doc": "x"},
+    e = selection.apply(change(new={"id": 1, "status": "paid", "doc": "x"}, old={"id": 1, "status": "new", "doc": "x"},
                               toast=["status", "big"]))
     assert e is not None
     assert (e.record["key"], e.record["new"], e.record["old"], e.record["unchanged_toast"]) == (
         {"id": 1}, {"status": "paid"}, {"status": "new"}, ["status"])
     assert b'"doc"' not in e.body
-    other = event(table="lines", new={"id": 1, "doc": "x"})
+    other = change(table="lines", new={"id": 1, "doc": "x"})
     assert selection.apply(other) is other
 
 
 def test_the_filter_reads_columns_that_columns_drop() -> None:
     config = RoutingConfig(filter=compile_expression('new.doc == "x"'), columns=(Columns("public", "orders", ("id",)),))
-    e = Selection(config).apply(event(new={"id": 1, "doc": "x"}))
+    e = Selection(config).apply(change(new={"id": 1, "doc": "x"}))
     assert e is not None and e.record["new"] == {"id": 1}
 
 
@@ -120,7 +122,7 @@ def test_columns_of_one_table_twice() -> None:
 def test_url_templates_are_percent_encoded_and_headers_are_not() -> None:
     destination = Destination("http://h/{schema}/{table}/{key.id}?op={op}",
                               (Header("X-Table", "{schema}.{table}"), Header("X-Fixed", "f")))
-    where = destination.of(event(table="we ird", key={"id": "a/b?c"}).record)
+    where = destination.of(change(table="we ird", key={"id": "a/b?c"}).record)
     assert where == ("http://h/public/we%20ird/a%2Fb%3Fc?op=update", (("X-Table", "public.we ird"),))
     assert Destination("http://h/x").templated is False
 
@@ -128,9 +130,9 @@ def test_url_templates_are_percent_encoded_and_headers_are_not() -> None:
 def test_a_missing_template_value_is_unroutable() -> None:
     destination = Destination("http://h/{key.tenant}")
     with pytest.raises(Unroutable, match=r"no value for \{key.tenant\}"):
-        destination.of(event().record)
+        destination.of(change().record)
     with pytest.raises(Unroutable, match="printable"):
-        Destination("http://h/", (Header("X-Key", "{key.id}"),)).of(event(key={"id": "a\nb"}).record)
+        Destination("http://h/", (Header("X-Key", "{key.id}"),)).of(change(key={"id": "a\nb"}).record)
 
 
 @pytest.mark.parametrize(("url", "message"), [
@@ -202,8 +204,8 @@ def test_a_table_and_op_answer_is_remembered_per_table_and_op() -> None:
     selection = Selection(RoutingConfig(filter=compile_expression('table == "orders" && op != "delete"')))
     assert selection.filter is not None
     answers = [selection.apply(e) is not None for e in (
-        event("insert", new={"id": 1}), event("insert", new={"id": 2}), event("delete", old={"id": 1}),
-        event("insert", table="lines", new={"id": 1}), event("insert", schema="other", new={"id": 1}))]
+        change("insert", new={"id": 1}), change("insert", new={"id": 2}), change("delete", old={"id": 1}),
+        change("insert", table="lines", new={"id": 1}), change("insert", schema="other", new={"id": 1}))]
     assert answers == [True, True, False, False, True]
     assert len(selection.filter._answers or {}) == 3  # (op, table): the schema is not read
     # An expression of the row is asked each time.
