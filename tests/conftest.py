@@ -64,6 +64,7 @@ SERVER_FACING = frozenset({
     "test_versions.py",       # version and managed-service differences
     "test_failover.py",       # failover slots (17+), the halt below 17
     "test_stream_errors.py",  # what the server refuses at connection: halt, not reconnect
+    "test_routes.py",         # filters (REPLICA IDENTITY FULL checks), columns, templates, routes
     "test_backfill.py",       # backfill: watermarks, keys, row filters and column lists (15+)
     "test_until.py",          # run --until (a WAL marker, endpos) and slot peek (SQL decoding)
     "test_operator_path.py",  # slot create --backfill undo, slot drop's parts, keyless tables' keys

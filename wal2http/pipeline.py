@@ -9,7 +9,7 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import FrameType
 
 from wal2http.backfill.driver import Backfill
@@ -20,9 +20,7 @@ from wal2http.decode import pgoutput
 from wal2http.decode.events import Event, EventBuilder
 from wal2http.delivery.ack import AckTracker
 from wal2http.delivery.batch import Batch, Batcher
-from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deadletter import DeadLetterFile
-from wal2http.delivery.deliverer import Deliverer, GiveUpLimits
 from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink
 from wal2http.delivery.until import Until
@@ -42,6 +40,9 @@ from wal2http.pg.backfill_model import REQUESTS_SCHEMA, REQUESTS_TABLE, WATERMAR
 from wal2http.pg.catalog import Catalog
 from wal2http.pg.pending import UNTIL_PREFIX
 from wal2http.pg.stream import ReplicationStream
+from wal2http.routing.destination import Unroutable, destination_of
+from wal2http.routing.routes import RouteSink, deliverers
+from wal2http.routing.selection import Selection
 from wal2http.runtime import RunState
 
 logger = logging.getLogger(__name__)
@@ -56,19 +57,17 @@ RECONNECT_BASE_S = 0.5
 class Pipeline:
     """Drives source → decode → events → batch → sink → ack, on one thread."""
 
-    def __init__(self, config: Config, stream: ReplicationStream, sink: Sink, observer: Observer, *,
+    def __init__(self, config: Config, stream: ReplicationStream, sink: Sink | None, observer: Observer, *,
                  start_lsn: int = 0, dead_letters: DeadLetterFile | None = None, backfill: Backfill | None = None,
-                 catalog: Catalog | None = None, resends: Resends | None = None, until: Until | None = None) -> None:
+                 catalog: Catalog | None = None, resends: Resends | None = None, until: Until | None = None,
+                 routes: Sequence[RouteSink] | None = None) -> None:
         self.config = config
         self.observer = observer
         self.metrics = observer.metrics
         self.stream = stream
-        d = config.delivery
         # Retries pause in self.wait, which keeps the stream alive and honours a stop.
-        self.deliverer = Deliverer(sink, Breaker.of(d),
-                                   self.wait, on_reject=d.on_reject, dead_letters=dead_letters, metrics=self.metrics,
-                                   max_events=config.batch.max_events, resends=resends, give_up=GiveUpLimits.of(d),
-                                   max_dead_letters=d.max_dead_letters)
+        self.deliverer = deliverers(config, sink, routes, self.wait, dead_letters=dead_letters,
+                                    metrics=self.metrics, resends=resends)
         # wal2http's own backfill table is never an event source, even under FOR ALL TABLES.
         self.builder = EventBuilder(catalog, hidden=[(REQUESTS_SCHEMA, REQUESTS_TABLE)])
         self.backfill = backfill
@@ -80,6 +79,8 @@ class Pipeline:
         b = config.batch
         self.batcher = Batcher(b.max_events, b.max_bytes, b.max_wait_ms / 1000.0)
         self.max_event_bytes = config.delivery.max_event_bytes
+        self.select = Selection(config.routing).apply if config.routing.selects else None
+        self.destination = destination_of(config.sink) if routes is None else None
         self.stop_requested = False
         self.stop_deadline = float("inf")
         self.reconnects = 0
@@ -313,20 +314,35 @@ class Pipeline:
         for event in events:
             if event.seq <= self._delivered_through_seq:
                 continue  # delivered before the connection was lost
+            selected = event if self.select is None else self.select(event)
+            if selected is None:
+                continue  # filtered out: its commit is confirmed like any other
+            event = selected
             self._read += 1
             if len(event.body) > self.max_event_bytes:
-                self._deliver(batcher.take())
                 reason = f"event is {len(event.body)} bytes, over --max-event-bytes {self.max_event_bytes}"
                 if event.op == "read" and self.backfill is not None:
                     reason += self.backfill.too_large(event, halts=self.deliverer.on_reject == OnReject.HALT)
-                self.deliverer.reject(event, reason, None, "")
-                self.ack.events_delivered(event.commit_lsn, event.seq)
+                self._refuse(event, reason)
                 continue
-            if batcher.would_overflow(event):
+            where = None
+            if self.destination is not None:
+                try:
+                    where = self.destination.of(event.record)
+                except Unroutable as e:
+                    self._refuse(event, str(e))
+                    continue
+            if batcher.would_overflow(event) or batcher.goes_elsewhere(where):
                 self._deliver(batcher.take())
-            batcher.add(event)
+            batcher.add(event, where)
             if batcher.full:
                 self._deliver(batcher.take())
+
+    def _refuse(self, event: Event, reason: str) -> None:
+        """An event that cannot be sent: delivered what came before it, then --on-reject decides."""
+        self._deliver(self.batcher.take())
+        self.deliverer.reject(event, reason, None, "")
+        self.ack.events_delivered(event.commit_lsn, event.seq)
 
     def _message(self, msg: pgoutput.Message, lsn: int) -> None:
         """A pg_logical_emit_message(): a backfill watermark, or the operator's (sent with --messages)."""

@@ -18,12 +18,13 @@ from typing import Any
 import wal2http
 from tests.bench import scenarios
 from tests.bench.backfill import backfill as backfill_scenario
+from tests.bench.filtered import filtered
 from tests.bench.large_values import large_values
 from tests.bench.receiver import FastReceiver
 from tests.bench.report import ScenarioResult, table, write_json
 from tests.support.pgcluster import PgCluster
 
-ALL = (1, 2, 3, 4, 5, 6, 7, 8)
+ALL = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 # A server tuned to measure replication: no checkpoint and no autovacuum competing with a run.
 # synchronous_commit=on as in production: with "off" the walsender sees a commit only once the
 # WAL writer flushed it, up to wal_writer_delay (200 ms) later, and latency would measure that.
@@ -48,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     except ValueError:
         parser.error("--scenarios takes numbers such as 1,2,5")
     if not args.scenarios or not set(args.scenarios) <= set(ALL):
-        parser.error("--scenarios takes numbers from 1 to 8")
+        parser.error("--scenarios takes numbers from 1 to 9")
     if args.runs < 3:
         parser.error("--runs must be at least 3 (the table reports a median and a spread)")
     if not 0 < args.scale <= 10:
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             ({6}, lambda: scenarios.memory(bench)),
             ({7}, lambda: backfill_scenario(bench)),
             ({8}, lambda: large_values(bench)),
+            ({9}, lambda: filtered(bench)),
         ]
         for numbers, step in steps:
             if not numbers & wanted:

@@ -68,3 +68,14 @@ def test_body_object_or_array_and_batch_id() -> None:
     two = b.take()
     assert two.batch_id == f"{event(1).id}--{event(2).id}"
     assert [e["id"] for e in orjson.loads(two.body(as_array=True))] == [event(1).id, event(2).id]
+
+
+def test_a_batch_never_mixes_destinations() -> None:
+    batcher = Batcher(max_events=10, max_bytes=10_000, max_wait_s=1.0)
+    assert not batcher.goes_elsewhere("a")  # an empty batch goes anywhere
+    batcher.add(event(1), "a")
+    assert not batcher.goes_elsewhere("a")
+    assert batcher.goes_elsewhere("b")
+    assert batcher.take().destination == "a"
+    batcher.add(event(2), "b")
+    assert batcher.current.destination == "b"

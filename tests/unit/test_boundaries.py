@@ -94,7 +94,7 @@ EDGES = graph(MODULES)
 # data flow reads top-down in the tree. ``wal2http`` is the package root (its ``__version__``).
 PACKAGE_ORDER = (
     "wal2http", "lsn", "errors", "sizes", "deadline", "runtime", "checklist",  # leaves
-    "config", "decode", "pg", "observe", "delivery", "sinks", "hook0", "backfill",  # the streaming layers
+    "config", "decode", "pg", "observe", "delivery", "routing", "sinks", "hook0", "backfill",  # the streaming layers
     "pipeline", "ops", "cli", "__main__",  # the run loop, then operator commands
 )
 

@@ -5,7 +5,7 @@ validated ``Config``; ``run``, ``slot`` and ``check`` define the commands (impor
 registers them).
 """
 
-from wal2http.cli import backfill, check, run, slot  # noqa: F401 - registers the commands on main
+from wal2http.cli import backfill, check, routes, run, slot  # noqa: F401 - registers the commands on main
 from wal2http.cli.app import main
 
 __all__ = ["main"]

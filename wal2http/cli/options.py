@@ -14,6 +14,8 @@ from wal2http.config.durations import parse_duration
 from wal2http.config.headers import parse_headers
 from wal2http.config.hook0 import Hook0Config, Hook0Mode
 from wal2http.config.outcomes import status_classes
+from wal2http.config.routes_file import load_routes
+from wal2http.config.routing import RoutingConfig, compile_expression, parse_columns
 from wal2http.config.rules import parse_listen_address, split_signing_secrets, validate
 from wal2http.config.secrets import (
     ADMIN_TOKEN,
@@ -262,6 +264,19 @@ run_options = options(
                           "event of the whole row, taken between watermarks."),
     ),
     sink_options,
+    options(
+        "Routing",
+        click.option("--filter", "filter_expression", envvar=env("FILTER"), metavar="EXPR",
+                     help="Send only the events this CEL expression is true for; it reads op, schema, table, key, "
+                          "new, old, changed and unchanged_toast (old and changed need REPLICA IDENTITY FULL)."),
+        click.option("--columns", "columns", multiple=True, type=Lines(), envvar=env("COLUMNS"),
+                     metavar="SCHEMA.TABLE=COL,COL",
+                     help="Keep only these columns of a table in new and old; the key stays whole (repeatable)."),
+        click.option("--routes", "routes_file", envvar=env("ROUTES"), metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="TOML file of [[route]] tables: each sends the events its filter takes to its own URL "
+                          "(with --sink http, instead of --http-url)."),
+    ),
     click.option("--batch-wait-ms", type=_int("batch_wait_ms"), envvar=env("BATCH_WAIT_MS"),
                  default=BatchConfig.max_wait_ms,
                  metavar="MS",
@@ -336,7 +351,17 @@ def unchecked_config(o: dict[str, Any]) -> Config:
         notify=_notify_config(o),
         backfill=BackfillConfig(**given(o, chunk_size="backfill_chunk_size", chunk_bytes="backfill_chunk_bytes",
                                         reselect_toast="reselect_toast", initial="backfill")),
+        routing=_routing_config(o),
     )
+
+
+def _routing_config(o: dict[str, Any]) -> RoutingConfig:
+    path = o.get("routes_file")
+    return RoutingConfig(
+        filter=compile_expression(o["filter_expression"]) if o.get("filter_expression") else None,
+        columns=parse_columns(o.get("columns") or ()),
+        routes=load_routes(path, _http_config(o, url="") or HttpConfig(url=""), os.environ) if path else (),
+        routes_file=path)
 
 
 def build_config(o: dict[str, Any], database: bool = True, *, validated: bool = True) -> Config:
@@ -365,14 +390,14 @@ def source_config(o: dict[str, Any]) -> SourceConfig:
     )
 
 
-def _http_config(o: dict[str, Any]) -> HttpConfig | None:
+def _http_config(o: dict[str, Any], url: str | None = None) -> HttpConfig | None:
     """The http sink's settings; without --http-url only when a --format was given (the rules refuse it
-    with the other sinks)."""
+    with the other sinks). With ``url``, the settings every route of --routes shares (its own URL replaces it)."""
     event_format = EventFormat(o.get("event_format") or EventFormat.JSON)
-    if not o.get("http_url") and event_format == EventFormat.JSON:
+    if url is None and not o.get("http_url") and event_format == EventFormat.JSON:
         return None
     return HttpConfig(
-        url=o.get("http_url") or "",
+        url=(o.get("http_url") or "") if url is None else url,
         format=event_format,
         cloudevents=CloudEventsConfig(**given(o, source="ce_source", type_prefix="ce_type_prefix")),
         **given(o, timeout_s="http_timeout"),

@@ -10,6 +10,7 @@ from typing import Any
 from wal2http.config import signing
 from wal2http.config.cloudevents import EventFormat, validate_cloudevents
 from wal2http.config.hook0 import validate_hook0
+from wal2http.config.routing import url_template_example
 from wal2http.config.secrets import HTTP_BEARER_TOKEN, Secret
 from wal2http.config.sections import (
     RANGES,
@@ -72,7 +73,8 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
             "slot", f"invalid --slot {src.slot!r}: use 1-63 lower-case letters, digits or underscores"
         ))
     check("publication", validate_identifier, src.publication, "--publication")
-    check("sink", validate_sink, config.sink)
+    check("sink", validate_sink, config.sink, bool(config.routing.routes))
+    check("routes", validate_routes, config)
     http = config.sink.http
     if http is not None and http.format != EventFormat.JSON:
         if config.sink.kind != SinkKind.HTTP:
@@ -99,7 +101,7 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
     for flag, on in (("--give-up-after", d.give_up_after_s is not None),
                      ("--give-up-attempts", d.give_up_attempts is not None),
                      ("--max-dead-letters", d.max_dead_letters is not None)):
-        if on and not d.dead_letter_path:
+        if on and not d.dead_letter_path and not config.routing.routes:
             found.append(SettingProblem(
                 "delivery", f"{flag} needs --dead-letter-path (or WAL2HTTP_DEAD_LETTER_PATH): that file keeps "
                             "the events given up and the rows parked behind them"))
@@ -126,11 +128,11 @@ def problems(config: Config, database: bool = True) -> list[SettingProblem]:
     return found
 
 
-def validate_sink(sink: SinkConfig) -> None:
-    """The first problem of the chosen sink's settings, as ConfigError."""
+def validate_sink(sink: SinkConfig, routed: bool = False) -> None:
+    """The first problem of the chosen sink's settings, as ConfigError; ``routed``: --routes gives the URLs."""
     if sink.kind not in tuple(SinkKind):
         raise ConfigError(f"unknown sink {sink.kind!r}: choose one of {', '.join(SinkKind)}")
-    if sink.kind == SinkKind.HTTP:
+    if sink.kind == SinkKind.HTTP and not routed:
         if sink.http is None or not sink.http.url:
             raise ConfigError("--sink http needs --http-url (or WAL2HTTP_HTTP_URL, HTTP_ENDPOINT_URL)")
         validate_http(sink.http)
@@ -140,9 +142,32 @@ def validate_sink(sink: SinkConfig) -> None:
         validate_hook0(sink.hook0)
 
 
+def validate_routes(config: Config) -> None:
+    """--routes: with --sink http and without --http-url; each route's destination as --http-url's."""
+    routing = config.routing
+    if not routing.routes:
+        return
+    if config.sink.kind != SinkKind.HTTP:
+        raise ConfigError(f"--routes sends to http receivers: use it with --sink http, not --sink {config.sink.kind}")
+    if config.sink.http is not None and config.sink.http.url:
+        raise ConfigError("--routes gives each route its url: leave out --http-url")
+    if config.delivery.on_reject != OnReject.HALT or config.delivery.dead_letter_path:
+        raise ConfigError("with --routes, each route has its own on_reject and dead_letter_path: leave out "
+                          "--on-reject and --dead-letter-path")
+    for route in routing.routes:
+        if config.delivery.gives_up and not route.dead_letter_path:
+            raise ConfigError(f"--routes {routing.routes_file}, route {route.name!r}: --give-up-after and "
+                              "--give-up-attempts need a dead_letter_path in every route")
+        try:
+            validate_http(route.http)
+        except ConfigError as e:
+            raise ConfigError(f"--routes {routing.routes_file}, route {route.name!r}: "
+                              f"{str(e).replace('--http-url', 'url').replace('--header', 'header')}") from None
+
+
 def validate_http(http: HttpConfig) -> None:
     """The receiver URL, credentials, signing secrets and TLS files of the http sink."""
-    validate_url(http.url, "--http-url")
+    validate_url(url_template_example(http.url, http.headers), "--http-url")
     check_range("--http-timeout", http.timeout_s, *RANGES["http_timeout"])
     if http.bearer_token is not None:
         check_bearer_token(http.bearer_token.reveal(), f"the bearer token ({HTTP_BEARER_TOKEN.describe()})")

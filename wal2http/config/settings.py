@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from wal2http.config import signing
 from wal2http.config.dsn import dsn_secret_values
 from wal2http.config.hook0 import Hook0Config
+from wal2http.config.routing import RoutingConfig
 from wal2http.config.secrets import Secret
 from wal2http.config.sections import (
     BackfillConfig,
@@ -42,6 +43,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     def secrets(self) -> list[str]:
         """Every secret value in every form it may be printed in, for the logging filter."""

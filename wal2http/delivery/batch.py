@@ -17,6 +17,7 @@ class Batch:
     # End LSN of the last transaction whose final event is in this batch or an earlier one.
     commit_end_lsn: int | None = None
     opened_at: float = 0.0
+    destination: object = None  # where every event of the batch goes, when the URL or headers are templates
 
     @classmethod
     def of(cls, event: Event) -> Batch:
@@ -54,10 +55,11 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.current = Batch()
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event, destination: object = None) -> None:
         batch = self.current
         if not batch.events:
             batch.opened_at = time.monotonic()
+            batch.destination = destination
         batch.events.append(event)
         batch.nbytes += len(event.body)
 
@@ -69,6 +71,11 @@ class Batcher:
         """True when adding ``event`` would push a non-empty batch past its byte limit."""
         batch = self.current
         return bool(batch.events) and batch.nbytes + len(event.body) > self.max_bytes
+
+    def goes_elsewhere(self, destination: object) -> bool:
+        """True when the open batch holds events for another destination: a batch never mixes them."""
+        batch = self.current
+        return bool(batch.events) and batch.destination != destination
 
     @property
     def full(self) -> bool:

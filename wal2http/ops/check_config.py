@@ -38,7 +38,10 @@ def offline_checks(config: Config) -> list[Check]:
 
     src, sink, batch = config.source, config.sink, config.batch
     http = _endpoint(config)
-    if http is not None:
+    routes = config.routing.routes
+    if routes:
+        sink_detail = f"http to {len(routes)} route{'s' if len(routes) > 1 else ''} of {config.routing.routes_file}"
+    elif http is not None:
         sink_detail = (f"{sink.kind} to {public_url(http.url)}, at most {http.timeout_s:g} s per request "
                        f"in all{_protection(http)}")
         if sink.kind == SinkKind.HTTP and http.format != EventFormat.JSON:
@@ -57,6 +60,7 @@ def offline_checks(config: Config) -> list[Check]:
         check("slot name", "slot", src.slot),
         check("publication name", "publication", src.publication),
         check(CheckName.SINK_SETTINGS, "sink", sink_detail),
+        *([check("routes", "routes", _routes_detail(config))] if routes or "routes" in found else []),
         check("batch limits", "batch", f"--batch-size {batch.max_events}, --batch-bytes {batch.max_bytes}, "
                                        f"--batch-wait-ms {batch.max_wait_ms}"),
         check("delivery settings", "delivery", _delivery_detail(config)),
@@ -79,6 +83,17 @@ def _protection(http: HttpConfig) -> str:
     if http.client_cert:
         parts.append(f"client certificate {http.client_cert}")
     return "".join(f", {p}" for p in parts)
+
+
+def _routes_detail(config: Config) -> str:
+    """Each route: where it sends, what it takes, and what a refusal does; no secret."""
+    parts = []
+    for route in config.routing.routes:
+        takes = f"filter {route.filter.text!r}" if route.filter is not None else "every event"
+        policy = f"on_reject {route.on_reject}" + (f" to {route.dead_letter_path}" if route.dead_letter_path else "")
+        parts.append(f"{route.name} to {public_url(route.http.url)} ({takes}, format {route.http.format}, {policy}"
+                     f"{_protection(route.http)})")
+    return "; ".join(parts)
 
 
 def _delivery_detail(config: Config) -> str:

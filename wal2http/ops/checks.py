@@ -11,6 +11,7 @@ from wal2http.config.settings import Config
 from wal2http.errors import ExitStatus
 from wal2http.hook0 import checks as hook0_checks
 from wal2http.lsn import format_lsn
+from wal2http.ops.routing_checks import routing_checks
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import privileges
 from wal2http.pg import publication as publication_sql
@@ -128,6 +129,10 @@ def database_checks(conn: Connection, config: Config, facts: publication_sql.Ser
     checks.append(publication_check(publication, source.publication, facts.database))
     if publication is not None:
         checks.append(replica_identity_check(conn, publication))
+        routing, http = config.routing, config.sink.http if config.sink.kind == SinkKind.HTTP else None
+        if routing.selects or routing.routes or (http is not None and "{" in http.url):
+            tables = publication_sql.published_table_facts(conn, publication.name)
+            checks.extend(routing_checks(routing, http, tables, publication.name, facts.version_num))
     slot = find_slot(conn, source.slot)
     checks.append(slot_check(conn, slot, source, facts.database))
     failover = failover_check(facts, slot, source.failover and source.create_slot)

@@ -19,6 +19,7 @@ from wal2http.delivery.deliverer import Deliverer
 from wal2http.delivery.lines import DISK_RETRY_MAX_S, HEALING, describe, write_until_done
 from wal2http.errors import ConfigError, FileUnwritable, RejectedError, TransientDeliveryError
 from wal2http.ops.start import make_sink
+from wal2http.routing.destination import Unroutable, Where, destination_of
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def replay(config: Config, path: str, *, keep: bool = False,
         result = ReplayResult(len(lines), dead_letter_file=dead_letter_file, removes=removes and dead_letter_file)
         if not lines:
             return result
+        wheres = _destinations(config, path, lines)  # checked, like the lines, before anything is sent
         rewrite = result.removes
         raw = _raw_lines(path)
         sink = make_sink(config.sink, as_array=config.batch.max_events > 1, statuses=config.delivery.statuses)
@@ -89,10 +91,10 @@ def replay(config: Config, path: str, *, keep: bool = False,
             pending.clear()
 
         try:
-            for line in lines:
-                if batcher.would_overflow(line.event):
+            for line, where in zip(lines, wheres, strict=True):
+                if batcher.would_overflow(line.event) or batcher.goes_elsewhere(where):
                     flush()
-                batcher.add(line.event)
+                batcher.add(line.event, where)
                 pending.append(line)
                 if batcher.full:
                     flush()
@@ -100,6 +102,20 @@ def replay(config: Config, path: str, *, keep: bool = False,
         finally:
             sink.close()
         return result
+
+
+def _destinations(config: Config, path: str, lines: list[ReplayLine]) -> list[Where | None]:
+    """Where each line goes when --http-url is a template (a request never mixes destinations)."""
+    destination = destination_of(config.sink)
+    if destination is None:
+        return [None] * len(lines)
+    wheres: list[Where | None] = []
+    for line in lines:
+        try:
+            wheres.append(destination.of(line.event.record))
+        except Unroutable as e:
+            raise ConfigError(f"{path}:{line.number}: {e}") from None
+    return wheres
 
 
 class _exclusive:

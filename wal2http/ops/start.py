@@ -30,6 +30,7 @@ from wal2http.pg.pending import mark_now
 from wal2http.pg.slot import Slot, create_slot, find_slot
 from wal2http.pg.stream import ReplicationStream
 from wal2http.pipeline import Pipeline
+from wal2http.routing.routes import RouteSink
 from wal2http.runtime import tune_for_streaming
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,20 @@ def with_ce_source(config: SinkConfig, database: str, slot: str) -> SinkConfig:
     return dataclasses.replace(config, http=dataclasses.replace(http, cloudevents=settings))
 
 
+def route_sinks(config: Config, resends: Resends, database: str) -> list[RouteSink]:
+    """An http sink, and its dead-letter file, for each route of --routes."""
+    from wal2http.sinks.http import HttpSink
+
+    as_array = config.batch.max_events > 1
+    routes = []
+    for route in config.routing.routes:
+        sink_config = with_ce_source(SinkConfig(SinkKind.HTTP, http=route.http), database, config.source.slot)
+        assert sink_config.http is not None
+        routes.append(RouteSink(route, HttpSink(sink_config.http, as_array, resends, config.delivery.statuses),
+                                DeadLetterFile(route.dead_letter_path) if route.dead_letter_path else None))
+    return routes
+
+
 ON_REJECT_HINT = ("to go on past refused events, run with --on-reject dead-letter --dead-letter-path PATH "
                   "(replay them later) or --on-reject skip")
 
@@ -172,7 +187,9 @@ def _run(config: Config, observer: Observer) -> None:
     dead_letters = DeadLetterFile(d.dead_letter_path) if d.dead_letter_path else None
     resends = Resends(observer.metrics)
     sink = make_sink(with_ce_source(config.sink, prepared.database, src.slot),
-                     as_array=config.batch.max_events > 1, source=source, resends=resends, statuses=d.statuses)
+                     as_array=config.batch.max_events > 1, source=source, resends=resends,
+                     statuses=d.statuses) if not config.routing.routes else None
+    routes = route_sinks(config, resends, prepared.database) if config.routing.routes else None
     # Messages are always asked for: backfill watermarks travel as messages (the operator's own are
     # delivered only with --messages).
     stream = ReplicationStream(src.dsn.reveal(), src.slot, src.publication, messages=True,
@@ -190,7 +207,7 @@ def _run(config: Config, observer: Observer) -> None:
             logger.info("%s", line)
     until = run_until(src, connection) if src.until else None
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,
-                        backfill=backfill, catalog=Catalog(connection), resends=resends, until=until)
+                        backfill=backfill, catalog=Catalog(connection), resends=resends, until=until, routes=routes)
     previous = {s: signal.signal(s, pipeline.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if config.log.file:  # logrotate without copytruncate: move the file, then SIGHUP
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, observer.request_log_reopen)
@@ -203,6 +220,8 @@ def _run(config: Config, observer: Observer) -> None:
             signal.signal(s, handler)
         signal.set_wakeup_fd(previous_wakeup_fd)
         pipeline.close()
-        sink.close()
-        if dead_letters is not None:
-            dead_letters.close()
+        for opened in ([sink] if sink is not None else []) + [r.sink for r in routes or ()]:
+            opened.close()
+        for letters in [dead_letters] + [r.dead_letters for r in routes or ()]:
+            if letters is not None:
+                letters.close()

@@ -220,3 +220,30 @@ def tables_without_replica_identity(conn: Connection, publication: str) -> list[
         (publication,), what="read the replica identity of published tables",
     )
     return [row[0] for row in rows]
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """A published table's identity setting and columns, for the checks of --filter and --columns."""
+
+    schema: str
+    table: str
+    quoted: str  # schema.table, quoted where needed
+    full_identity: bool  # REPLICA IDENTITY FULL: updates and deletes carry the whole old row
+    columns: tuple[str, ...]
+
+
+def published_table_facts(conn: Connection, publication: str) -> list[PublishedTable]:
+    rows = query(
+        conn,
+        "SELECT pt.schemaname, pt.tablename,"
+        "  format('%%s.%%s', quote_ident(pt.schemaname), quote_ident(pt.tablename)), c.relreplident = 'f',"
+        "  ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
+        "        AND NOT a.attisdropped ORDER BY a.attnum)"
+        " FROM pg_publication_tables pt"
+        " JOIN pg_namespace n ON n.nspname = pt.schemaname"
+        " JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename"
+        " WHERE pt.pubname = %s ORDER BY 3",
+        (publication,), what="read the published tables' replica identity and columns",
+    )
+    return [PublishedTable(s, t, q, bool(full), tuple(cols)) for s, t, q, full, cols in rows]

@@ -38,6 +38,7 @@ from wal2http.errors import (
     StopRequested,
     TransientDeliveryError,
 )
+from wal2http.routing.destination import Destination
 from wal2http.runtime import ResendReason
 from wal2http.sinks.cloudevents import Formatter, Parts, Request
 from wal2http.sinks.failures import cause_text, failure_text, resend_reason
@@ -104,6 +105,7 @@ class HttpSink:
         self._statuses = statuses or StatusClasses()
         self._retried = self._statuses.retried
         self._session = new_session(config, on_resend=self._resent if resends is not None else None)
+        self._destination = Destination(config.url, config.headers)
         self._session.headers.update({h.name: h.reveal() for h in config.headers})
         if config.bearer_token is not None:
             self._session.auth = BearerAuth(config.bearer_token)
@@ -132,9 +134,14 @@ class HttpSink:
         if self._signer is not None:
             # Over the very bytes passed to requests, which sends bytes unchanged.
             headers["webhook-signature"] = self._signer.sign(webhook_id, timestamp, body)
+        url = self._config.url
+        if self._destination.templated:
+            # The pipeline never mixes destinations in a batch: the first event names it.
+            url, filled = self._destination.of(batch.events[0].record)
+            headers.update(filled)
         self._sending = batch
         try:
-            response = request(self._session, self._config, "POST", self._config.url, body, headers,
+            response = request(self._session, self._config, "POST", url, body, headers,
                                retry_statuses=self._retried,
                                on_resend=self._resent if self._resends is not None else None)
         finally:
