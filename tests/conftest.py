@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.ci import on_ci
 from tests.support.ci import pytest_runtest_makereport as pytest_runtest_makereport  # skips fail on CI
-from tests.support.pgcluster import Database, PgCluster
+from tests.support.pgcluster import Database, PgCluster, started_cluster
 from tests.support.receiver import Receiver
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
@@ -153,19 +153,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def pg(pytestconfig: pytest.Config) -> Iterator[PgCluster]:
     """One PostgreSQL server (PG_BINDIR's) for the session; a missing installation fails, it never skips."""
-    try:
-        cluster = PgCluster(settings={"wal_sender_timeout": "10s"})
-        cluster.start()
-    except RuntimeError as e:
-        problem = str(e)
-    else:
-        problem = ""
-    if problem:  # failed outside the except block, so the report is the message alone
-        pytest.fail(f"cannot start the test PostgreSQL: {problem}", pytrace=False)
-    server = cluster.execute("SHOW server_version")[0][0]
-    pytestconfig.stash[SERVER_STARTED] = f"PostgreSQL {server} from {cluster.bindir}"
-    yield cluster
-    cluster.cleanup()
+    with started_cluster({"wal_sender_timeout": "10s"}) as cluster:
+        server = cluster.execute("SHOW server_version")[0][0]
+        pytestconfig.stash[SERVER_STARTED] = f"PostgreSQL {server} from {cluster.bindir}"
+        yield cluster
 
 
 def database_name(test_name: str) -> str:

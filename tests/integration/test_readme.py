@@ -28,7 +28,7 @@ import pytest
 from tests.support import readme, wait_until
 from tests.support.events import event
 from tests.support.fake_hook0 import FakeHook0
-from tests.support.pgcluster import Database, PgCluster
+from tests.support.pgcluster import Database, PgCluster, started_cluster
 from tests.support.process import Wal2http, run_once
 from tests.support.receiver import Receiver
 from wal2http.delivery.deadletter import DeadLetterFile
@@ -63,17 +63,8 @@ SETUP = [b for b in readme.blocks() if "setup" in b.flags]
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
     """A cluster of its own: the README changes server settings and creates a role."""
-    try:
-        pg = PgCluster()
-        pg.start()
-    except RuntimeError as e:
-        problem = str(e)
-    else:
-        problem = ""
-    if problem:
-        pytest.fail(f"cannot start the test PostgreSQL: {problem}", pytrace=False)
-    yield pg
-    pg.cleanup()
+    with started_cluster() as pg:
+        yield pg
 
 
 @dataclass

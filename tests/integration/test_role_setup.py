@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 
 from tests.support import readme, wait_until
-from tests.support.pgcluster import Database, PgCluster
+from tests.support.pgcluster import Database, PgCluster, started_cluster
 from tests.support.process import Wal2http, run_once
 from tests.support.receiver import Receiver
 
@@ -57,17 +57,8 @@ def subsection(title: str) -> list[readme.Block]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
-    try:
-        pg = PgCluster(settings={"wal_sender_timeout": "10s"})
-        pg.start()
-    except RuntimeError as e:
-        problem = str(e)
-    else:
-        problem = ""
-    if problem:
-        pytest.fail(f"cannot start the test PostgreSQL: {problem}", pytrace=False)
-    yield pg
-    pg.cleanup()
+    with started_cluster({"wal_sender_timeout": "10s"}) as pg:
+        yield pg
 
 
 @dataclass

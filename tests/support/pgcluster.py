@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, TypeAlias
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
+import pytest
 from psycopg2 import sql
 
 from tests.support import HOST, free_port, wait_until
@@ -343,6 +345,24 @@ class Database:
 
     def drop(self) -> None:
         self.cluster.drop_database(self.name)
+
+
+@contextlib.contextmanager
+def started_cluster(settings: dict[str, str] | None = None) -> Iterator[PgCluster]:
+    """A started server for a fixture, removed afterwards; one that cannot start fails the test, never skips."""
+    try:
+        cluster = PgCluster(settings=settings)
+        cluster.start()
+    except RuntimeError as e:
+        problem = str(e)
+    else:
+        problem = ""
+    if problem:  # failed outside the except block, so the report is the message alone
+        pytest.fail(f"cannot start the test PostgreSQL: {problem}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 def _smoke_test() -> None:
