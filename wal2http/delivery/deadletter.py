@@ -86,37 +86,35 @@ class ReplayLine:
 def parked_in(path: str) -> ParkedRows:
     """What a dead-letter file parks (for ``slot status``); an absent file parks nothing."""
     parked = ParkedRows()
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:
-        return parked
-    except OSError as e:
-        raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                entry = parse(raw)
-                record = entry["event"] if "event" in entry and "reason" in entry else entry
-                parked.written(str(record["id"]), record)
-            except (ValueError, KeyError, TypeError):
-                raise ConfigError(f"{path}:{number}: not a dead letter (a JSON object with an \"event\" "
-                                  "that has an \"id\")") from None
+    for number, raw in _numbered_lines(path, missing_ok=True):
+        try:
+            entry = parse(raw)
+            record = entry["event"] if "event" in entry and "reason" in entry else entry
+            parked.written(str(record["id"]), record)
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{path}:{number}: not a dead letter (a JSON object with an \"event\" "
+                              "that has an \"id\")") from None
     return parked
 
 
 def read_lines(path: str) -> Iterator[ReplayLine]:
     """Events from a dead-letter file or a ``file`` sink capture; raises ConfigError on a bad line."""
+    for number, raw in _numbered_lines(path):
+        yield _parse(raw, number, path)
+
+
+def _numbered_lines(path: str, *, missing_ok: bool = False) -> Iterator[tuple[int, bytes]]:
+    """The file's non-blank lines with their line numbers; ConfigError when it cannot be read."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as e:
+        if missing_ok and isinstance(e, FileNotFoundError):
+            return
         raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
     with handle:
         for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            yield _parse(raw, number, path)
+            if raw.strip():
+                yield number, raw
 
 
 def _parse(raw: bytes, number: int, path: str) -> ReplayLine:
