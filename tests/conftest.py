@@ -133,6 +133,16 @@ def pytest_testnodedown(node: Any, error: object) -> None:
         node.config.stash[SERVER_STARTED] = server
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m server`` (a matrix version) imports only the server-facing modules: each worker would import and
+    collect the whole suite (~2 s) to deselect nine tenths of it."""
+    if config.getoption("markexpr") != "server" or not collection_path.name.startswith("test_"):
+        return None
+    if collection_path.suffix != ".py":
+        return None
+    return collection_path.resolve().parent != INTEGRATION_DIR or collection_path.name not in SERVER_FACING
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     modules: dict[str, object] = {}
     for item in items:

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import cel
-
 from wal2http.config.headers import Header
 from wal2http.config.sections import HttpConfig, OnReject
 from wal2http.errors import ConfigError
@@ -37,6 +35,10 @@ class Expression:
 
 def compile_expression(text: str, option: str = "--filter") -> Expression:
     """Compile a filter; a syntax error or an unknown name is a ConfigError naming the expression and where."""
+    # Imported here, not at the top: the cel package imports its own command line (prompt_toolkit, typer),
+    # 140 ms that every command would pay at start although most runs have no expression.
+    import cel
+
     try:
         program = cel.compile(text)
     except (ValueError, RuntimeError) as e:
