@@ -57,10 +57,9 @@ def test_reselect_holds_the_stream_until_the_read_is_confirmed_and_requeues_afte
     whole, change = update(3, [], 400)
     driver.observe([whole], change)  # it carried the whole row: nothing to read again
     assert driver.hold_lsn() == 100
-    pending = driver._again[spec().oid]
-    assert len(pending) == 2
-    ids, keys = driver._keys(spec())
-    assert keys == [("1",), ("2",)]
+    assert driver._again.count(spec().oid) == 2
+    ids, keys, unreadable = driver._again.keys(spec(), 10)
+    assert keys == [("1",), ("2",)] and not unreadable
     # A window took both; its high mark releases their reads, which are not confirmed yet.
     driver._reading = _Table(spec(), RelationFacts(key=("id",)), spec().relation())
     driver.chunk = Chunk(None, spec(), 1, "tok", [], True, [("big", "1", "1"), ("big", "2", "1")], ids)
@@ -68,16 +67,16 @@ def test_reselect_holds_the_stream_until_the_read_is_confirmed_and_requeues_afte
     builder.begin(Begin(commit_lsn=500, commit_time_us=0, xid=9))
     reads = list(driver.watermark(Watermark(Mark.HIGH, "tok", 0, 1).payload().encode(), builder, 500))
     assert [r.record["key"] for r in reads] == [{"id": 1}, {"id": 2}]
-    assert not driver._again and driver.hold_lsn() == 100
+    assert driver._again.count(spec().oid) == 0 and driver.hold_lsn() == 100
     driver.reset()  # the stream restarts before they were confirmed: read them again
-    assert driver.hold_lsn() == 100 and len(driver._again[spec().oid]) == 2
+    assert driver.hold_lsn() == 100 and driver._again.count(spec().oid) == 2
 
 
 def test_the_hold_ends_once_the_reads_are_confirmed() -> None:
     driver = Backfill(LazyConnection("dbname=unused"), "wal2http", "wal2http", 10, Metrics(), reselect_toast=True)
     event, change = update(1, ["v"], 100)
     driver.observe([event], change)
-    ids, _ = driver._keys(spec())
+    ids, _, _ = driver._again.keys(spec(), 10)
     driver._reading = _Table(spec(), RelationFacts(key=("id",)), spec().relation())
     driver.chunk = Chunk(None, spec(), 1, "tok", [], True, [("big", "1", "1")], ids)
     builder = EventBuilder()

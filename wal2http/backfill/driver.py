@@ -1,7 +1,8 @@
 """The backfill work of ``run``: pick up requests, read chunks between watermarks, record confirmed progress.
 
-Rows whose streamed update lacked a large (TOASTed) value are read again by key in a later window:
-those a chunk dropped for such a change, and with ``--reselect-toast`` those of every such update.
+Rows whose streamed update lacked a large (TOASTed) value are read again by key in a later window
+(``rereads``): those a chunk dropped for such a change, and with ``--reselect-toast`` those of every
+such update.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from wal2http.backfill.chunk import Chunk, KeyText, identity, is_key_change, key_positions, key_text, lacks_toast
+from wal2http.backfill.chunk import Chunk, is_key_change, key_positions, lacks_toast
+from wal2http.backfill.rereads import Queued, Rereads, Taken
 from wal2http.decode.events import Event, EventBuilder, RelationFacts
-from wal2http.decode.pgoutput import ColumnValue, Delete, Insert, Relation, Truncate, Update
+from wal2http.decode.pgoutput import Delete, Insert, Relation, Truncate, Update
 from wal2http.errors import ConfigError, DatabaseError, LockUnavailable, ReplicationLost
 from wal2http.lsn import format_lsn
 from wal2http.observe.metrics import Metrics
@@ -51,10 +53,6 @@ REREAD_KEYS = 1000  # rows read again by key in one window at most
 DEFAULT_CHUNK_BYTES = 32 << 20  # --backfill-chunk-bytes
 
 
-def _pending_id(key: Mapping[str, Any]) -> bytes:
-    return identity(sorted(key), key)
-
-
 @dataclass
 class _Active:
     """The table being backfilled, as described when it started (a change of shape ends it)."""
@@ -84,14 +82,6 @@ class _Table:
     relation: Relation
 
 
-@dataclass(frozen=True)
-class _Queued:
-    """A row to read again: as the update lacking its TOASTed value streamed it, and that update's commit."""
-
-    new: tuple[ColumnValue, ...]
-    commit_lsn: int
-
-
 @dataclass
 class _Released:
     """A chunk whose read events are in the stream, waiting for its high mark's commit to be confirmed."""
@@ -102,7 +92,7 @@ class _Released:
     sent: int = 0
     backfill: bool = True  # a chunk of the table being backfilled (False: rows read again only)
     # The rows it read again, as they were queued: queued again if the stream restarts before it is confirmed.
-    taken: list[tuple[int, bytes, _Queued]] = field(default_factory=list)
+    taken: list[Taken] = field(default_factory=list)
 
 
 class Backfill:
@@ -140,10 +130,7 @@ class Backfill:
         self._next_poll = 0.0
         self._resume_at = 0.0
         self._stepped_at = 0.0
-        # Rows to read again, by table OID: pending id -> the row as the update that lacked a value streamed it.
-        self._again: dict[int, dict[bytes, _Queued]] = {}
-        # Commit LSNs of the updates whose rows wait to be read again (or whose reads are not confirmed yet).
-        self._holds: Counter[int] = Counter()
+        self._again = Rereads()
         self._tables: dict[int, _Table] = {}  # described for --reselect-toast windows
         self._reading: _Table | None = None  # what the chunk in flight is read with, outside a backfill
         self._windows = 0  # numbers the windows of rows read again only
@@ -179,7 +166,7 @@ class Backfill:
             assert isinstance(change, Update)
             if self.reselect_toast or (active is not None and active.spec.oid == change.relation_oid
                                        and is_key_change(record)):
-                self._read_again(change.relation_oid, record["key"], _Queued(new, event.commit_lsn))
+                self._again.add(change.relation_oid, record["key"], Queued(new, event.commit_lsn))
 
     def relation_changed(self, oid: int) -> None:
         """A Relation message: the table is described again before its rows are read again."""
@@ -188,31 +175,7 @@ class Backfill:
     def hold_lsn(self) -> int | None:
         """The oldest commit of an update whose row is not read again and confirmed yet: the stream must
         not be confirmed past it, so that a restart streams that update again and queues its row again."""
-        return min(self._holds) if self._holds else None
-
-    def _read_again(self, oid: int, key: Mapping[str, Any], queued: _Queued) -> None:
-        rows = self._again.setdefault(oid, {})
-        ident = _pending_id(key)
-        earlier = rows.get(ident)
-        if earlier is None:
-            self._holds[queued.commit_lsn] += 1
-            rows[ident] = queued
-        else:  # the newest row (its key texts), held from the first update not read again
-            rows[ident] = _Queued(queued.new, min(earlier.commit_lsn, queued.commit_lsn))
-            if queued.commit_lsn < earlier.commit_lsn:
-                self._unhold(earlier.commit_lsn)
-                self._holds[queued.commit_lsn] += 1
-
-    def _unhold(self, commit_lsn: int) -> None:
-        self._holds[commit_lsn] -= 1
-        if self._holds[commit_lsn] <= 0:
-            del self._holds[commit_lsn]
-
-    def _drop_queued(self, oid: int) -> int:
-        rows = self._again.pop(oid, {})
-        for queued in rows.values():
-            self._unhold(queued.commit_lsn)
-        return len(rows)
+        return self._again.hold_lsn()
 
     def watermark(self, content: bytes, builder: EventBuilder, lsn: int) -> Iterator[Event]:
         """The read events a high watermark releases (none for a low mark or another process's mark)."""
@@ -232,14 +195,7 @@ class Backfill:
         released = _Released(builder.commit_lsn, chunk.last_key, chunk.complete, backfill=chunk.task is not None)
         self._released = released
         oid = chunk.spec.oid
-        pending = self._again.get(oid)
-        if pending is not None:
-            for ident in chunk.taken:
-                queued = pending.pop(ident, None)
-                if queued is not None:
-                    released.taken.append((oid, ident, queued))
-            if not pending:
-                del self._again[oid]
+        released.taken = self._again.take(oid, chunk.taken)
         dropped = self._active.dropped if self._active is not None and self._active.spec.oid == oid else None
         if dropped:
             dropped.difference_update(chunk.taken)
@@ -255,9 +211,9 @@ class Backfill:
                 return True
             again = chunk.to_read_again(key)
             if again is not None:  # the receiver has no whole copy of this row
-                self._read_again(oid, again[0], _Queued(again[1], builder.commit_lsn))
+                ident = self._again.add(oid, again[0], Queued(again[1], builder.commit_lsn))
                 if dropped is not None:
-                    dropped.add(_pending_id(again[0]))
+                    dropped.add(ident)
             return False
 
         rows = chunk.rows + chunk.rereads if chunk.rereads else chunk.rows
@@ -281,9 +237,7 @@ class Backfill:
         """The stream restarts from the confirmed position: what is in flight is read again later."""
         released = self._released
         if released is not None:  # its reads may be lost: their rows wait to be read again
-            for oid, ident, queued in released.taken:
-                self._unhold(queued.commit_lsn)
-                self._requeue(oid, ident, queued)
+            self._again.put_back(released.taken)
         self.chunk = None
         self._reading = None
         self._released = None
@@ -318,7 +272,7 @@ class Backfill:
                 self._active = self._start_next()
             active = self._active
             # Rows to read again of other tables go first: they complete rows the receiver holds already.
-            other = next((oid for oid in self._again if active is None or oid != active.spec.oid), None)
+            other = self._again.next_table(besides=active.spec.oid if active is not None else None)
             if other is not None:
                 self._reread(other)
             elif active is not None:
@@ -452,7 +406,7 @@ class Backfill:
             try:
                 spec = table_sql.describe_oid(conn, self.publication, oid)
             except ConfigError as e:
-                logger.warning("cannot read %d row(s) again for their large values: %s", self._drop_queued(oid), e)
+                logger.warning("cannot read %d row(s) again for their large values: %s", self._again.drop(oid), e)
                 return
             table = _Table(spec, RelationFacts(key=spec.key, base_types=table_sql.domain_bases(conn, spec)),
                            spec.relation())
@@ -470,7 +424,13 @@ class Backfill:
         watermarks; False when the select must be done again (see _all_visible), None when the table no
         longer has the shape of ``spec``."""
         conn = self.connection.get()
-        ids, keys = self._keys(spec)
+        ids, keys, unreadable = self._again.keys(spec, REREAD_KEYS)
+        active = self._active
+        for ident in unreadable:
+            if active is not None and active.spec.oid == spec.oid:
+                active.dropped.discard(ident)  # the table must still end
+            logger.warning("%s: a row updated without its large values cannot be read again by key "
+                           "(a binary or TOASTed key value, or the table changed)", spec.name)
         token = new_token()
         task_id = task.id if task is not None else 0
         # Tracking starts now (see Chunk): nothing is read from the stream until this returns.
@@ -490,28 +450,6 @@ class Backfill:
             taken = [ident for ident, key in zip(ids, keys, strict=True) if key in found]
         self.chunk = Chunk(task, spec, number, token, selected.rows, selected.complete, selected.rereads, taken)
         return True
-
-    def _keys(self, spec: TableSpec) -> tuple[list[bytes], list[KeyText]]:
-        """The rows of ``spec`` to read again in the next window: their pending ids and key texts."""
-        pending = self._again.get(spec.oid)
-        ids: list[bytes] = []
-        keys: list[KeyText] = []
-        for ident, queued in list((pending or {}).items()):
-            key = key_text(spec, queued.new)
-            if key is None:
-                assert pending is not None
-                del pending[ident]
-                self._unhold(queued.commit_lsn)
-                if self._active is not None and self._active.spec.oid == spec.oid:
-                    self._active.dropped.discard(ident)  # the table must still end
-                logger.warning("%s: a row updated without its large values cannot be read again by key "
-                               "(a binary or TOASTed key value, or the table changed)", spec.name)
-                continue
-            ids.append(ident)
-            keys.append(key)
-            if len(ids) >= REREAD_KEYS:
-                break
-        return ids, keys
 
     def _all_visible(self, snapshot: Snapshot) -> bool:
         """Whether the select saw every transaction already read from the stream.
@@ -541,20 +479,8 @@ class Backfill:
         self._streamed_xids = deque(unseen, maxlen=STREAMED_XIDS)
         return unseen
 
-    def _requeue(self, oid: int, ident: bytes, queued: _Queued) -> None:
-        rows = self._again.setdefault(oid, {})
-        current = rows.get(ident)
-        if current is not None:
-            if current.commit_lsn <= queued.commit_lsn:
-                return
-            self._unhold(current.commit_lsn)
-            queued = _Queued(current.new, queued.commit_lsn)  # its newest key texts, the older hold
-        self._holds[queued.commit_lsn] += 1
-        rows[ident] = queued
-
     def _record(self, released: _Released) -> None:
-        for _, _, queued in released.taken:  # their reads are confirmed
-            self._unhold(queued.commit_lsn)
+        self._again.confirmed(released.taken)
         if not released.backfill:
             self._released = None  # rows read again only: nothing to store
             return
@@ -592,7 +518,7 @@ class Backfill:
         store.finish_task(self.connection.get(), task.id, State.FAILED, reason)
         active = self._active
         if active is not None and not self.reselect_toast:
-            self._drop_queued(active.spec.oid)  # its rows were never all sent
+            self._again.drop(active.spec.oid)  # its rows were never all sent
         self.chunk = None
         self._end()
 
