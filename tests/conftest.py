@@ -77,6 +77,7 @@ SERVER_FACING = frozenset({
 RECEIVER_SIDE_ONLY = frozenset({
     "test_tls.py::test_mutual_tls_without_a_client_certificate_delivers_nothing",
     "test_tls.py::test_the_receiver_certificate_is_always_verified",
+    "test_tls.py::test_check_config_verifies_the_receiver_as_run_does",
     "test_hook0.py::test_daily_quota_holds_requests_back_even_after_a_reconnect",
 })
 

@@ -206,6 +206,33 @@ def test_slot_create_backfill_undoes_the_slot_when_queueing_fails(db: Database, 
     assert slot_row(db) is None and published(db) == []
 
 
+def test_run_create_slot_backfill_undoes_the_slot_when_queueing_fails(db: Database, wal2http_bin: str,
+                                                                      receiver: Receiver) -> None:
+    """run --create-slot --backfill: the slot is dropped again when its backfill cannot be queued, so the
+    next start creates both; a slot left behind would start the next run without its initial rows."""
+    db.execute(KEYED)
+    db.execute("INSERT INTO orders VALUES (1, 'a'), (2, 'b')")
+    assert cli(wal2http_bin, "slot", "create", "--table", "orders", "--backfill", dsn=db.dsn).code == 0
+    assert cli(wal2http_bin, "slot", "drop", "--yes", dsn=db.dsn).code == 0  # keeps the publication
+    db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$BEGIN RAISE EXCEPTION 'no new requests today'; END$$")
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON wal2http.wal2http_backfill FOR EACH ROW "
+               "EXECUTE FUNCTION refuse()")
+    run = ("run", "--create-slot", "--backfill", "--until", "now", "--sink", "http", "--http-url", receiver.url)
+
+    failed = cli(wal2http_bin, *run, dsn=db.dsn)
+    assert failed.code == 3, failed.err
+    last = failed.err.splitlines()[-1]
+    assert "no new requests today" in last and last.endswith("dropped slot wal2http again: nothing was created")
+    assert slot_row(db) is None and published(db) == ["public.orders"]
+    assert receiver.requests == []
+
+    db.execute("DROP TRIGGER refuse ON wal2http.wal2http_backfill")
+    ran = cli(wal2http_bin, *run, dsn=db.dsn)
+    assert ran.code == 0, ran.err
+    assert sorted(e["key"]["id"] for e in receiver.events() if e["op"] == "read") == [1, 2]
+
+
 def test_if_not_exists_backfill_on_an_existing_slot_queues_it_once(db: Database, wal2http_bin: str) -> None:
     db.execute(KEYED)
     assert cli(wal2http_bin, "slot", "create", "--table", "orders", dsn=db.dsn).code == 0

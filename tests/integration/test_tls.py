@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.certs import CertificateAuthority, KeyPair
 from tests.support.pgcluster import Database, PgCluster
-from tests.support.process import Start, Wal2http, cli, run_once
+from tests.support.process import Start, Wal2http, check, cli, run_once
 from tests.support.receiver import Receiver
 from tests.support.replication import publish
 
@@ -229,6 +229,28 @@ def test_mutual_tls_delivers(
     assert process.stop() == 0
     assert [e["new"]["id"] for e in events] == [1, 2]
     assert receiver.tls_failures == []
+
+
+def test_check_config_verifies_the_receiver_as_run_does(
+    db: Database, mtls_receiver: tuple[Receiver, CertificateAuthority], wal2http_bin: str
+) -> None:
+    """check-config's handshake trusts --ca-file and presents the client certificate, as run's requests do:
+    a receiver run delivers to passes, one whose certificate run would refuse fails."""
+    receiver, ca = mtls_receiver
+    client = ca.issue("wal2http", server=False)
+    publish(db, "CREATE TABLE t (id int PRIMARY KEY)", tables="t")
+    sink = ("--create-slot", "--sink", "http", "--http-url", receiver.url,
+            "--client-cert", str(client.cert), "--client-key", str(client.key))
+    trusted, checks = check(wal2http_bin, db.dsn, *sink, "--ca-file", str(ca.cert))
+    assert trusted.code == 0, trusted.out
+    assert "with a valid certificate for 127.0.0.1" in checks["sink"]["detail"]
+    untrusted, checks = check(wal2http_bin, db.dsn, *sink)
+    assert untrusted.code == 2 and checks["sink"]["status"] == "failed"
+    assert checks["sink"]["detail"].endswith(" failed: self-signed certificate in certificate chain")
+    missing = str(ca.directory / "missing.pem")  # run's requests would fail on each attempt too
+    unreadable, checks = check(wal2http_bin, db.dsn, *sink, env={"REQUESTS_CA_BUNDLE": missing})
+    assert unreadable.code == 2 and checks["sink"]["detail"].startswith("cannot load the CAs to verify the receiver")
+    assert receiver.requests == []
 
 
 def test_mutual_tls_without_a_client_certificate_delivers_nothing(

@@ -69,12 +69,11 @@ class Requested:
                             for name, task in self.resumed}}
 
 
-def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, where: str | None, *,
-            resume: bool = True) -> Requested:
+def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, where: str | None) -> Requested:
     """Validate every table (published, keyed, ``where`` plannable), then queue them; nothing on refusal.
 
-    With ``all_tables``, a table without a key is skipped (Requested.warnings says so), not refused.
-    With ``resume``, see ``enqueue``.
+    With ``all_tables``, a table without a key is skipped (Requested.warnings says so), not refused. A
+    table whose last request failed part-way goes on where it stopped (``enqueue`` with ``resume``).
     """
     if all_tables and tables:
         raise ConfigError("--all-tables cannot be combined with --table")
@@ -88,7 +87,7 @@ def request(source: SourceConfig, tables: tuple[str, ...], all_tables: bool, whe
         if slot is None:
             raise ConfigError(f"replication slot {source.slot!r} does not exist: create it with "
                               "'wal2http slot create --backfill', which also queues this backfill")
-        return enqueue(conn, source, prepared, slot.active_pid is not None, resume=resume)
+        return enqueue(conn, source, prepared, slot.active_pid is not None, resume=True)
 
 
 def prepare(conn: Connection, source: SourceConfig, tables: tuple[str, ...], where: str | None) -> Prepared:
@@ -159,14 +158,6 @@ def enqueue(conn: Connection, source: SourceConfig, prepared: Prepared, slot_act
 def pending_request(conn: Connection, slot: str) -> int | None:
     """The oldest request of ``slot`` with a table not finished yet; None when every one finished."""
     return next((t.request for t in store.tasks(conn, slot) if not t.state.finished), None)
-
-
-def request_all(source: SourceConfig) -> Requested:
-    """The initial snapshot: every published table (``run --create-slot --backfill``), keyless ones skipped.
-
-    Never resumed: a new slot starts a new history.
-    """
-    return request(source, (), True, None, resume=False)
 
 
 def tasks(source: SourceConfig, request_id: int | None = None) -> list[Task]:

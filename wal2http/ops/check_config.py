@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 
 from wal2http.checklist import Check, CheckName, Status, failed, ok, warning
 from wal2http.config.cloudevents import EventFormat
@@ -22,6 +23,7 @@ from wal2http.ops.checks import database_checks, file_checks
 from wal2http.ops.probe import probe
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.connection import connection_params, source_connection
+from wal2http.sinks.http import tls_context
 
 # -- offline ---------------------------------------------------------------------------------------
 
@@ -226,7 +228,12 @@ def sink_check(config: Config) -> Check | None:
         return ok("sink", "standard output") if config.sink.kind == SinkKind.STDOUT else None
     option = "--hook0-api-url" if config.sink.kind == SinkKind.HOOK0 else "--http-url"
     try:
-        return ok("sink", probe(http.url, http.timeout_s))
+        tls = tls_context(http) if http.url.startswith("https:") else None
+    except (OSError, ssl.SSLError) as e:
+        return failed("sink", f"cannot load the CAs to verify the receiver with, or the client certificate: {e}",
+                      "check REQUESTS_CA_BUNDLE, --ca-file, --client-cert and --client-key")
+    try:
+        return ok("sink", probe(http.url, http.timeout_s, tls))
     except ConfigError as e:
         return failed("sink", str(e), f"check {option} and that the receiver is running")
 

@@ -10,14 +10,15 @@ from wal2http.deadline import DeadlineExceeded, deadline
 from wal2http.errors import ConfigError
 
 
-def probe(url: str, timeout: float) -> str:
+def probe(url: str, timeout: float, tls: ssl.SSLContext | None = None) -> str:
     """Describe a successful connection to ``url``'s host and port; ConfigError saying what failed.
 
-    ``timeout`` bounds the whole probe: resolving, connecting and the TLS handshake together.
+    ``timeout`` bounds the whole probe: resolving, connecting and the TLS handshake together. An https
+    URL's handshake uses ``tls`` (the sink's trust and client certificate), else the system's defaults.
     """
     try:
         with deadline(timeout):
-            return _probe(url, timeout)
+            return _probe(url, timeout, tls)
     except DeadlineExceeded:
         raise ConfigError(f"no connection to {_where(url)} within {timeout:g} s (--http-timeout): "
                           "the host, a firewall or the TLS handshake does not answer") from None
@@ -28,7 +29,7 @@ def _where(url: str) -> str:
     return f"{parts.hostname or ''}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
-def _probe(url: str, timeout: float) -> str:
+def _probe(url: str, timeout: float, tls_context: ssl.SSLContext | None) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -48,13 +49,13 @@ def _probe(url: str, timeout: float) -> str:
             errors.append(f"{address[0]}: {e.strerror or e}")
             continue
         with sock:
-            tls = _handshake(sock, host, where) if parts.scheme == "https" else ""
+            tls = _handshake(sock, host, where, tls_context) if parts.scheme == "https" else ""
         return f"{where} ({address[0]}) accepts TCP connections{tls}; no request sent"
     raise ConfigError(f"cannot connect to {where}: {'; '.join(errors)}")
 
 
-def _handshake(sock: socket.socket, host: str, where: str) -> str:
-    context = ssl.create_default_context()
+def _handshake(sock: socket.socket, host: str, where: str, context: ssl.SSLContext | None) -> str:
+    context = context or ssl.create_default_context()
     try:
         with context.wrap_socket(sock, server_hostname=host) as tls:
             return f", TLS {tls.version()} with a valid certificate for {host}"

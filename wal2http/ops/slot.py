@@ -221,28 +221,29 @@ def _create(conn: Connection, source: SourceConfig, request: PublicationRequest,
         try:
             requested = queue.enqueue(conn, source, prepared, slot.active_pid is not None)
         except Wal2HttpError as e:
-            e.args = (f"{e}; {_undo_slot(conn, source, request, done, created=consistent_lsn is not None)}",)
+            undone = (take_back_slot(conn, source.slot, lambda: done.undo(conn, source.publication, request.outbox),
+                                     "wal2http slot create --backfill") if consistent_lsn is not None
+                      else f"slot {source.slot} already existed and is unchanged; no backfill was queued")
+            e.args = (f"{e}; {undone}",)
             raise
     return Created(slot, consistent_lsn is not None, consistent_lsn, publication, done.publication_created,
                    tuple(warnings), outbox, requested, note)
 
 
-def _undo_slot(conn: Connection, source: SourceConfig, request: PublicationRequest, done: _Done,
-               created: bool) -> str:
-    """Take back the slot and whatever else this ``slot create`` made; what the operator reads about it."""
-    if not created:
-        return f"slot {source.slot} already existed and is unchanged; no backfill was queued"
+def take_back_slot(conn: Connection, slot: str, undo_before: Callable[[], list[str]], command: str) -> str:
+    """Drop the slot a command just created because queueing its backfill failed, then what the command
+    made before it (``undo_before``, which names what it dropped); what the operator reads about it."""
     try:
-        drop_slot(conn, source.slot)
+        drop_slot(conn, slot)
     except Wal2HttpError as e:
-        return (f"slot {source.slot} was created but could not be dropped again ({e}), and no backfill is "
+        return (f"slot {slot} was created but could not be dropped again ({e}), and no backfill is "
                 f"queued: 'wal2http backfill --all-tables' queues it")
     try:
-        undone = done.undo(conn, source.publication, request.outbox)
+        undone = undo_before()
     except Wal2HttpError as e:
-        return (f"dropped slot {source.slot} again, but not what this command created before it ({e}): "
-                "'wal2http slot create --backfill' goes on from what exists")
-    return f"dropped {' and '.join([f'slot {source.slot}', *undone])} again: nothing was created"
+        return (f"dropped slot {slot} again, but not what this command created before it ({e}): "
+                f"'{command}' goes on from what exists")
+    return f"dropped {' and '.join([f'slot {slot}', *undone])} again: nothing was created"
 
 
 @dataclass

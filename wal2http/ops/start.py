@@ -7,8 +7,9 @@ import logging
 import signal
 from dataclasses import dataclass
 
+from wal2http.backfill import queue
 from wal2http.backfill.driver import Backfill
-from wal2http.backfill.queue import backfill_refusal, request_all
+from wal2http.backfill.queue import Requested, backfill_refusal
 from wal2http.checklist import Check, Status, exit_status, failed
 from wal2http.config.cloudevents import default_source
 from wal2http.config.outcomes import StatusClasses
@@ -18,10 +19,11 @@ from wal2http.delivery.deadletter import DeadLetterFile
 from wal2http.delivery.resends import Resends
 from wal2http.delivery.sink import Sink, SourceInfo
 from wal2http.delivery.until import Until
-from wal2http.errors import DatabaseError, Interrupted, RejectedError, StopRequested
+from wal2http.errors import DatabaseError, Interrupted, RejectedError, StopRequested, Wal2HttpError
 from wal2http.lsn import format_lsn, parse_lsn
 from wal2http.observe.observer import Observer
 from wal2http.ops.checks import start_checks
+from wal2http.ops.slot import take_back_slot
 from wal2http.pg import backfill as backfill_sql
 from wal2http.pg import publication as publication_sql
 from wal2http.pg.catalog import Catalog
@@ -43,11 +45,13 @@ class Prepared:
     slot: Slot
     database: str
     tables: tuple[tuple[str, str], ...]  # (schema, table)
-    created: bool = False  # the slot was created by this start (--create-slot)
+    backfill: Requested | None = None  # queued with the slot this start created (--create-slot --backfill)
 
 
 def prepare_stream(config: Config) -> Prepared:
-    """``run`` at start: the checks ``check-config`` makes, all reported, then the slot created if asked and missing."""
+    """``run`` at start: the checks ``check-config`` makes, all reported, then the slot created if asked and
+    missing, with its initial backfill (--backfill): checked in full before the slot exists, and the slot
+    dropped again if queueing fails, so that the next start creates both (never a slot without its backfill)."""
     source = config.source
     with source_connection(source) as conn:
         facts = publication_sql.server_facts(conn)
@@ -56,14 +60,33 @@ def prepare_stream(config: Config) -> Prepared:
             if check.status is Status.WARNING:
                 logger.warning("%s: %s", check.name, check.message)
         refuse(checks)
+        tables = tuple(publication_sql.published_tables(conn, source.publication))
         info = find_slot(conn, source.slot)
-        created = info is None
-        if info is None:
+        if info is not None:
+            return Prepared(info, facts.database, tables)
+        prepared = queue.prepare(conn, source, (), None) if config.backfill.initial else None
+        requests_table = prepared is not None and prepared.created_table
+
+        def take_back_requests_table() -> list[str]:
+            return [backfill_sql.drop_requests_table(conn)] if requests_table else []
+
+        try:
             create_slot(conn, source.slot, failover=source.failover)
-            info = find_slot(conn, source.slot)
-            assert info is not None
-        return Prepared(info, facts.database, tuple(publication_sql.published_tables(conn, source.publication)),
-                        created)
+        except DatabaseError:
+            take_back_requests_table()  # a retry starts clean
+            raise
+        requested = None
+        if prepared is not None:
+            try:  # a new slot starts a new history: nothing is resumed
+                requested = queue.enqueue(conn, source, prepared, slot_active=False)
+            except Wal2HttpError as e:
+                undone = take_back_slot(conn, source.slot, take_back_requests_table,
+                                        "wal2http run --create-slot --backfill")
+                e.args = (f"{e}; {undone}",)
+                raise
+        info = find_slot(conn, source.slot)
+        assert info is not None
+        return Prepared(info, facts.database, tables, backfill=requested)
 
 
 def refuse(checks: list[Check]) -> None:
@@ -199,11 +222,10 @@ def _run(config: Config, observer: Observer) -> None:
     backfill = Backfill(connection, src.slot, src.publication, config.backfill.chunk_size, observer.metrics,
                         chunk_bytes=config.backfill.chunk_bytes, reselect_toast=config.backfill.reselect_toast,
                         refuse=backfill_refusal(config))
-    if prepared.created and config.backfill.initial:
-        requested = request_all(src)
-        for text in requested.warnings:
+    if prepared.backfill is not None:
+        for text in prepared.backfill.warnings:
             logger.warning("%s", text)
-        for line in requested.lines():
+        for line in prepared.backfill.lines():
             logger.info("%s", line)
     until = run_until(src, connection) if src.until else None
     pipeline = Pipeline(config, stream, sink, observer, start_lsn=start_lsn, dead_letters=dead_letters,

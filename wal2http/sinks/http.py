@@ -6,7 +6,9 @@ import email.utils
 import http.client
 import json
 import logging
+import os
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -358,6 +360,23 @@ def client_certificate(config: HttpConfig) -> str | tuple[str, str] | None:
     if config.client_cert and config.client_key:
         return (config.client_cert, config.client_key)
     return config.client_cert
+
+
+def tls_context(config: HttpConfig) -> ssl.SSLContext:
+    """The TLS set-up of ``run``'s requests, for a handshake made without them (check-config's probe): the
+    receiver verified against --ca-file, else against the bundle requests trusts (REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE or certifi's), and the --client-cert presented. OSError or ssl.SSLError if a file
+    cannot be loaded."""
+    verify = config.ca_file or requests.Session().merge_environment_settings(config.url, {}, None, None, None)["verify"]
+    trusted = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
+    context = (ssl.create_default_context(capath=trusted) if os.path.isdir(trusted)
+               else ssl.create_default_context(cafile=trusted))
+    cert = client_certificate(config)
+    if isinstance(cert, tuple):
+        context.load_cert_chain(*cert)
+    elif cert:
+        context.load_cert_chain(cert)
+    return context
 
 
 def warn_if_plain_http(url: str, option: str, credentials: bool) -> None:
