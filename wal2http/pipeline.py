@@ -33,6 +33,7 @@ from wal2http.errors import (
     SlotLost,
     SlotMissing,
     StopRequested,
+    Wal2HttpError,
 )
 from wal2http.lsn import format_lsn
 from wal2http.observe.observer import Observer
@@ -87,6 +88,7 @@ class Pipeline:
         self._duplicate = False
         self._delivered_through_seq = 0
         self._read = 0  # events taken from the stream (and backfills) for delivery
+        self._streamed = False  # the slot was opened once: a stop has a position to report
         self.until = until  # run --until: where the run ends by itself
         self._read_past_until = False  # a message past --until was taken from the stream, not used
         self._last_commit_end_lsn = start_lsn
@@ -162,9 +164,13 @@ class Pipeline:
     # -- connection supervision -------------------------------------------------
 
     def run(self) -> None:
-        """Stream until stopped, reconnecting whenever the replication connection is lost; log a summary."""
+        """Stream until stopped, reconnecting whenever the replication connection is lost; log a summary,
+        also before an error that halts (the error stays the last line), except for a lost slot, whose
+        error says what its loss means."""
         try:
             self._supervise()
+        except SlotLost:
+            raise
         except StopRequested as e:
             # Nothing more can be delivered in this run: what was read and not delivered is not
             # confirmed, and the server sends it again to the next run.
@@ -176,12 +182,15 @@ class Pipeline:
         except Interrupted:
             self._summary()
             raise
+        except Wal2HttpError:  # an error that halts: the stop has a position to report once streaming began
+            if self._streamed:
+                self._summary()
+            raise
 
     def _supervise(self) -> None:
         failures = 0
         lost_since: float | None = None
         standby = False
-        streamed = False
         while True:
             try:
                 self.stream.open()
@@ -193,7 +202,7 @@ class Pipeline:
                 self.wait(random.uniform(0.5, 1.0) * STANDBY_WAIT_S)
                 continue
             except SlotMissing as e:
-                if streamed:
+                if self._streamed:
                     raise self._slot_lost(e) from None
                 raise DatabaseError(f"{e}: create it with 'wal2http slot create' or --create-slot") from None
             except ReplicationLost as e:
@@ -210,7 +219,7 @@ class Pipeline:
             if lost_since is not None:
                 logger.info("replication reconnected after %.1f s (%d attempts)",
                             time.monotonic() - lost_since, failures)
-            failures, lost_since, streamed = 0, None, True
+            failures, lost_since, self._streamed = 0, None, True
             self.metrics.set_state(RunState.STOPPING if self.stop_requested else RunState.STREAMING, connected=True)
             try:
                 self._stream()

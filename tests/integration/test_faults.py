@@ -111,6 +111,11 @@ def test_rejection_stops_with_exit_4_and_names_the_event(db: Database, receiver:
     assert f"rejected {event_id} with 422" in wal2http.stderr
     assert "schema mismatch" in wal2http.stderr
     assert "Traceback" not in wal2http.stderr
+    # The stop summary says what is left and where the next run starts; the error stays the last line.
+    lines = wal2http.stderr.splitlines()
+    (summary,) = [line for line in lines if " stopped: " in line]
+    assert "stopped: 0 events delivered" in summary and "left undelivered: 1 event read" in summary
+    assert f"rejected {event_id} with 422" in lines[-1]
     # Not confirmed: the rejected change is still in the slot for the next run.
     commit_lsn = parse_lsn(receiver.requests[0].json()["commit_lsn"])
     assert (db.cluster.confirmed_flush_lsn("wal2http") or 0) <= commit_lsn
