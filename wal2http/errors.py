@@ -140,6 +140,9 @@ class TransientDeliveryError(DeliveryError):
         self.retry_after = retry_after
         # Why trying again sends the request again (a runtime.ResendReason); None when it never left.
         self.resend_reason = resend_reason
+        # The request that failed, as (webhook-id, events), when the batch went out as several requests
+        # (cloudevents-binary): only it goes again; None when it was the whole batch.
+        self.request: tuple[str, int] | None = None
 
 
 class UnmappableEvent(Wal2HttpError):

@@ -1,15 +1,20 @@
-"""The deliverer's answer to 413: fewer events per request, never a refused event, and growing back."""
+"""The deliverer: 413 means fewer events per request, never a refused event; what counts as resent."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.support.events import event
+from wal2http.config.cloudevents import CloudEventsConfig, EventFormat
 from wal2http.config.sections import OnReject
 from wal2http.delivery.batch import Batch
 from wal2http.delivery.breaker import Breaker
 from wal2http.delivery.deliverer import GROW_AFTER, Deliverer, SizeLimit
-from wal2http.errors import PayloadTooLarge, RejectedError
+from wal2http.delivery.resends import Resends
+from wal2http.errors import PayloadTooLarge, RejectedError, TransientDeliveryError
+from wal2http.observe.metrics import Metrics
+from wal2http.runtime import ResendReason
+from wal2http.sinks.cloudevents import Formatter, Parts, Request
 
 
 class LimitedReceiver:
@@ -86,3 +91,40 @@ def test_smaller_batches_do_not_count_toward_growth() -> None:
     for _ in range(10 * GROW_AFTER):
         assert limit.accepted(3) is None
     assert limit.ceiling == 50
+
+
+class BinaryReceiver:
+    """cloudevents-binary as the http sink sends it (one request per event, Parts); answers 503 once to the
+    request of ``failing``."""
+
+    def __init__(self, failing: str) -> None:
+        self.failing: str | None = failing
+        self.posted: list[str] = []
+        self._formatter = Formatter(EventFormat.CLOUDEVENTS_BINARY, CloudEventsConfig(source="/test"), False)
+        self._parts = Parts()
+
+    def send(self, batch: Batch) -> int | None:
+        return self._parts.send(self._formatter.requests(batch), self._post)
+
+    def _post(self, request: Request) -> int:
+        (sent,) = request.batch.events
+        self.posted.append(sent.id)
+        if sent.id == self.failing:
+            self.failing = None
+            raise TransientDeliveryError("503", status=503, resend_reason=ResendReason.STATUS)
+        return 200
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_batch_sent_again_in_binary_mode_counts_only_the_failed_request_as_resent() -> None:
+    events = [event(n) for n in range(1, 6)]
+    sink = BinaryReceiver(failing=events[2].id)
+    metrics = Metrics()
+    d = Deliverer(sink, Breaker(5, 0, 0), lambda _s: None, metrics=metrics, max_events=5, resends=Resends(metrics))
+    d.deliver(Batch(events))
+    ids = [e.id for e in events]
+    assert sink.posted == [*ids[:3], *ids[2:]]  # the two accepted before the failure are not sent again
+    assert metrics.resent_requests[ResendReason.STATUS] == 1
+    assert metrics.resent_events[ResendReason.STATUS] == 1

@@ -295,7 +295,8 @@ class Deliverer:
             metrics.set_breaker(breaker.state)
             resends.request_started()
             if failed is not None and failed.resend_reason:  # the failed try may have reached the receiver
-                resends.resent(ResendReason(failed.resend_reason), len(batch.events), batch.batch_id, str(failed))
+                request_id, events = failed.request or (batch.batch_id, len(batch.events))
+                resends.resent(ResendReason(failed.resend_reason), events, request_id, str(failed))
             started = time.perf_counter()
             try:
                 status = self.sink.send(batch)

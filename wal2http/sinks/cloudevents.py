@@ -13,6 +13,7 @@ import orjson
 from wal2http.config.cloudevents import CloudEventsConfig, EventFormat
 from wal2http.decode.events import Event, encode
 from wal2http.delivery.batch import Batch
+from wal2http.errors import TransientDeliveryError
 
 SPEC_VERSION = "1.0"  # the specversion of every 1.0.x release, 1.0.2 included
 STRUCTURED = "application/cloudevents+json"
@@ -103,8 +104,10 @@ class Parts:
                 continue  # ids are stable: this event was accepted when the batch was sent before
             try:
                 status = post(request)
-            except BaseException:
+            except BaseException as e:
                 self._accepted = accepted
+                if isinstance(e, TransientDeliveryError):
+                    e.request = (request.batch.batch_id, len(request.batch.events))
                 raise
             accepted |= ids
         return status
