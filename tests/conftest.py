@@ -78,6 +78,7 @@ RECEIVER_SIDE_ONLY = frozenset({
     "test_tls.py::test_mutual_tls_without_a_client_certificate_delivers_nothing",
     "test_tls.py::test_the_receiver_certificate_is_always_verified",
     "test_tls.py::test_check_config_verifies_the_receiver_as_run_does",
+    "test_routes.py::test_check_config_checks_that_each_routes_receiver_accepts_connections",
     "test_hook0.py::test_daily_quota_holds_requests_back_even_after_a_reconnect",
 })
 

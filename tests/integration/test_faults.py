@@ -18,13 +18,6 @@ def setup_table(db: Database) -> None:
     publish(db, "CREATE TABLE t (id int PRIMARY KEY, v text)", tables="t")
 
 
-def log_since(db: Database, offset: int) -> str:
-    """What the PostgreSQL server logged after ``offset`` bytes (the file is appended to, never rotated)."""
-    with db.cluster.logfile.open("rb") as log:
-        log.seek(offset)
-        return log.read().decode(errors="replace")
-
-
 def test_receiver_answering_503_for_a_while(db: Database, receiver: Receiver, start_wal2http: Start) -> None:
     setup_table(db)
     wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url)
@@ -54,7 +47,7 @@ def test_retry_after_is_honoured(db: Database, receiver: Receiver, start_wal2htt
 def test_receiver_down_longer_than_wal_sender_timeout(db: Database, receiver: Receiver,
                                                       start_wal2http: Start) -> None:
     setup_table(db)
-    log_start = db.cluster.logfile.stat().st_size  # the log is the whole session's: read only this test's part
+    log_start = db.cluster.log_size()
     setting = db.execute("SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'")[0][0]
     timeout_s = int(setting) / 1000
     wal2http = start_wal2http("--create-slot", "--sink", "http", "--http-url", receiver.url)
@@ -70,7 +63,7 @@ def test_receiver_down_longer_than_wal_sender_timeout(db: Database, receiver: Re
     # The same walsender served us throughout: the stream was never dropped.
     assert "connection lost" not in wal2http.stderr
     db.execute("SELECT 1")
-    log = log_since(db, log_start)
+    log = db.cluster.log_since(log_start)
     assert "terminating walsender process due to replication timeout" not in log, (pid, log)
 
 

@@ -281,6 +281,34 @@ def test_check_config_validates_routes(db: Database, wal2http_bin: str, tmp_path
     assert code == 2 and "FAILED   routes: --routes gives each route its url: leave out --http-url" in out, out + err
 
 
+def test_check_config_checks_that_each_routes_receiver_accepts_connections(db: Database, receiver: Receiver,
+                                                                           wal2http_bin: str, tmp_path: Path) -> None:
+    publish(db, *ORDERS, tables="orders, audit")
+    routes = write_routes(tmp_path / "routes.toml", f'''
+[[route]]
+name = "up"
+url = "{receiver.url}/{{table}}"
+
+[[route]]
+name = "down"
+url = "http://127.0.0.1:9/orders"
+
+[[route]]
+name = "per-tenant"
+url = "http://{{table}}.example.com/"
+''')
+    code, out, err = run_once(wal2http_bin, ["check-config", "--json", "--create-slot", "--sink", "http",
+                                             "--routes", routes], {"WAL2HTTP_DSN": db.dsn})
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert code == 2, out + err
+    assert checks["route up"]["status"] == "ok" and "accepts TCP connections" in checks["route up"]["detail"]
+    down = checks["route down"]
+    assert down["status"] == "failed" and "cannot connect to 127.0.0.1:9" in down["detail"]
+    assert checks["route per-tenant"]["status"] == "warning"
+    assert "its host depends on the event" in checks["route per-tenant"]["detail"]
+    assert receiver.requests == []
+
+
 def test_a_route_sends_cloudevents_with_its_own_columns(db: Database, receiver: Receiver, start_wal2http: Start,
                                                        tmp_path: Path) -> None:
     publish(db, *ORDERS, tables="orders, audit")

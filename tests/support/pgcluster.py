@@ -130,6 +130,17 @@ class PgCluster:
     def logfile(self) -> Path:
         return self._require_datadir() / LOG_NAME
 
+    def log_size(self) -> int:
+        """Where the server log ends now: pass it to ``log_since`` to read what one test made it log."""
+        return self.logfile.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        """What the server logged after ``offset`` bytes. The session's server logs for every test of its
+        worker (the file is appended to, never rotated): a test reads only its own part."""
+        with self.logfile.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
     @property
     def running(self) -> bool:
         return self.datadir is not None and (self.datadir / "postmaster.pid").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
+from urllib.parse import urlsplit
 
 from wal2http.checklist import Check, CheckName, Status, failed, ok, warning
 from wal2http.config.cloudevents import EventFormat
@@ -221,21 +222,30 @@ def _endpoint(config: Config) -> HttpConfig | None:
     return None
 
 
-def sink_check(config: Config) -> Check | None:
-    """The receiver accepts connections (``run`` waits for one that does not); None for the other sinks."""
+def sink_checks(config: Config) -> list[Check]:
+    """The receivers accept connections (``run`` waits for one that does not): the sink's, or each route's."""
+    if config.routing.routes:
+        return [_reachable(f"route {r.name}", r.http, f"route {r.name}'s url") for r in config.routing.routes]
     http = _endpoint(config)
     if http is None:
-        return ok("sink", "standard output") if config.sink.kind == SinkKind.STDOUT else None
-    option = "--hook0-api-url" if config.sink.kind == SinkKind.HOOK0 else "--http-url"
+        return [ok("sink", "standard output")] if config.sink.kind == SinkKind.STDOUT else []
+    return [_reachable("sink", http, "--hook0-api-url" if config.sink.kind == SinkKind.HOOK0 else "--http-url")]
+
+
+def _reachable(name: str, http: HttpConfig, option: str) -> Check:
+    """A TCP connection (and TLS handshake, trusting what ``run`` trusts) to the host ``http.url`` names."""
+    if "{" in urlsplit(http.url).netloc:
+        return warning(name, f"{public_url(http.url)}: its host depends on the event, so it is not checked here",
+                       f"check that each host {option} can name accepts connections")
     try:
         tls = tls_context(http) if http.url.startswith("https:") else None
     except (OSError, ssl.SSLError) as e:
-        return failed("sink", f"cannot load the CAs to verify the receiver with, or the client certificate: {e}",
+        return failed(name, f"cannot load the CAs to verify the receiver with, or the client certificate: {e}",
                       "check REQUESTS_CA_BUNDLE, --ca-file, --client-cert and --client-key")
     try:
-        return ok("sink", probe(http.url, http.timeout_s, tls))
+        return ok(name, probe(http.url, http.timeout_s, tls))
     except ConfigError as e:
-        return failed("sink", str(e), f"check {option} and that the receiver is running")
+        return failed(name, str(e), f"check {option} and that the receiver is running")
 
 
 def check_config(config: Config, offline: bool) -> list[Check]:
@@ -251,9 +261,8 @@ def check_config(config: Config, offline: bool) -> list[Check]:
         checks.extend(online)
     if CheckName.SINK_SETTINGS in valid:
         checks.extend(file_checks(config))  # run's start list ends with them too
-        sink = sink_check(config)
-        if sink is not None:
-            checks.append(sink)
-        if hook0 is not None and sink is not None and sink.status is Status.OK:
+        sinks = sink_checks(config)
+        checks.extend(sinks)
+        if hook0 is not None and sinks and sinks[0].status is Status.OK:
             checks.extend(hook0_checks.api_checks(hook0, changes))
     return checks
