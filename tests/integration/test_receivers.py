@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import wait_until
 from tests.support.certs import CertificateAuthority
 from tests.support.events import assert_confirmed_past, assert_in_commit_order
 from tests.support.nginx import Nginx, nginx_binary
@@ -176,7 +177,8 @@ def test_a_second_signal_during_a_hung_request_exits_130_at_once(db: Database, r
     watch = RssWatch(wal2http.proc.pid)
     rogue.wait_for_spoiled(1, timeout=20)
     wal2http.signal(signal.SIGTERM)
-    time.sleep(0.5)
+    # Signals sent before the process handled the first are one signal (POSIX): wait for it to be seen.
+    wait_until(lambda: "SIGTERM received: stopping" in wal2http.stderr, timeout=10, what="the first SIGTERM seen")
     started = time.monotonic()
     wal2http.signal(signal.SIGTERM)
     assert wal2http.wait(20) == 130
